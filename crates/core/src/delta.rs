@@ -1,0 +1,309 @@
+//! Delta table IO over object_store: open-or-create, append with `txn` actions in the same
+//! commit (for exactly-once), read those versions back, overwrite one partition, additive
+//! schema evolution, and checkpoints every N commits.
+//!
+//! URIs: `file://`, a plain path, `memory://` and `s3://` (S3 options such as
+//! `AWS_ENDPOINT_URL` come from the destination's `storage_options` or the environment).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{StructType, Transaction};
+use deltalake::protocol::SaveMode;
+use deltalake::operations::write::SchemaMode;
+use deltalake::{DeltaTable, DeltaTableError};
+use url::Url;
+
+use crate::error::ErrorClass;
+
+/// Delta IO errors; each names the table URI.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    /// The URI cannot be used.
+    #[error("table {uri}: {message}")]
+    Uri {
+        /// The URI as given.
+        uri: String,
+        /// Why.
+        message: String,
+    },
+    /// delta-rs failed.
+    #[error("table {uri}: {operation}: {source}")]
+    Table {
+        /// The table URI.
+        uri: String,
+        /// What finlake was doing.
+        operation: &'static str,
+        /// The underlying error.
+        source: DeltaTableError,
+    },
+    /// The table would expire the `txn` versions exactly-once depends on.
+    #[error("table {uri}: delta.setTransactionRetentionDuration is `{value}`; it would silently expire the txn versions finlake uses for exactly-once. Unset it on this table")]
+    TxnRetention {
+        /// The table URI.
+        uri: String,
+        /// The property's value.
+        value: String,
+    },
+    /// A schema change that is not additive.
+    #[error("table {uri}: schema change refused: {message} (only new nullable columns are added automatically)")]
+    SchemaChange {
+        /// The table URI.
+        uri: String,
+        /// What differs.
+        message: String,
+    },
+}
+
+impl DeltaError {
+    /// Transient for storage failures, config for bad URIs and tables, internal otherwise.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            DeltaError::Uri { .. } | DeltaError::TxnRetention { .. } | DeltaError::SchemaChange { .. } => {
+                ErrorClass::Config
+            }
+            DeltaError::Table { source, .. } => match source {
+                DeltaTableError::ObjectStore { .. } | DeltaTableError::Io { .. } => ErrorClass::Transient,
+                DeltaTableError::NotATable(_) | DeltaTableError::InvalidTableLocation(_) => ErrorClass::Config,
+                _ => ErrorClass::Internal,
+            },
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, DeltaError>;
+
+/// What a table should look like, and how to reach it.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    /// URI or path.
+    pub uri: String,
+    /// Schema to create the table with.
+    pub schema: SchemaRef,
+    /// Partition columns.
+    pub partition_by: Vec<String>,
+    /// Checkpoint every N commits (Delta's default is 100).
+    pub checkpoint_interval: Option<u32>,
+    /// Object store options.
+    pub storage_options: HashMap<String, String>,
+}
+
+/// Turns a URI or plain path into a URL; plain paths are made absolute and created.
+pub fn table_url(uri: &str) -> Result<Url> {
+    let err = |message: String| DeltaError::Uri {
+        uri: uri.to_string(),
+        message,
+    };
+    if uri.contains("://") {
+        let url = Url::parse(uri).map_err(|e| err(e.to_string()))?;
+        if url.scheme() == "file" {
+            std::fs::create_dir_all(url.path()).map_err(|e| err(e.to_string()))?;
+        }
+        return Ok(url);
+    }
+    std::fs::create_dir_all(uri).map_err(|e| err(e.to_string()))?;
+    let abs = std::fs::canonicalize(uri).map_err(|e| err(e.to_string()))?;
+    Url::from_directory_path(&abs).map_err(|_| err("not an absolute path".into()))
+}
+
+fn table_err(uri: &str, operation: &'static str) -> impl FnOnce(DeltaTableError) -> DeltaError + '_ {
+    move |source| DeltaError::Table {
+        uri: uri.to_string(),
+        operation,
+        source,
+    }
+}
+
+/// Opens the table, creating it with the spec's schema and partitioning when absent.
+pub async fn open_or_create(spec: &TableSpec) -> Result<DeltaTable> {
+    let url = table_url(&spec.uri)?;
+    if url.scheme() == "s3" || url.scheme() == "s3a" {
+        deltalake::aws::register_handlers(None);
+    }
+    let table = DeltaTable::try_from_url_with_storage_options(url, spec.storage_options.clone())
+        .await
+        .map_err(table_err(&spec.uri, "open"))?;
+    let table = if table.version().is_none() {
+        let schema: StructType = spec.schema.as_ref().try_into_kernel().map_err(|e| DeltaError::Uri {
+            uri: spec.uri.clone(),
+            message: format!("schema cannot be stored in Delta: {e}"),
+        })?;
+        let mut create = table
+            .create()
+            .with_columns(schema.fields().cloned())
+            .with_partition_columns(spec.partition_by.clone());
+        if let Some(n) = spec.checkpoint_interval {
+            create = create.with_configuration_property(
+                deltalake::TableProperty::CheckpointInterval,
+                Some(n.to_string()),
+            );
+        }
+        create.await.map_err(table_err(&spec.uri, "create"))?
+    } else {
+        table
+    };
+    check_txn_retention(&table, &spec.uri)?;
+    Ok(table)
+}
+
+/// Refuses a table whose transaction retention would expire exactly-once versions.
+pub fn check_txn_retention(table: &DeltaTable, uri: &str) -> Result<()> {
+    let snapshot = table.snapshot().map_err(table_err(uri, "read snapshot"))?;
+    if let Some(value) = snapshot
+        .metadata()
+        .configuration()
+        .get("delta.setTransactionRetentionDuration")
+    {
+        return Err(DeltaError::TxnRetention {
+            uri: uri.to_string(),
+            value: value.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The latest `txn` version recorded for `app_id`, if any.
+pub async fn txn_version(table: &DeltaTable, app_id: &str) -> Result<Option<i64>> {
+    let uri = table.table_url().to_string();
+    let snapshot = table.snapshot().map_err(table_err(&uri, "read snapshot"))?;
+    snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(table_err(&uri, "read txn version"))
+}
+
+/// Compares a batch schema with the table's; `Ok(true)` when the batch adds nullable columns.
+fn additive_change(table_schema: &Schema, batch_schema: &Schema) -> std::result::Result<bool, String> {
+    let mut problems = Vec::new();
+    for f in table_schema.fields() {
+        match batch_schema.field_with_name(f.name()) {
+            Ok(b) if b.data_type() == f.data_type() => {}
+            Ok(b) => problems.push(format!(
+                "column `{}` is {} in the table and {} in the batch",
+                f.name(),
+                f.data_type(),
+                b.data_type()
+            )),
+            Err(_) => problems.push(format!("column `{}` is missing from the batch", f.name())),
+        }
+    }
+    let mut added = false;
+    for b in batch_schema.fields() {
+        if table_schema.field_with_name(b.name()).is_err() {
+            if b.is_nullable() {
+                added = true;
+            } else {
+                problems.push(format!("new column `{}` must be nullable", b.name()));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(added)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// A commit's extras: `txn` actions and commit-info metadata.
+#[derive(Debug, Clone, Default)]
+pub struct CommitExtras {
+    /// (app id, version) pairs written as `txn` actions in the same commit.
+    pub txns: Vec<(String, i64)>,
+    /// Key-values added to the commit info (`job`, `run_id`, `correlation_id`).
+    pub metadata: Vec<(String, serde_json::Value)>,
+}
+
+impl CommitExtras {
+    fn properties(&self) -> CommitProperties {
+        CommitProperties::default()
+            .with_application_transactions(
+                self.txns
+                    .iter()
+                    .map(|(app, v)| Transaction::new(app, *v))
+                    .collect(),
+            )
+            .with_metadata(self.metadata.clone())
+    }
+}
+
+fn table_arrow_schema(table: &DeltaTable, uri: &str) -> Result<Schema> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
+    let snapshot = table.snapshot().map_err(table_err(uri, "read snapshot"))?;
+    let schema = snapshot.schema();
+    schema.as_ref().try_into_arrow().map_err(|e: arrow::error::ArrowError| DeltaError::Uri {
+        uri: uri.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Appends batches (possibly none) with `extras` in one commit; returns the updated table.
+/// A batch that adds nullable columns evolves the schema; any other difference is refused.
+pub async fn append(table: DeltaTable, batches: Vec<RecordBatch>, extras: &CommitExtras) -> Result<DeltaTable> {
+    let uri = table.table_url().to_string();
+    let mut mode = None;
+    if let Some(first) = batches.first() {
+        let current = table_arrow_schema(&table, &uri)?;
+        match additive_change(&current, first.schema().as_ref()) {
+            Ok(true) => mode = Some(SchemaMode::Merge),
+            Ok(false) => {}
+            Err(message) => return Err(DeltaError::SchemaChange { uri, message }),
+        }
+    }
+    let mut write = table
+        .write(batches)
+        .with_save_mode(SaveMode::Append)
+        .with_commit_properties(extras.properties());
+    if let Some(m) = mode {
+        write = write.with_schema_mode(m);
+    }
+    write.await.map_err(table_err(&uri, "append"))
+}
+
+/// Replaces the rows of one partition (`column = value`, a SQL literal) with `batches`, in one
+/// commit: a rerun of the same job and date gives the same table.
+pub async fn replace_partition(
+    table: DeltaTable,
+    batches: Vec<RecordBatch>,
+    predicate: &str,
+    extras: &CommitExtras,
+) -> Result<DeltaTable> {
+    let uri = table.table_url().to_string();
+    table
+        .write(batches)
+        .with_save_mode(SaveMode::Overwrite)
+        .with_replace_where(predicate.to_string())
+        .with_commit_properties(extras.properties())
+        .await
+        .map_err(table_err(&uri, "replace partition"))
+}
+
+/// Reads a whole table into batches (for tests, checks and small tables).
+pub async fn read_all(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
+    use datafusion_reexport::*;
+    let uri = table.table_url().to_string();
+    let ctx = SessionContext::new();
+    let provider = deltalake::delta_datafusion::DeltaTableProvider::try_new(
+        table.snapshot().map_err(table_err(&uri, "read snapshot"))?.snapshot().clone(),
+        table.log_store(),
+        Default::default(),
+    )
+    .map_err(table_err(&uri, "scan"))?;
+    let df = ctx.read_table(Arc::new(provider)).map_err(|e| DeltaError::Table {
+        uri: uri.clone(),
+        operation: "scan",
+        source: DeltaTableError::Generic(e.to_string()),
+    })?;
+    df.collect().await.map_err(|e| DeltaError::Table {
+        uri,
+        operation: "scan",
+        source: DeltaTableError::Generic(e.to_string()),
+    })
+}
+
+mod datafusion_reexport {
+    pub use deltalake::datafusion::prelude::SessionContext;
+}

@@ -1,0 +1,410 @@
+//! A seeded generator of realistic market data with injected faults, and its manifest.
+//!
+//! Records are planned once and then encoded as JSON or Avro, so the same seed gives the
+//! same rows in both formats (and the same bytes on every run). Each message's expected
+//! outcome goes to the manifest: lands, or rejected naming the stage and field.
+
+use std::io::Write;
+
+use chrono::{NaiveDate, TimeZone};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::schema::{self, Kind};
+use crate::spec::SourceType;
+use crate::transform::{ExchangeCalendar, SymbolMap};
+
+/// Wire format of generated messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    /// One JSON object per message.
+    Json,
+    /// Plain Avro binary bodies.
+    Avro,
+}
+
+/// A value of one field.
+#[derive(Debug, Clone, PartialEq)]
+enum Val {
+    Str(String),
+    /// Unscaled decimal at the field's scale.
+    Dec(i128),
+    Ts(i64),
+    Int(i64),
+}
+
+/// The kinds of injected fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Broken wire bytes: truncated, or (JSON) two objects in one message.
+    BadBytes,
+    /// A required field left out.
+    MissingField,
+    /// A symbol no mapping knows.
+    UnknownSymbol,
+    /// A negative price.
+    NegativePrice,
+    /// JSON only: a price with more decimal places than the column keeps.
+    ExcessPrecision,
+    /// JSON only: a timestamp written as a number.
+    NumericTimestamp,
+    /// An exact repeat of an earlier message (lands; dedup is the rule engine's job).
+    Duplicate,
+}
+
+/// One message's expected outcome.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Expected {
+    /// Message index (= offset).
+    pub index: u64,
+    /// `lands` or `rejected`.
+    pub outcome: String,
+    /// The stage expected to reject it: `decode`, `normalize`, `check`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// The field the reject must name, where one is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The injected fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+}
+
+/// Generator options.
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    /// Number of messages.
+    pub rows: usize,
+    /// Fraction of messages with an injected fault.
+    pub faults: f64,
+    /// RNG seed.
+    pub seed: u64,
+    /// Wire format.
+    pub format: WireFormat,
+    /// The trading day.
+    pub date: NaiveDate,
+    /// Record type: trade or quote.
+    pub source_type: SourceType,
+}
+
+/// Generated messages and their manifest.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// One payload per message.
+    pub messages: Vec<Vec<u8>>,
+    /// One expectation per message.
+    pub manifest: Vec<Expected>,
+}
+
+fn currency_of(mic: &str) -> &'static str {
+    match mic {
+        "XLON" => "GBP",
+        "XETR" | "XPAR" | "XAMS" => "EUR",
+        "XTKS" => "JPY",
+        "XSWX" => "CHF",
+        _ => "USD",
+    }
+}
+
+/// Generates trades or quotes for listed symbols, within each exchange's session.
+pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalendar) -> Generated {
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let day = crate::transform::symbols::epoch_days(opts.date);
+    let listed: Vec<(String, String)> = symbols
+        .valid_on(day)
+        .into_iter()
+        .filter(|(_, mic, _)| calendar.get(mic).is_some())
+        .map(|(s, m, _)| (s.to_string(), m.to_string()))
+        .collect();
+    assert!(!listed.is_empty(), "no symbol in the mapping is listed on a known exchange on {}", opts.date);
+    let mut prices: Vec<i128> = listed.iter().map(|_| rng.random_range(20_000_000..500_000_000)).collect();
+    let fields = schema::source_fields(opts.source_type);
+    let mut messages: Vec<Vec<u8>> = Vec::with_capacity(opts.rows);
+    let mut manifest = Vec::with_capacity(opts.rows);
+    let mut clean: Vec<usize> = Vec::new();
+    for i in 0..opts.rows {
+        let fault = (rng.random::<f64>() < opts.faults).then(|| {
+            let kinds: &[Fault] = match opts.format {
+                WireFormat::Json => &[
+                    Fault::BadBytes,
+                    Fault::MissingField,
+                    Fault::UnknownSymbol,
+                    Fault::NegativePrice,
+                    Fault::ExcessPrecision,
+                    Fault::NumericTimestamp,
+                    Fault::Duplicate,
+                ],
+                WireFormat::Avro => &[
+                    Fault::BadBytes,
+                    Fault::MissingField,
+                    Fault::UnknownSymbol,
+                    Fault::NegativePrice,
+                    Fault::Duplicate,
+                ],
+            };
+            kinds[rng.random_range(0..kinds.len())]
+        });
+        if fault == Some(Fault::Duplicate) && !clean.is_empty() {
+            let j = clean[rng.random_range(0..clean.len())];
+            messages.push(messages[j].clone());
+            manifest.push(Expected {
+                index: i as u64,
+                outcome: "lands".into(),
+                stage: None,
+                field: None,
+                fault: Some(format!("duplicate_of:{j}")),
+            });
+            continue;
+        }
+        let k = rng.random_range(0..listed.len());
+        let (sym, mic) = &listed[k];
+        let ex = calendar.get(mic).expect("filtered above");
+        // a random instant in the regular session, in the exchange's own time zone
+        let session = (ex.close - ex.open).num_microseconds().unwrap_or(1).max(1);
+        let local = opts.date.and_time(ex.open) + chrono::Duration::microseconds(rng.random_range(0..session));
+        let ts = ex
+            .tz
+            .from_local_datetime(&local)
+            .earliest()
+            .expect("sessions do not fall in DST gaps")
+            .timestamp_micros();
+        // random walk of ±0.1%, prices in cents
+        let step = prices[k] / 1000;
+        prices[k] = (prices[k] + rng.random_range(-step..=step)).max(1_000_000);
+        let price = prices[k] / 10_000 * 10_000;
+        let mut rec: Vec<Option<Val>> = fields
+            .iter()
+            .map(|f| {
+                Some(match (f.name, f.kind) {
+                    ("trade_id", _) => Val::Str(format!("T{}-{i:08}", opts.seed)),
+                    ("symbol", _) => Val::Str(sym.clone()),
+                    ("exchange", _) => Val::Str(mic.clone()),
+                    ("currency", _) => Val::Str(currency_of(mic).into()),
+                    ("side", _) => Val::Str(if rng.random::<bool>() { "B" } else { "S" }.into()),
+                    ("price", _) => Val::Dec(price),
+                    ("bid_price", _) => Val::Dec(price - 10_000),
+                    ("ask_price", _) => Val::Dec(price + 10_000),
+                    (_, Kind::I64) => Val::Int(rng.random_range(1..100) * 100),
+                    (_, Kind::Ts) => Val::Ts(ts),
+                    (name, kind) => unreachable!("generator has no value for {name}: {kind:?}"),
+                })
+            })
+            .collect();
+        let mut expected = Expected {
+            index: i as u64,
+            outcome: "lands".into(),
+            stage: None,
+            field: None,
+            fault: fault.map(|f| format!("{f:?}")),
+        };
+        let field_idx = |name: &str| fields.iter().position(|f| f.name == name);
+        let mut reject = |stage: &str, field: Option<&str>| {
+            expected.outcome = "rejected".into();
+            expected.stage = Some(stage.into());
+            expected.field = field.map(Into::into);
+        };
+        let mut bytes = match fault {
+            Some(Fault::MissingField) => {
+                let required: Vec<usize> = (0..fields.len()).filter(|&j| fields[j].required).collect();
+                let j = required[rng.random_range(0..required.len())];
+                match opts.format {
+                    WireFormat::Json => {
+                        rec[j] = None;
+                        reject("decode", Some(fields[j].name));
+                        encode_json(fields, &rec, None)
+                    }
+                    WireFormat::Avro => {
+                        // a binary record cannot omit a field: the writer stopped short of it
+                        reject("decode", None);
+                        let full = encode_avro(fields, &rec);
+                        let prefix = encode_avro(&fields[..j], &rec[..j]);
+                        full[..prefix.len().min(full.len() - 1)].to_vec()
+                    }
+                }
+            }
+            Some(Fault::UnknownSymbol) => {
+                if let Some(j) = field_idx("symbol") {
+                    rec[j] = Some(Val::Str("ZZZQ".into()));
+                }
+                reject("normalize", Some("symbol"));
+                encode(opts.format, fields, &rec)
+            }
+            Some(Fault::NegativePrice) => {
+                let j = fields.iter().position(|f| f.positive).expect("every generated type has a price");
+                rec[j] = Some(Val::Dec(-price));
+                reject("check", Some(fields[j].name));
+                encode(opts.format, fields, &rec)
+            }
+            Some(Fault::ExcessPrecision) => {
+                reject("decode", Some("price"));
+                encode_json(fields, &rec, Some(("price", format!("{}.1234567", price / 1_000_000))))
+            }
+            Some(Fault::NumericTimestamp) => {
+                reject("decode", Some("timestamp"));
+                encode_json(fields, &rec, Some(("timestamp", (ts / 1_000_000).to_string())))
+            }
+            Some(Fault::BadBytes) => {
+                reject("decode", None);
+                let full = encode(opts.format, fields, &rec);
+                if opts.format == WireFormat::Json && rng.random::<bool>() {
+                    let mut two = full.clone();
+                    two.extend_from_slice(&full);
+                    two
+                } else {
+                    full[..full.len() / 2].to_vec()
+                }
+            }
+            None | Some(Fault::Duplicate) => {
+                clean.push(i);
+                encode(opts.format, fields, &rec)
+            }
+        };
+        bytes.shrink_to_fit();
+        messages.push(bytes);
+        manifest.push(expected);
+    }
+    Generated { messages, manifest }
+}
+
+fn encode(format: WireFormat, fields: &[schema::FieldSpec], rec: &[Option<Val>]) -> Vec<u8> {
+    match format {
+        WireFormat::Json => encode_json(fields, rec, None),
+        WireFormat::Avro => encode_avro(fields, rec),
+    }
+}
+
+fn fmt_decimal(out: &mut Vec<u8>, v: i128, scale: i8) {
+    let scale = scale.max(0) as u32;
+    let p = 10i128.pow(scale);
+    let sign = if v < 0 { "-" } else { "" };
+    let (int, frac) = (v.abs() / p, v.abs() % p);
+    if scale == 0 {
+        write!(out, "{sign}{int}").expect("Vec write");
+    } else {
+        write!(out, "{sign}{int}.{frac:0width$}", width = scale as usize).expect("Vec write");
+    }
+}
+
+/// JSON text of a record; `raw` overrides one field with literal JSON text.
+fn encode_json(fields: &[schema::FieldSpec], rec: &[Option<Val>], raw: Option<(&str, String)>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.push(b'{');
+    let mut first = true;
+    for (f, v) in fields.iter().zip(rec) {
+        let Some(v) = v else { continue };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write!(out, "\"{}\":", f.name).expect("Vec write");
+        if let Some((name, text)) = &raw {
+            if *name == f.name {
+                out.extend_from_slice(text.as_bytes());
+                continue;
+            }
+        }
+        match (v, f.kind) {
+            (Val::Str(s), _) => write!(out, "\"{s}\"").expect("Vec write"),
+            (Val::Dec(d), Kind::Dec(_, s)) => fmt_decimal(&mut out, *d, s),
+            (Val::Ts(t), _) => {
+                let dt = chrono::DateTime::from_timestamp_micros(*t).expect("in range");
+                write!(out, "\"{}\"", dt.format("%Y-%m-%dT%H:%M:%S%.6fZ")).expect("Vec write")
+            }
+            (Val::Int(i), _) => write!(out, "{i}").expect("Vec write"),
+            (Val::Dec(_), _) => unreachable!("decimal value in a non-decimal field"),
+        }
+    }
+    out.push(b'}');
+    out
+}
+
+fn zigzag(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        let b = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// Avro binary body of a record (the schema from [`schema::avro_schema`]).
+fn encode_avro(fields: &[schema::FieldSpec], rec: &[Option<Val>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    for (f, v) in fields.iter().zip(rec) {
+        if !f.required {
+            match v {
+                None => {
+                    zigzag(&mut out, 0);
+                    continue;
+                }
+                Some(_) => zigzag(&mut out, 1),
+            }
+        }
+        match v {
+            Some(Val::Str(s)) => {
+                zigzag(&mut out, s.len() as i64);
+                out.extend_from_slice(s.as_bytes());
+            }
+            Some(Val::Int(i)) | Some(Val::Ts(i)) => zigzag(&mut out, *i),
+            Some(Val::Dec(d)) => {
+                let bytes = d.to_be_bytes();
+                // minimal two's-complement big-endian
+                let mut start = 0;
+                while start < 15
+                    && ((bytes[start] == 0 && bytes[start + 1] & 0x80 == 0)
+                        || (bytes[start] == 0xff && bytes[start + 1] & 0x80 != 0))
+                {
+                    start += 1;
+                }
+                zigzag(&mut out, (16 - start) as i64);
+                out.extend_from_slice(&bytes[start..]);
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// Minute-by-minute FX rates to USD for the day and the day before, as an `fx_rate` batch.
+pub fn fx_rates(date: NaiveDate, seed: u64) -> arrow::array::RecordBatch {
+    use arrow::array::{Decimal128Builder, StringBuilder, TimestampMicrosecondBuilder};
+    use std::sync::Arc;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xF0F0);
+    let pairs = [("EUR", 10_850_000_000i128), ("GBP", 12_700_000_000), ("JPY", 66_000_000), ("CHF", 11_300_000_000)];
+    let start = chrono::Utc
+        .from_utc_datetime(&(date - chrono::Days::new(1)).and_hms_opt(0, 0, 0).expect("valid"))
+        .timestamp_micros();
+    let minutes = 2 * 24 * 60;
+    let n = pairs.len() * minutes;
+    let (mut base, mut quote) = (StringBuilder::with_capacity(n, 3 * n), StringBuilder::with_capacity(n, 3 * n));
+    let mut rate = Decimal128Builder::with_capacity(n).with_data_type(schema::arrow_type(schema::RATE));
+    let mut source = StringBuilder::with_capacity(n, 4 * n);
+    let mut ts = TimestampMicrosecondBuilder::with_capacity(n);
+    for (ccy, start_rate) in pairs {
+        let mut r = start_rate;
+        for m in 0..minutes {
+            let step = r / 5000;
+            r += rng.random_range(-step..=step);
+            base.append_value(ccy);
+            quote.append_value("USD");
+            rate.append_value(r);
+            source.append_value("generator");
+            ts.append_value(start + m as i64 * 60_000_000);
+        }
+    }
+    arrow::array::RecordBatch::try_new(
+        schema::source_schema(SourceType::FxRate),
+        vec![
+            Arc::new(base.finish()),
+            Arc::new(quote.finish()),
+            Arc::new(rate.finish()),
+            Arc::new(source.finish()),
+            Arc::new(ts.finish().with_timezone(schema::UTC)),
+        ],
+    )
+    .expect("columns match the fx_rate schema")
+}

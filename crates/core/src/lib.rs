@@ -1,0 +1,30 @@
+//! finlake-core: what the ingestor, the batch runner and the quality CLI share.
+//!
+//! Modules in data-flow order: [`spec`] (the DataPipeline resource), [`schema`] (built-in Arrow
+//! schemas), [`decode`] (JSON/Avro to Arrow), [`transform`] (ISIN, FX), [`pipeline`] (the
+//! per-batch chain), [`delta`] (table IO); plus [`generate`] (synthetic feed), [`demo`],
+//! [`telemetry`] and [`error`].
+
+pub mod decode;
+pub mod delta;
+pub mod demo;
+pub mod error;
+pub mod generate;
+pub mod pipeline;
+pub mod schema;
+pub mod spec;
+pub mod telemetry;
+pub mod transform;
+
+pub use error::{Error, ErrorClass, Result};
+
+/// Reference data shipped with finlake, used by the demo and as defaults.
+pub mod embedded {
+    /// `samples/symbol_mapping.csv`.
+    pub const SYMBOL_MAPPING: &str = include_str!("../../../samples/symbol_mapping.csv");
+    /// `samples/exchange_hours.csv`.
+    pub const EXCHANGE_HOURS: &str = include_str!("../../../samples/exchange_hours.csv");
+}
+
+/// The finlake version, recorded in commits and reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

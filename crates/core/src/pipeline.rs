@@ -1,0 +1,342 @@
+//! The per-batch processing chain shared by the demo and the ingestor:
+//! `decode -> trade_date -> transform -> check -> split`. Each stage removes the rows it rejects
+//! and records why; the result is the landed rows in the table schema plus quarantine rows
+//! holding each reject's raw bytes. For every input message exactly one of the two holds it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, Date32Array, Int32Array, Int64Array,
+    RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray, UInt32Array,
+};
+use arrow::compute::{filter, filter_record_batch, take};
+use arrow::datatypes::{Decimal128Type, Int64Type, SchemaRef, TimestampMicrosecondType};
+use chrono::TimeZone;
+
+use crate::decode::SourceDecoder;
+use crate::error::Result;
+use crate::schema::{self, Kind};
+use crate::spec::SourceType;
+use crate::telemetry::Metrics;
+use crate::transform::{fx::mask_without, ExchangeCalendar, FxConverter, Normalizer, RowReject};
+
+/// Where a batch came from and what to stamp on it.
+#[derive(Debug, Clone)]
+pub struct BatchContext<'a> {
+    /// Source topic.
+    pub topic: &'a str,
+    /// Source partition.
+    pub partition: i32,
+    /// Offset of each message.
+    pub offsets: &'a [i64],
+    /// The batch's correlation id.
+    pub correlation_id: &'a str,
+    /// Ingest time, UTC microseconds.
+    pub ingested_at: i64,
+}
+
+/// One reject, by message index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Message index in the batch.
+    pub index: u32,
+    /// Stage: decode, enrich, normalize, convert, check.
+    pub stage: &'static str,
+    /// Rule or transform name.
+    pub rule: String,
+    /// Field at fault.
+    pub field: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// The result of one batch.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Landed rows, in the table schema.
+    pub good: RecordBatch,
+    /// For each landed row, its message index.
+    pub good_index: UInt32Array,
+    /// Rejects, in message order.
+    pub rejects: Vec<Rejected>,
+    /// Rejects as quarantine rows (with raw bytes).
+    pub quarantine: RecordBatch,
+}
+
+/// The stages of one source.
+pub struct Stages {
+    /// The decoder.
+    pub decoder: SourceDecoder,
+    /// Exchange time zones, for `trade_date`.
+    pub calendar: Arc<ExchangeCalendar>,
+    /// Symbol to ISIN, when configured.
+    pub normalizer: Option<Normalizer>,
+    /// Currency conversion, when configured.
+    pub fx: Option<FxConverter>,
+    table_schema: SchemaRef,
+}
+
+impl Stages {
+    /// Assembles the stages; the table schema follows from which transforms are on.
+    pub fn new(
+        decoder: SourceDecoder,
+        calendar: Arc<ExchangeCalendar>,
+        normalizer: Option<Normalizer>,
+        fx: Option<FxConverter>,
+    ) -> Self {
+        let table_schema = schema::table_schema(decoder.source_type(), normalizer.is_some(), fx.is_some());
+        Stages {
+            decoder,
+            calendar,
+            normalizer,
+            fx,
+            table_schema,
+        }
+    }
+
+    /// The landed table's schema.
+    pub fn table_schema(&self) -> &SchemaRef {
+        &self.table_schema
+    }
+
+    /// The source type.
+    pub fn source_type(&self) -> SourceType {
+        self.decoder.source_type()
+    }
+
+    /// Processes one batch of messages.
+    pub fn process(&self, msgs: &[&[u8]], ctx: &BatchContext<'_>) -> Result<Outcome> {
+        let metrics = Metrics::global();
+        let timer = metrics.stage_seconds.with_label_values(&["decode"]).start_timer();
+        let decoded = self
+            .decoder
+            .decode(msgs)
+            .map_err(|e| crate::Error::Usage(e.to_string()))?;
+        timer.observe_duration();
+        let mut rejects: Vec<Rejected> = decoded
+            .rejects
+            .into_iter()
+            .map(|r| Rejected {
+                index: r.index,
+                stage: "decode",
+                rule: "decode".into(),
+                field: r.field,
+                reason: r.reason,
+            })
+            .collect();
+        let mut batch = decoded.batch;
+        let mut index = decoded.rows;
+
+        // trade_date: the event's date in the exchange's time zone (UTC without an exchange)
+        let (dates, stage_rejects) = self.trade_dates(&batch)?;
+        let mut extra: Vec<ArrayRef> = vec![Arc::new(dates)];
+        apply(&mut batch, &mut index, &mut extra, &mut rejects, "enrich", stage_rejects)?;
+
+        // normalize
+        if let Some(norm) = &self.normalizer {
+            let with_date = append_column(&batch, schema::TRADE_DATE, extra[0].clone())?;
+            let (isin, r) = norm.apply(&with_date)?;
+            extra.push(Arc::new(isin));
+            apply(&mut batch, &mut index, &mut extra, &mut rejects, "normalize", r)?;
+        }
+        // currency conversion
+        if let Some(fx) = &self.fx {
+            let (cols, r) = fx.apply(&batch)?;
+            extra.extend(cols);
+            apply(&mut batch, &mut index, &mut extra, &mut rejects, "convert", r)?;
+        }
+        // basic checks: positive amounts
+        let checks = self.positive_checks(&batch);
+        apply(&mut batch, &mut index, &mut extra, &mut rejects, "check", checks)?;
+
+        rejects.sort_by_key(|r| r.index);
+        let good = self.assemble(&batch, &index, extra, ctx)?;
+        let quarantine = quarantine_batch(&rejects, msgs, ctx)?;
+        metrics.messages.with_label_values(&["landed"]).inc_by(good.num_rows() as u64);
+        metrics.messages.with_label_values(&["rejected"]).inc_by(rejects.len() as u64);
+        for r in &rejects {
+            metrics
+                .rejects
+                .with_label_values(&[r.stage, r.field.as_deref().unwrap_or("")])
+                .inc();
+        }
+        debug_assert_eq!(good.num_rows() + rejects.len(), msgs.len());
+        Ok(Outcome {
+            good,
+            good_index: index,
+            rejects,
+            quarantine,
+        })
+    }
+
+    fn trade_dates(&self, batch: &RecordBatch) -> Result<(Date32Array, Vec<RowReject>)> {
+        let ts = batch
+            .column_by_name(schema::EVENT_TIME)
+            .expect("every source schema has the event time")
+            .as_primitive::<TimestampMicrosecondType>();
+        let mics = batch.column_by_name("exchange").map(|c| c.as_string::<i32>().clone());
+        let n = batch.num_rows();
+        let mut days = Vec::with_capacity(n);
+        let mut rejects = Vec::new();
+        let mut last: Option<(&str, chrono_tz::Tz)> = None;
+        for row in 0..n {
+            let t = ts.value(row);
+            let day = match &mics {
+                None => t.div_euclid(86_400_000_000) as i32,
+                Some(mics) => {
+                    let mic = mics.value(row);
+                    let tz = match last {
+                        Some((m, tz)) if m == mic => Some(tz),
+                        _ => self.calendar.get(mic).map(|e| e.tz),
+                    };
+                    match tz {
+                        Some(tz) => {
+                            last = Some((mic, tz));
+                            let utc = chrono::DateTime::from_timestamp_micros(t).expect("valid timestamp");
+                            crate::transform::symbols::epoch_days(tz.from_utc_datetime(&utc.naive_utc()).date_naive())
+                        }
+                        None => {
+                            rejects.push(RowReject {
+                                row,
+                                rule: "exchange_calendar".into(),
+                                field: "exchange".into(),
+                                reason: format!("field `exchange`: unknown MIC `{mic}` (not in exchange_hours)"),
+                            });
+                            0
+                        }
+                    }
+                }
+            };
+            days.push(day);
+        }
+        Ok((Date32Array::from(days), rejects))
+    }
+
+    fn positive_checks(&self, batch: &RecordBatch) -> Vec<RowReject> {
+        let mut out = Vec::new();
+        for spec in schema::source_fields(self.source_type()).iter().filter(|f| f.positive) {
+            let col = batch.column_by_name(spec.name).expect("source column");
+            let bad: BooleanArray = match spec.kind {
+                Kind::Dec(..) => arrow::compute::kernels::cmp::lt_eq(
+                    col.as_primitive::<Decimal128Type>(),
+                    &arrow::array::Decimal128Array::new_scalar(0).into_inner().with_data_type(col.data_type().clone()).into_scalar(),
+                ),
+                Kind::I64 => arrow::compute::kernels::cmp::lt_eq(
+                    col.as_primitive::<Int64Type>(),
+                    &Int64Array::new_scalar(0),
+                ),
+                _ => continue,
+            }
+            .expect("same types");
+            for row in bad.iter().enumerate().filter_map(|(i, b)| (b == Some(true)).then_some(i)) {
+                out.push(RowReject {
+                    row,
+                    rule: format!("positive_{}", spec.name),
+                    field: spec.name.into(),
+                    reason: format!("field `{}`: must be greater than zero", spec.name),
+                });
+            }
+        }
+        out.sort_by_key(|r| r.row);
+        out.dedup_by_key(|r| r.row);
+        out
+    }
+
+    fn assemble(&self, batch: &RecordBatch, index: &UInt32Array, extra: Vec<ArrayRef>, ctx: &BatchContext<'_>) -> Result<RecordBatch> {
+        let n = batch.num_rows();
+        let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+        let mut extra = extra.into_iter();
+        let trade_date = extra.next().expect("trade_date is always computed");
+        cols.extend(extra);
+        let offsets = Int64Array::from(ctx.offsets.to_vec());
+        cols.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(ctx.topic, n))));
+        cols.push(Arc::new(Int32Array::from_value(ctx.partition, n)));
+        cols.push(take(&offsets, index, None)?);
+        cols.push(Arc::new(TimestampMicrosecondArray::from_value(ctx.ingested_at, n).with_timezone(schema::UTC)));
+        cols.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(ctx.correlation_id, n))));
+        cols.push(trade_date);
+        Ok(RecordBatch::try_new(self.table_schema.clone(), cols)?)
+    }
+}
+
+/// Removes a stage's rejected rows from the batch, the index and the extra columns.
+fn apply(
+    batch: &mut RecordBatch,
+    index: &mut UInt32Array,
+    extra: &mut [ArrayRef],
+    rejects: &mut Vec<Rejected>,
+    stage: &'static str,
+    stage_rejects: Vec<RowReject>,
+) -> Result<()> {
+    if stage_rejects.is_empty() {
+        return Ok(());
+    }
+    let keep = mask_without(batch.num_rows(), stage_rejects.iter().map(|r| r.row));
+    for r in stage_rejects {
+        rejects.push(Rejected {
+            index: index.value(r.row),
+            stage,
+            rule: r.rule,
+            field: Some(r.field),
+            reason: r.reason,
+        });
+    }
+    *batch = filter_record_batch(batch, &keep)?;
+    *index = filter(index, &keep)?.as_primitive().clone();
+    for col in extra.iter_mut() {
+        *col = filter(col, &keep)?;
+    }
+    Ok(())
+}
+
+fn append_column(batch: &RecordBatch, name: &str, col: ArrayRef) -> Result<RecordBatch> {
+    let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow::datatypes::Field::new(name, col.data_type().clone(), false)));
+    let mut cols = batch.columns().to_vec();
+    cols.push(col);
+    Ok(RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols)?)
+}
+
+/// Quarantine rows for rejects: lineage, stage, rule, field, reason and the raw bytes.
+pub fn quarantine_batch(rejects: &[Rejected], msgs: &[&[u8]], ctx: &BatchContext<'_>) -> Result<RecordBatch> {
+    let n = rejects.len();
+    let mut stage = StringBuilder::with_capacity(n, n * 8);
+    let mut rule = StringBuilder::with_capacity(n, n * 16);
+    let mut field = StringBuilder::with_capacity(n, n * 8);
+    let mut reason = StringBuilder::with_capacity(n, n * 64);
+    let mut raw = BinaryBuilder::with_capacity(n, n * 128);
+    let mut offsets = Vec::with_capacity(n);
+    for r in rejects {
+        stage.append_value(r.stage);
+        rule.append_value(&r.rule);
+        field.append_option(r.field.as_deref());
+        reason.append_value(&r.reason);
+        raw.append_value(msgs[r.index as usize]);
+        offsets.push(ctx.offsets[r.index as usize]);
+    }
+    let ingest_day = ctx.ingested_at.div_euclid(86_400_000_000) as i32;
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(ctx.topic, n))),
+        Arc::new(Int32Array::from_value(ctx.partition, n)),
+        Arc::new(Int64Array::from(offsets)),
+        Arc::new(TimestampMicrosecondArray::from_value(ctx.ingested_at, n).with_timezone(schema::UTC)),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(ctx.correlation_id, n))),
+        Arc::new(stage.finish()),
+        Arc::new(rule.finish()),
+        Arc::new(field.finish()),
+        Arc::new(reason.finish()),
+        Arc::new(raw.finish()),
+        Arc::new(Date32Array::from_value(ingest_day, n)),
+    ];
+    Ok(RecordBatch::try_new(schema::quarantine_schema(), cols)?)
+}
+
+/// Counts of rejects by (stage, field), for reports.
+pub fn reject_counts(rejects: &[Rejected]) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for r in rejects {
+        *out.entry((r.stage.to_string(), r.field.clone().unwrap_or_else(|| "-".into()))).or_default() += 1;
+    }
+    out
+}

@@ -1,0 +1,283 @@
+//! The DataPipeline spec: parse, expand `${VAR}`, check the whole file, and emit the CRD.
+//!
+//! [`load`] is the one entry point: it returns the typed pipeline plus warnings, or every
+//! problem in the file at once, each with `file:line:column` and a hint where one helps.
+//! This module does not act on the spec; the stages that use each section do.
+
+mod check;
+mod types;
+pub mod yaml;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use schemars::generate::SchemaSettings;
+use serde_json::Value;
+
+pub use check::suggest;
+pub use types::*;
+use yaml::Pos;
+
+/// Error or warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// The file is invalid.
+    Error,
+    /// The file is valid, but something in it deserves attention.
+    Warning,
+}
+
+/// One problem in a spec file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub level: Level,
+    /// Where in the file.
+    pub pos: Pos,
+    /// The dotted path of the node (`spec.processing.config.batch_timeout`).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it, where a hint helps.
+    pub hint: Option<String>,
+}
+
+impl Diagnostic {
+    /// Renders as `file:line:col: error: message (hint)`.
+    pub fn render(&self, file: &Path) -> String {
+        let level = match self.level {
+            Level::Error => "error",
+            Level::Warning => "warning",
+        };
+        let mut s = format!(
+            "{}:{}:{}: {level}: {}",
+            file.display(),
+            self.pos.line,
+            self.pos.col,
+            self.message
+        );
+        if let Some(h) = &self.hint {
+            s.push_str(&format!(" ({h})"));
+        }
+        s
+    }
+}
+
+/// Errors of loading a spec.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file has problems; all of them are listed.
+    #[error("{}", render_all(file, diagnostics))]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// Every problem found, errors and warnings.
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+fn render_all(file: &Path, diags: &[Diagnostic]) -> String {
+    let errors: Vec<String> = diags
+        .iter()
+        .filter(|d| d.level == Level::Error)
+        .map(|d| d.render(file))
+        .collect();
+    format!(
+        "{} has {} error(s):\n{}",
+        file.display(),
+        errors.len(),
+        errors.join("\n")
+    )
+}
+
+/// A checked pipeline with the warnings found while checking it.
+#[derive(Debug, Clone)]
+pub struct LoadedSpec {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The pipeline.
+    pub pipeline: DataPipeline,
+    /// Warnings (such as sections not enforced yet).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Reads, expands and checks a spec file, using the process environment for `${VAR}`.
+pub fn load(path: &Path) -> Result<LoadedSpec, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_str(path, &text, &|name| std::env::var(name).ok())
+}
+
+/// Checks spec text; `file` names it in messages, `env` resolves `${VAR}`.
+pub fn load_str(
+    file: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LoadedSpec, SpecError> {
+    let invalid = |diagnostics| SpecError::Invalid {
+        file: file.to_path_buf(),
+        diagnostics,
+    };
+    let mut root = yaml::parse(text).map_err(|(pos, message)| {
+        invalid(vec![Diagnostic {
+            level: Level::Error,
+            pos,
+            path: String::new(),
+            message: format!("not valid YAML: {message}"),
+            hint: None,
+        }])
+    })?;
+    let mut env_errors = Vec::new();
+    root.expand_env(env, &mut env_errors);
+    let mut checker = check::Checker {
+        root: &root,
+        out: env_errors
+            .into_iter()
+            .map(|(pos, message)| Diagnostic {
+                level: Level::Error,
+                pos,
+                path: String::new(),
+                message,
+                hint: None,
+            })
+            .collect(),
+    };
+    let schema = json_schema();
+    checker.structure(&root, &schema, &mut Vec::new());
+    if checker.out.iter().any(|d| d.level == Level::Error) {
+        return Err(invalid(checker.out));
+    }
+    let pipeline: DataPipeline = match serde_json::from_value(root.to_json()) {
+        Ok(p) => p,
+        Err(e) => {
+            // The schema walk should have caught this; report it rather than panic.
+            checker.out.push(Diagnostic {
+                level: Level::Error,
+                pos: root.pos,
+                path: String::new(),
+                message: e.to_string(),
+                hint: None,
+            });
+            return Err(invalid(checker.out));
+        }
+    };
+    checker.meaning(&pipeline);
+    if checker.out.iter().any(|d| d.level == Level::Error) {
+        return Err(invalid(checker.out));
+    }
+    Ok(LoadedSpec {
+        file: file.to_path_buf(),
+        pipeline,
+        warnings: checker.out,
+    })
+}
+
+/// The JSON schema of a DataPipeline (OpenAPI 3 dialect, every subschema inlined),
+/// with `additionalProperties: false` on every object: what `load` checks against.
+pub fn json_schema() -> Value {
+    let generator = SchemaSettings::openapi3()
+        .with(|s| {
+            s.inline_subschemas = true;
+            s.meta_schema = None;
+        })
+        .into_generator();
+    let mut schema = generator.into_root_schema_for::<DataPipeline>().to_value();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.remove("title");
+        obj.remove("components");
+    }
+    schema
+}
+
+/// The Kubernetes CustomResourceDefinition for DataPipeline, as a JSON value.
+///
+/// Kubernetes structural schemas forbid `additionalProperties` next to `properties`; the
+/// apiserver instead rejects unknown fields itself under strict field validation (kubectl's
+/// default), which is the same rule `load` applies. So the CRD drops those markers.
+pub fn crd() -> Value {
+    let mut schema = json_schema();
+    strip_for_kubernetes(&mut schema);
+    serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "datapipelines.finlake.io"},
+        "spec": {
+            "group": "finlake.io",
+            "names": {
+                "kind": KIND,
+                "listKind": "DataPipelineList",
+                "plural": "datapipelines",
+                "singular": "datapipeline",
+                "shortNames": ["dp"]
+            },
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1",
+                "served": true,
+                "storage": true,
+                "schema": {"openAPIV3Schema": schema}
+            }]
+        }
+    })
+}
+
+fn strip_for_kubernetes(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if map.contains_key("properties") {
+                map.remove("additionalProperties");
+            }
+            // `format: duration` is not an OpenAPI format Kubernetes knows; the pattern says it.
+            if map.get("format").and_then(Value::as_str) == Some("duration") {
+                map.remove("format");
+            }
+            map.values_mut().for_each(strip_for_kubernetes);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_for_kubernetes),
+        _ => {}
+    }
+}
+
+/// Renders a JSON value as block YAML (for `finlake crd`).
+pub fn to_yaml(value: &Value) -> String {
+    fn conv(v: &Value) -> yaml_rust2::Yaml {
+        use yaml_rust2::Yaml;
+        match v {
+            Value::Null => Yaml::Null,
+            Value::Bool(b) => Yaml::Boolean(*b),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Yaml::Integer(i),
+                None => Yaml::Real(n.to_string()),
+            },
+            Value::String(s) => Yaml::String(s.clone()),
+            Value::Array(a) => Yaml::Array(a.iter().map(conv).collect()),
+            Value::Object(o) => Yaml::Hash(
+                o.iter()
+                    .map(|(k, v)| (Yaml::String(k.clone()), conv(v)))
+                    .collect(),
+            ),
+        }
+    }
+    let mut out = String::new();
+    yaml_rust2::YamlEmitter::new(&mut out)
+        .dump(&conv(value))
+        .expect("writing YAML to a String cannot fail");
+    out.push('\n');
+    out
+}
+
+impl fmt::Display for LoadedSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.pipeline.metadata.name, self.file.display())
+    }
+}

@@ -1,0 +1,60 @@
+//! ISO 6166 ISIN validation.
+
+/// True when `s` is a 12-character ISIN with a valid check digit.
+///
+/// ```
+/// use finlake_core::transform::is_valid_isin;
+/// assert!(is_valid_isin("US0378331005"));
+/// assert!(!is_valid_isin("US0378331006"));
+/// ```
+pub fn is_valid_isin(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 12
+        || !b[..2].iter().all(u8::is_ascii_uppercase)
+        || !b[2..11].iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        || !b[11].is_ascii_digit()
+    {
+        return false;
+    }
+    // Letters become two digits (A=10 .. Z=35); then Luhn over the digit string, from the right.
+    let mut digits = [0u8; 24];
+    let mut n = 0;
+    for &c in &b[..11] {
+        if c.is_ascii_digit() {
+            digits[n] = c - b'0';
+            n += 1;
+        } else {
+            let v = c - b'A' + 10;
+            digits[n] = v / 10;
+            digits[n + 1] = v % 10;
+            n += 2;
+        }
+    }
+    let mut sum = 0u32;
+    for (i, &d) in digits[..n].iter().rev().enumerate() {
+        let d = u32::from(d);
+        sum += if i % 2 == 0 {
+            let x = d * 2;
+            x / 10 + x % 10
+        } else {
+            d
+        };
+    }
+    let check = (10 - sum % 10) % 10;
+    check == u32::from(b[11] - b'0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_isins() {
+        for good in ["US0378331005", "US5949181045", "GB0002634946", "DE0007164600", "JP3633400001"] {
+            assert!(is_valid_isin(good), "{good}");
+        }
+        for bad in ["US0378331006", "US037833100", "us0378331005", "US03783310O5", ""] {
+            assert!(!is_valid_isin(bad), "{bad}");
+        }
+    }
+}
