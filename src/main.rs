@@ -11,10 +11,19 @@ use finlake_core::spec::{self, Level, SourceType};
 use finlake_core::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "finlake", version, about = "Land market and trade data in a Delta Lake and keep it trustworthy")]
+#[command(
+    name = "finlake",
+    version,
+    about = "Land market and trade data in a Delta Lake and keep it trustworthy"
+)]
 struct Cli {
     /// Log format: json or pretty.
-    #[arg(long, env = "FINLAKE_LOG_FORMAT", default_value = "pretty", global = true)]
+    #[arg(
+        long,
+        env = "FINLAKE_LOG_FORMAT",
+        default_value = "pretty",
+        global = true
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -115,8 +124,10 @@ fn run(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Validate { files } => Ok(validate(&files)),
         Command::Avsc { source_type } => {
-            let t: SourceType = serde_json::from_value(serde_json::Value::String(source_type.clone()))
-                .map_err(|_| finlake_core::Error::Usage(format!("unknown source type `{source_type}`")))?;
+            let t: SourceType =
+                serde_json::from_value(serde_json::Value::String(source_type.clone())).map_err(
+                    |_| finlake_core::Error::Usage(format!("unknown source type `{source_type}`")),
+                )?;
             println!("{}", finlake_core::schema::avro_schema(t));
             Ok(0)
         }
@@ -136,7 +147,10 @@ fn run(command: Command) -> anyhow::Result<u8> {
             avsc,
         } => {
             if !(0.0..=1.0).contains(&faults) {
-                return Err(finlake_core::Error::Usage(format!("--faults must be between 0 and 1, got {faults}")).into());
+                return Err(finlake_core::Error::Usage(format!(
+                    "--faults must be between 0 and 1, got {faults}"
+                ))
+                .into());
             }
             let (symbols, calendar) = finlake_core::demo::embedded_refdata()?;
             let source_type = match kind {
@@ -148,40 +162,54 @@ fn run(command: Command) -> anyhow::Result<u8> {
                 GenFormat::Avro => WireFormat::Avro,
             };
             let g = generate::generate(
-                &GenOptions { rows, faults, seed, format, date, source_type },
+                &GenOptions {
+                    rows,
+                    faults,
+                    seed,
+                    format,
+                    date,
+                    source_type,
+                },
                 &symbols,
                 &calendar,
             );
-            let io = |p: &PathBuf| move |e| finlake_core::Error::io(p, e);
-            let mut w = std::io::BufWriter::new(std::fs::File::create(&out).map_err(io(&out))?);
+            let mut w = std::io::BufWriter::new(std::fs::File::create(&out).map_err(io_err(&out))?);
             for m in &g.messages {
                 match format {
                     WireFormat::Json => {
-                        w.write_all(m).map_err(io(&out))?;
-                        w.write_all(b"\n").map_err(io(&out))?;
+                        w.write_all(m).map_err(io_err(&out))?;
+                        w.write_all(b"\n").map_err(io_err(&out))?;
                     }
                     WireFormat::Avro => {
-                        w.write_all(&(m.len() as u32).to_be_bytes()).map_err(io(&out))?;
-                        w.write_all(m).map_err(io(&out))?;
+                        w.write_all(&(m.len() as u32).to_be_bytes())
+                            .map_err(io_err(&out))?;
+                        w.write_all(m).map_err(io_err(&out))?;
                     }
                 }
             }
-            w.flush().map_err(io(&out))?;
+            w.flush().map_err(io_err(&out))?;
             if let Some(path) = manifest {
-                let mut w = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io(&path))?);
+                let mut w =
+                    std::io::BufWriter::new(std::fs::File::create(&path).map_err(io_err(&path))?);
                 for e in &g.manifest {
                     serde_json::to_writer(&mut w, e)?;
-                    w.write_all(b"\n").map_err(io(&path))?;
+                    w.write_all(b"\n").map_err(io_err(&path))?;
                 }
-                w.flush().map_err(io(&path))?;
+                w.flush().map_err(io_err(&path))?;
             }
             if let Some(path) = avsc {
-                std::fs::write(&path, finlake_core::schema::avro_schema(source_type)).map_err(io(&path))?;
+                std::fs::write(&path, finlake_core::schema::avro_schema(source_type))
+                    .map_err(io_err(&path))?;
             }
             eprintln!("wrote {} messages to {}", g.messages.len(), out.display());
             Ok(0)
         }
-        Command::Demo { lake, rows, faults, seed } => {
+        Command::Demo {
+            lake,
+            rows,
+            faults,
+            seed,
+        } => {
             let rt = tokio::runtime::Runtime::new()?;
             let opts = finlake_core::demo::DemoOptions {
                 lake,
@@ -192,20 +220,39 @@ fn run(command: Command) -> anyhow::Result<u8> {
             };
             let report = rt.block_on(finlake_core::demo::run(&opts))?;
             let rejected: u64 = report.rejects.iter().map(|(_, n)| n).sum();
-            println!("finlake demo: {} messages generated (seed {seed}, {:.1}% faults)", report.generated, faults * 100.0);
-            println!("  landed   {:>8} rows in {} (Delta version {})", report.landed, report.trades_uri.display(), report.trades_version);
-            println!("  rejected {rejected:>8} rows in {}", report.quarantine_uri.display());
+            println!(
+                "finlake demo: {} messages generated (seed {seed}, {:.1}% faults)",
+                report.generated,
+                faults * 100.0
+            );
+            println!(
+                "  landed   {:>8} rows in {} (Delta version {})",
+                report.landed,
+                report.trades_uri.display(),
+                report.trades_version
+            );
+            println!(
+                "  rejected {rejected:>8} rows in {}",
+                report.quarantine_uri.display()
+            );
             for ((stage, field), n) in &report.rejects {
                 println!("    {n:>6}  {stage:<10} {field}");
             }
             let total = report.landed as u64 + rejected;
-            println!("  landed + rejected = {total} of {} messages; {} differ from the manifest", report.generated, report.manifest_mismatches);
+            println!(
+                "  landed + rejected = {total} of {} messages; {} differ from the manifest",
+                report.generated, report.manifest_mismatches
+            );
             if total != report.generated as u64 || report.manifest_mismatches > 0 {
                 anyhow::bail!("the demo lost or misrouted messages: this is a bug");
             }
             Ok(0)
         }
     }
+}
+
+fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> finlake_core::Error + '_ {
+    move |e| finlake_core::Error::io(path, e)
 }
 
 fn validate(files: &[PathBuf]) -> u8 {
@@ -216,14 +263,21 @@ fn validate(files: &[PathBuf]) -> u8 {
                 for w in &loaded.warnings {
                     eprintln!("{}", w.render(file));
                 }
-                eprintln!("{}: valid ({})", file.display(), loaded.pipeline.metadata.name);
+                eprintln!(
+                    "{}: valid ({})",
+                    file.display(),
+                    loaded.pipeline.metadata.name
+                );
             }
             Err(spec::SpecError::Invalid { diagnostics, .. }) => {
                 ok = false;
                 for d in &diagnostics {
                     eprintln!("{}", d.render(file));
                 }
-                let errors = diagnostics.iter().filter(|d| d.level == Level::Error).count();
+                let errors = diagnostics
+                    .iter()
+                    .filter(|d| d.level == Level::Error)
+                    .count();
                 eprintln!("{}: invalid, {errors} error(s)", file.display());
             }
             Err(e) => {

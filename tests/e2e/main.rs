@@ -17,18 +17,35 @@ fn finlake(args: &[&str]) -> Output {
 }
 
 fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3").arg("-c").arg(script).args(args).output().expect("python3");
-    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
 fn validate_accepts_every_sample() {
-    let out = finlake(&["validate", "samples/market-data-stream.yaml", "samples/fx-rates.yaml", "samples/trade-feed.yaml"]);
+    let out = finlake(&[
+        "validate",
+        "samples/market-data-stream.yaml",
+        "samples/fx-rates.yaml",
+        "samples/trade-feed.yaml",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     // sections nobody enforces yet are said loudly, not passed silently
-    assert!(stderr.contains("`spec.cep_patterns` is accepted but not enforced yet"), "{stderr}");
+    assert!(
+        stderr.contains("`spec.cep_patterns` is accepted but not enforced yet"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -39,12 +56,21 @@ fn validate_exits_2_naming_the_unknown_key_file_and_line() {
         .replace("batch_timeout: 100ms", "batch_timout: 100ms");
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, &text).unwrap();
-    let line = text.lines().position(|l| l.contains("batch_timout")).unwrap() + 1;
+    let line = text
+        .lines()
+        .position(|l| l.contains("batch_timout"))
+        .unwrap()
+        + 1;
     let out = finlake(&["validate", "samples/fx-rates.yaml", bad.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let expected = format!("{}:{line}:", bad.display());
-    assert!(stderr.contains(&expected) && stderr.contains("`batch_timout`") && stderr.contains("did you mean `batch_timeout`?"), "{stderr}");
+    assert!(
+        stderr.contains(&expected)
+            && stderr.contains("`batch_timout`")
+            && stderr.contains("did you mean `batch_timeout`?"),
+        "{stderr}"
+    );
 }
 
 const CRD_CHECK: &str = r#"
@@ -76,10 +102,19 @@ fn crd_schema_accepts_the_samples_and_refuses_an_unknown_key() {
     std::fs::write(&crd_path, &crd.stdout).unwrap();
     let bad = dir.path().join("bad.yaml");
     let text = std::fs::read_to_string(root().join("samples/market-data-stream.yaml")).unwrap();
-    std::fs::write(&bad, text.replace("  processing:", "  procesing_extra: 1\n  processing:")).unwrap();
+    std::fs::write(
+        &bad,
+        text.replace("  processing:", "  procesing_extra: 1\n  processing:"),
+    )
+    .unwrap();
     let samples: Vec<String> = ["market-data-stream", "fx-rates", "trade-feed"]
         .iter()
-        .map(|s| root().join(format!("samples/{s}.yaml")).display().to_string())
+        .map(|s| {
+            root()
+                .join(format!("samples/{s}.yaml"))
+                .display()
+                .to_string()
+        })
         .collect();
     let mut args: Vec<&str> = vec![crd_path.to_str().unwrap()];
     args.extend(samples.iter().map(String::as_str));
@@ -90,7 +125,10 @@ fn crd_schema_accepts_the_samples_and_refuses_an_unknown_key() {
     for l in &lines[..3] {
         assert!(l.ends_with(" valid"), "{report}");
     }
-    assert!(lines[3].contains("invalid") && lines[3].contains("procesing_extra"), "{report}");
+    assert!(
+        lines[3].contains("invalid") && lines[3].contains("procesing_extra"),
+        "{report}"
+    );
 }
 
 const READ_TABLE: &str = r#"
@@ -112,7 +150,13 @@ fn delta_sum(dir: &Path) -> (usize, i128) {
         let rows = batches.iter().map(|b| b.num_rows()).sum();
         let sum = batches
             .iter()
-            .flat_map(|b| b.column_by_name("price").unwrap().as_primitive::<arrow::datatypes::Decimal128Type>().values().to_vec())
+            .flat_map(|b| {
+                b.column_by_name("price")
+                    .unwrap()
+                    .as_primitive::<arrow::datatypes::Decimal128Type>()
+                    .values()
+                    .to_vec()
+            })
             .sum();
         (rows, sum)
     })
@@ -122,9 +166,21 @@ fn delta_sum(dir: &Path) -> (usize, i128) {
 fn demo_lands_tables_that_python_deltalake_reads_identically() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let out = finlake(&["demo", "--lake", lake.to_str().unwrap(), "--rows", "30000", "--seed", "9"]);
+    let out = finlake(&[
+        "demo",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--rows",
+        "30000",
+        "--seed",
+        "9",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("0 differ from the manifest"), "{stdout}");
     let (rows, sum) = delta_sum(&lake.join("trades"));
     let py = python(READ_TABLE, &[lake.join("trades").to_str().unwrap()]);
@@ -136,7 +192,15 @@ fn demo_lands_tables_that_python_deltalake_reads_identically() {
     assert!(stdout.contains(&format!("landed   {rows:>8}")), "{stdout}");
     // three micro-batches of 10,000 make versions 1..3: checkpoints come every 10 commits, so
     // rerunning adds nothing (exactly-once through txn versions) and keeps the counts
-    let again = finlake(&["demo", "--lake", lake.to_str().unwrap(), "--rows", "30000", "--seed", "9"]);
+    let again = finlake(&[
+        "demo",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--rows",
+        "30000",
+        "--seed",
+        "9",
+    ]);
     assert!(again.status.success());
     assert_eq!(delta_sum(&lake.join("trades")).0, rows);
 }
@@ -147,15 +211,42 @@ fn generate_is_deterministic_and_writes_a_manifest() {
     let run = |name: &str| {
         let out = dir.path().join(name);
         let manifest = dir.path().join(format!("{name}.manifest"));
-        let o = finlake(&["generate", "--rows", "2000", "--faults", "0.05", "--seed", "3", "--out", out.to_str().unwrap(), "--manifest", manifest.to_str().unwrap()]);
+        let o = finlake(&[
+            "generate",
+            "--rows",
+            "2000",
+            "--faults",
+            "0.05",
+            "--seed",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        (std::fs::read(out).unwrap(), std::fs::read_to_string(manifest).unwrap())
+        (
+            std::fs::read(out).unwrap(),
+            std::fs::read_to_string(manifest).unwrap(),
+        )
     };
     let (a, ma) = run("a.jsonl");
     let (b, _) = run("b.jsonl");
     assert_eq!(a, b);
     assert_eq!(ma.lines().count(), 2000);
-    assert!(ma.lines().any(|l| l.contains("\"rejected\"") && l.contains("\"field\"")), "manifest names fields");
-    let bad = finlake(&["generate", "--rows", "1", "--faults", "2", "--out", "/dev/null"]);
+    assert!(
+        ma.lines()
+            .any(|l| l.contains("\"rejected\"") && l.contains("\"field\"")),
+        "manifest names fields"
+    );
+    let bad = finlake(&[
+        "generate",
+        "--rows",
+        "1",
+        "--faults",
+        "2",
+        "--out",
+        "/dev/null",
+    ]);
     assert_eq!(bad.status.code(), Some(2));
 }

@@ -13,7 +13,14 @@ const BATCH: usize = 10_000;
 fn feed(format: WireFormat, faults: f64) -> Vec<Vec<u8>> {
     let (symbols, calendar) = embedded_refdata().expect("embedded reference data");
     generate(
-        &GenOptions { rows: ROWS, faults, seed: 1, format, date: demo_date(), source_type: SourceType::Trade },
+        &GenOptions {
+            rows: ROWS,
+            faults,
+            seed: 1,
+            format,
+            date: demo_date(),
+            source_type: SourceType::Trade,
+        },
         &symbols,
         &calendar,
     )
@@ -24,22 +31,33 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
     group.throughput(Throughput::Elements(ROWS as u64));
     group.sample_size(10);
-    let avro = SourceDecoder::avro(SourceType::Trade, &finlake_core::schema::avro_schema(SourceType::Trade), AvroFraming::Plain)
-        .expect("built-in schema");
+    let avro = SourceDecoder::avro(
+        SourceType::Trade,
+        &finlake_core::schema::avro_schema(SourceType::Trade),
+        AvroFraming::Plain,
+    )
+    .expect("built-in schema");
     let json = SourceDecoder::json(SourceType::Trade);
-    for (format, decoder, name) in [(WireFormat::Json, &json, "json"), (WireFormat::Avro, &avro, "avro")] {
+    for (format, decoder, name) in [
+        (WireFormat::Json, &json, "json"),
+        (WireFormat::Avro, &avro, "avro"),
+    ] {
         for faults in [0.0, 0.01] {
             let msgs = feed(format, faults);
             let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
-            group.bench_with_input(BenchmarkId::new(name, format!("faults={faults}")), &refs, |b, refs| {
-                b.iter(|| {
-                    let mut rows = 0;
-                    for chunk in refs.chunks(BATCH) {
-                        rows += decoder.decode(chunk).expect("decode").batch.num_rows();
-                    }
-                    rows
-                })
-            });
+            group.bench_with_input(
+                BenchmarkId::new(name, format!("faults={faults}")),
+                &refs,
+                |b, refs| {
+                    b.iter(|| {
+                        let mut rows = 0;
+                        for chunk in refs.chunks(BATCH) {
+                            rows += decoder.decode(chunk).expect("decode").batch.num_rows();
+                        }
+                        rows
+                    })
+                },
+            );
         }
     }
     group.finish();

@@ -6,15 +6,14 @@
 //! `AWS_ENDPOINT_URL` come from the destination's `storage_options` or the environment).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, Transaction};
-use deltalake::protocol::SaveMode;
 use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use url::Url;
 
@@ -63,12 +62,16 @@ impl DeltaError {
     /// Transient for storage failures, config for bad URIs and tables, internal otherwise.
     pub fn class(&self) -> ErrorClass {
         match self {
-            DeltaError::Uri { .. } | DeltaError::TxnRetention { .. } | DeltaError::SchemaChange { .. } => {
-                ErrorClass::Config
-            }
+            DeltaError::Uri { .. }
+            | DeltaError::TxnRetention { .. }
+            | DeltaError::SchemaChange { .. } => ErrorClass::Config,
             DeltaError::Table { source, .. } => match source {
-                DeltaTableError::ObjectStore { .. } | DeltaTableError::Io { .. } => ErrorClass::Transient,
-                DeltaTableError::NotATable(_) | DeltaTableError::InvalidTableLocation(_) => ErrorClass::Config,
+                DeltaTableError::ObjectStore { .. } | DeltaTableError::Io { .. } => {
+                    ErrorClass::Transient
+                }
+                DeltaTableError::NotATable(_) | DeltaTableError::InvalidTableLocation(_) => {
+                    ErrorClass::Config
+                }
                 _ => ErrorClass::Internal,
             },
         }
@@ -110,7 +113,10 @@ pub fn table_url(uri: &str) -> Result<Url> {
     Url::from_directory_path(&abs).map_err(|_| err("not an absolute path".into()))
 }
 
-fn table_err(uri: &str, operation: &'static str) -> impl FnOnce(DeltaTableError) -> DeltaError + '_ {
+fn table_err<'a>(
+    uri: &'a str,
+    operation: &'static str,
+) -> impl FnOnce(DeltaTableError) -> DeltaError + 'a {
     move |source| DeltaError::Table {
         uri: uri.to_string(),
         operation,
@@ -128,10 +134,14 @@ pub async fn open_or_create(spec: &TableSpec) -> Result<DeltaTable> {
         .await
         .map_err(table_err(&spec.uri, "open"))?;
     let table = if table.version().is_none() {
-        let schema: StructType = spec.schema.as_ref().try_into_kernel().map_err(|e| DeltaError::Uri {
-            uri: spec.uri.clone(),
-            message: format!("schema cannot be stored in Delta: {e}"),
-        })?;
+        let schema: StructType =
+            spec.schema
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| DeltaError::Uri {
+                    uri: spec.uri.clone(),
+                    message: format!("schema cannot be stored in Delta: {e}"),
+                })?;
         let mut create = table
             .create()
             .with_columns(schema.fields().cloned())
@@ -153,14 +163,10 @@ pub async fn open_or_create(spec: &TableSpec) -> Result<DeltaTable> {
 /// Refuses a table whose transaction retention would expire exactly-once versions.
 pub fn check_txn_retention(table: &DeltaTable, uri: &str) -> Result<()> {
     let snapshot = table.snapshot().map_err(table_err(uri, "read snapshot"))?;
-    if let Some(value) = snapshot
-        .metadata()
-        .configuration()
-        .get("delta.setTransactionRetentionDuration")
-    {
+    if let Some(value) = snapshot.table_config().set_transaction_retention_duration {
         return Err(DeltaError::TxnRetention {
             uri: uri.to_string(),
-            value: value.clone(),
+            value: format!("{value:?}"),
         });
     }
     Ok(())
@@ -177,7 +183,10 @@ pub async fn txn_version(table: &DeltaTable, app_id: &str) -> Result<Option<i64>
 }
 
 /// Compares a batch schema with the table's; `Ok(true)` when the batch adds nullable columns.
-fn additive_change(table_schema: &Schema, batch_schema: &Schema) -> std::result::Result<bool, String> {
+fn additive_change(
+    table_schema: &Schema,
+    batch_schema: &Schema,
+) -> std::result::Result<bool, String> {
     let mut problems = Vec::new();
     for f in table_schema.fields() {
         match batch_schema.field_with_name(f.name()) {
@@ -234,15 +243,22 @@ fn table_arrow_schema(table: &DeltaTable, uri: &str) -> Result<Schema> {
     use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
     let snapshot = table.snapshot().map_err(table_err(uri, "read snapshot"))?;
     let schema = snapshot.schema();
-    schema.as_ref().try_into_arrow().map_err(|e: arrow::error::ArrowError| DeltaError::Uri {
-        uri: uri.to_string(),
-        message: e.to_string(),
-    })
+    schema
+        .as_ref()
+        .try_into_arrow()
+        .map_err(|e: arrow::error::ArrowError| DeltaError::Uri {
+            uri: uri.to_string(),
+            message: e.to_string(),
+        })
 }
 
 /// Appends batches (possibly none) with `extras` in one commit; returns the updated table.
 /// A batch that adds nullable columns evolves the schema; any other difference is refused.
-pub async fn append(table: DeltaTable, batches: Vec<RecordBatch>, extras: &CommitExtras) -> Result<DeltaTable> {
+pub async fn append(
+    table: DeltaTable,
+    batches: Vec<RecordBatch>,
+    extras: &CommitExtras,
+) -> Result<DeltaTable> {
     let uri = table.table_url().to_string();
     let mut mode = None;
     if let Some(first) = batches.first() {
@@ -283,27 +299,23 @@ pub async fn replace_partition(
 
 /// Reads a whole table into batches (for tests, checks and small tables).
 pub async fn read_all(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
-    use datafusion_reexport::*;
+    use deltalake::datafusion::prelude::SessionContext;
     let uri = table.table_url().to_string();
-    let ctx = SessionContext::new();
-    let provider = deltalake::delta_datafusion::DeltaTableProvider::try_new(
-        table.snapshot().map_err(table_err(&uri, "read snapshot"))?.snapshot().clone(),
-        table.log_store(),
-        Default::default(),
-    )
-    .map_err(table_err(&uri, "scan"))?;
-    let df = ctx.read_table(Arc::new(provider)).map_err(|e| DeltaError::Table {
+    let generic = |e: String| DeltaError::Table {
         uri: uri.clone(),
         operation: "scan",
-        source: DeltaTableError::Generic(e.to_string()),
-    })?;
-    df.collect().await.map_err(|e| DeltaError::Table {
-        uri,
-        operation: "scan",
-        source: DeltaTableError::Generic(e.to_string()),
-    })
-}
-
-mod datafusion_reexport {
-    pub use deltalake::datafusion::prelude::SessionContext;
+        source: DeltaTableError::Generic(e),
+    };
+    let ctx = SessionContext::new();
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(table_err(&uri, "scan"))?;
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| generic(e.to_string()))?;
+    let df = ctx
+        .read_table(provider)
+        .map_err(|e| generic(e.to_string()))?;
+    df.collect().await.map_err(|e| generic(e.to_string()))
 }

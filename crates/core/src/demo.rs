@@ -56,7 +56,7 @@ pub struct DemoReport {
     /// The quarantine table.
     pub quarantine_uri: PathBuf,
     /// Delta version of the trades table after the run.
-    pub trades_version: i64,
+    pub trades_version: u64,
     /// Messages whose outcome differed from the manifest (0 when all is well).
     pub manifest_mismatches: usize,
 }
@@ -71,8 +71,14 @@ pub fn demo_date() -> NaiveDate {
 /// The shipped reference data.
 pub fn embedded_refdata() -> Result<(SymbolMap, ExchangeCalendar)> {
     Ok((
-        SymbolMap::parse(crate::embedded::SYMBOL_MAPPING, Path::new("<embedded>/symbol_mapping.csv"))?,
-        ExchangeCalendar::parse(crate::embedded::EXCHANGE_HOURS, Path::new("<embedded>/exchange_hours.csv"))?,
+        SymbolMap::parse(
+            crate::embedded::SYMBOL_MAPPING,
+            Path::new("<embedded>/symbol_mapping.csv"),
+        )?,
+        ExchangeCalendar::parse(
+            crate::embedded::EXCHANGE_HOURS,
+            Path::new("<embedded>/exchange_hours.csv"),
+        )?,
     ))
 }
 
@@ -163,7 +169,12 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport> {
         landed += out.good.num_rows();
         quarantine = delta::append(quarantine, vec![out.quarantine], &extras).await?;
         trades = delta::append(trades, vec![out.good], &extras).await?;
-        tracing::info!(rows = end - chunk_start, landed = landed, rejected = out.rejects.len(), "batch committed");
+        tracing::info!(
+            rows = end - chunk_start,
+            landed = landed,
+            rejected = out.rejects.len(),
+            "batch committed"
+        );
         all_rejects.extend(out.rejects);
     }
     Ok(DemoReport {
@@ -172,7 +183,7 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport> {
         rejects: reject_counts(&all_rejects).into_iter().collect(),
         trades_uri,
         quarantine_uri,
-        trades_version: trades.version().unwrap_or(-1),
+        trades_version: trades.version().unwrap_or_default(),
         manifest_mismatches: mismatches,
     })
 }

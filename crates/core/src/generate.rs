@@ -116,8 +116,15 @@ pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalen
         .filter(|(_, mic, _)| calendar.get(mic).is_some())
         .map(|(s, m, _)| (s.to_string(), m.to_string()))
         .collect();
-    assert!(!listed.is_empty(), "no symbol in the mapping is listed on a known exchange on {}", opts.date);
-    let mut prices: Vec<i128> = listed.iter().map(|_| rng.random_range(20_000_000..500_000_000)).collect();
+    assert!(
+        !listed.is_empty(),
+        "no symbol in the mapping is listed on a known exchange on {}",
+        opts.date
+    );
+    let mut prices: Vec<i128> = listed
+        .iter()
+        .map(|_| rng.random_range(20_000_000..500_000_000))
+        .collect();
     let fields = schema::source_fields(opts.source_type);
     let mut messages: Vec<Vec<u8>> = Vec::with_capacity(opts.rows);
     let mut manifest = Vec::with_capacity(opts.rows);
@@ -161,7 +168,8 @@ pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalen
         let ex = calendar.get(mic).expect("filtered above");
         // a random instant in the regular session, in the exchange's own time zone
         let session = (ex.close - ex.open).num_microseconds().unwrap_or(1).max(1);
-        let local = opts.date.and_time(ex.open) + chrono::Duration::microseconds(rng.random_range(0..session));
+        let local = opts.date.and_time(ex.open)
+            + chrono::Duration::microseconds(rng.random_range(0..session));
         let ts = ex
             .tz
             .from_local_datetime(&local)
@@ -205,7 +213,8 @@ pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalen
         };
         let mut bytes = match fault {
             Some(Fault::MissingField) => {
-                let required: Vec<usize> = (0..fields.len()).filter(|&j| fields[j].required).collect();
+                let required: Vec<usize> =
+                    (0..fields.len()).filter(|&j| fields[j].required).collect();
                 let j = required[rng.random_range(0..required.len())];
                 match opts.format {
                     WireFormat::Json => {
@@ -230,18 +239,29 @@ pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalen
                 encode(opts.format, fields, &rec)
             }
             Some(Fault::NegativePrice) => {
-                let j = fields.iter().position(|f| f.positive).expect("every generated type has a price");
+                let j = fields
+                    .iter()
+                    .position(|f| f.positive)
+                    .expect("every generated type has a price");
                 rec[j] = Some(Val::Dec(-price));
                 reject("check", Some(fields[j].name));
                 encode(opts.format, fields, &rec)
             }
             Some(Fault::ExcessPrecision) => {
                 reject("decode", Some("price"));
-                encode_json(fields, &rec, Some(("price", format!("{}.1234567", price / 1_000_000))))
+                encode_json(
+                    fields,
+                    &rec,
+                    Some(("price", format!("{}.1234567", price / 1_000_000))),
+                )
             }
             Some(Fault::NumericTimestamp) => {
                 reject("decode", Some("timestamp"));
-                encode_json(fields, &rec, Some(("timestamp", (ts / 1_000_000).to_string())))
+                encode_json(
+                    fields,
+                    &rec,
+                    Some(("timestamp", (ts / 1_000_000).to_string())),
+                )
             }
             Some(Fault::BadBytes) => {
                 reject("decode", None);
@@ -286,7 +306,11 @@ fn fmt_decimal(out: &mut Vec<u8>, v: i128, scale: i8) {
 }
 
 /// JSON text of a record; `raw` overrides one field with literal JSON text.
-fn encode_json(fields: &[schema::FieldSpec], rec: &[Option<Val>], raw: Option<(&str, String)>) -> Vec<u8> {
+fn encode_json(
+    fields: &[schema::FieldSpec],
+    rec: &[Option<Val>],
+    raw: Option<(&str, String)>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.push(b'{');
     let mut first = true;
@@ -374,14 +398,27 @@ pub fn fx_rates(date: NaiveDate, seed: u64) -> arrow::array::RecordBatch {
     use arrow::array::{Decimal128Builder, StringBuilder, TimestampMicrosecondBuilder};
     use std::sync::Arc;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xF0F0);
-    let pairs = [("EUR", 10_850_000_000i128), ("GBP", 12_700_000_000), ("JPY", 66_000_000), ("CHF", 11_300_000_000)];
+    let pairs = [
+        ("EUR", 10_850_000_000i128),
+        ("GBP", 12_700_000_000),
+        ("JPY", 66_000_000),
+        ("CHF", 11_300_000_000),
+    ];
     let start = chrono::Utc
-        .from_utc_datetime(&(date - chrono::Days::new(1)).and_hms_opt(0, 0, 0).expect("valid"))
+        .from_utc_datetime(
+            &(date - chrono::Days::new(1))
+                .and_hms_opt(0, 0, 0)
+                .expect("valid"),
+        )
         .timestamp_micros();
     let minutes = 2 * 24 * 60;
     let n = pairs.len() * minutes;
-    let (mut base, mut quote) = (StringBuilder::with_capacity(n, 3 * n), StringBuilder::with_capacity(n, 3 * n));
-    let mut rate = Decimal128Builder::with_capacity(n).with_data_type(schema::arrow_type(schema::RATE));
+    let (mut base, mut quote) = (
+        StringBuilder::with_capacity(n, 3 * n),
+        StringBuilder::with_capacity(n, 3 * n),
+    );
+    let mut rate =
+        Decimal128Builder::with_capacity(n).with_data_type(schema::arrow_type(schema::RATE));
     let mut source = StringBuilder::with_capacity(n, 4 * n);
     let mut ts = TimestampMicrosecondBuilder::with_capacity(n);
     for (ccy, start_rate) in pairs {

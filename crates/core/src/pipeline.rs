@@ -11,7 +11,7 @@ use arrow::array::{
     RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray, UInt32Array,
 };
 use arrow::compute::{filter, filter_record_batch, take};
-use arrow::datatypes::{Decimal128Type, Int64Type, SchemaRef, TimestampMicrosecondType};
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType, UInt32Type};
 use chrono::TimeZone;
 
 use crate::decode::SourceDecoder;
@@ -85,7 +85,8 @@ impl Stages {
         normalizer: Option<Normalizer>,
         fx: Option<FxConverter>,
     ) -> Self {
-        let table_schema = schema::table_schema(decoder.source_type(), normalizer.is_some(), fx.is_some());
+        let table_schema =
+            schema::table_schema(decoder.source_type(), normalizer.is_some(), fx.is_some());
         Stages {
             decoder,
             calendar,
@@ -108,7 +109,10 @@ impl Stages {
     /// Processes one batch of messages.
     pub fn process(&self, msgs: &[&[u8]], ctx: &BatchContext<'_>) -> Result<Outcome> {
         let metrics = Metrics::global();
-        let timer = metrics.stage_seconds.with_label_values(&["decode"]).start_timer();
+        let timer = metrics
+            .stage_seconds
+            .with_label_values(&["decode"])
+            .start_timer();
         let decoded = self
             .decoder
             .decode(msgs)
@@ -131,30 +135,64 @@ impl Stages {
         // trade_date: the event's date in the exchange's time zone (UTC without an exchange)
         let (dates, stage_rejects) = self.trade_dates(&batch)?;
         let mut extra: Vec<ArrayRef> = vec![Arc::new(dates)];
-        apply(&mut batch, &mut index, &mut extra, &mut rejects, "enrich", stage_rejects)?;
+        apply(
+            &mut batch,
+            &mut index,
+            &mut extra,
+            &mut rejects,
+            "enrich",
+            stage_rejects,
+        )?;
 
         // normalize
         if let Some(norm) = &self.normalizer {
             let with_date = append_column(&batch, schema::TRADE_DATE, extra[0].clone())?;
             let (isin, r) = norm.apply(&with_date)?;
             extra.push(Arc::new(isin));
-            apply(&mut batch, &mut index, &mut extra, &mut rejects, "normalize", r)?;
+            apply(
+                &mut batch,
+                &mut index,
+                &mut extra,
+                &mut rejects,
+                "normalize",
+                r,
+            )?;
         }
         // currency conversion
         if let Some(fx) = &self.fx {
             let (cols, r) = fx.apply(&batch)?;
             extra.extend(cols);
-            apply(&mut batch, &mut index, &mut extra, &mut rejects, "convert", r)?;
+            apply(
+                &mut batch,
+                &mut index,
+                &mut extra,
+                &mut rejects,
+                "convert",
+                r,
+            )?;
         }
         // basic checks: positive amounts
         let checks = self.positive_checks(&batch);
-        apply(&mut batch, &mut index, &mut extra, &mut rejects, "check", checks)?;
+        apply(
+            &mut batch,
+            &mut index,
+            &mut extra,
+            &mut rejects,
+            "check",
+            checks,
+        )?;
 
         rejects.sort_by_key(|r| r.index);
         let good = self.assemble(&batch, &index, extra, ctx)?;
         let quarantine = quarantine_batch(&rejects, msgs, ctx)?;
-        metrics.messages.with_label_values(&["landed"]).inc_by(good.num_rows() as u64);
-        metrics.messages.with_label_values(&["rejected"]).inc_by(rejects.len() as u64);
+        metrics
+            .messages
+            .with_label_values(&["landed"])
+            .inc_by(good.num_rows() as u64);
+        metrics
+            .messages
+            .with_label_values(&["rejected"])
+            .inc_by(rejects.len() as u64);
         for r in &rejects {
             metrics
                 .rejects
@@ -175,7 +213,9 @@ impl Stages {
             .column_by_name(schema::EVENT_TIME)
             .expect("every source schema has the event time")
             .as_primitive::<TimestampMicrosecondType>();
-        let mics = batch.column_by_name("exchange").map(|c| c.as_string::<i32>().clone());
+        let mics = batch
+            .column_by_name("exchange")
+            .map(|c| c.as_string::<i32>().clone());
         let n = batch.num_rows();
         let mut days = Vec::with_capacity(n);
         let mut rejects = Vec::new();
@@ -193,15 +233,20 @@ impl Stages {
                     match tz {
                         Some(tz) => {
                             last = Some((mic, tz));
-                            let utc = chrono::DateTime::from_timestamp_micros(t).expect("valid timestamp");
-                            crate::transform::symbols::epoch_days(tz.from_utc_datetime(&utc.naive_utc()).date_naive())
+                            let utc = chrono::DateTime::from_timestamp_micros(t)
+                                .expect("valid timestamp");
+                            crate::transform::symbols::epoch_days(
+                                tz.from_utc_datetime(&utc.naive_utc()).date_naive(),
+                            )
                         }
                         None => {
                             rejects.push(RowReject {
                                 row,
                                 rule: "exchange_calendar".into(),
                                 field: "exchange".into(),
-                                reason: format!("field `exchange`: unknown MIC `{mic}` (not in exchange_hours)"),
+                                reason: format!(
+                                    "field `exchange`: unknown MIC `{mic}` (not in exchange_hours)"
+                                ),
                             });
                             0
                         }
@@ -215,21 +260,26 @@ impl Stages {
 
     fn positive_checks(&self, batch: &RecordBatch) -> Vec<RowReject> {
         let mut out = Vec::new();
-        for spec in schema::source_fields(self.source_type()).iter().filter(|f| f.positive) {
+        for spec in schema::source_fields(self.source_type())
+            .iter()
+            .filter(|f| f.positive)
+        {
             let col = batch.column_by_name(spec.name).expect("source column");
             let bad: BooleanArray = match spec.kind {
-                Kind::Dec(..) => arrow::compute::kernels::cmp::lt_eq(
-                    col.as_primitive::<Decimal128Type>(),
-                    &arrow::array::Decimal128Array::new_scalar(0).into_inner().with_data_type(col.data_type().clone()).into_scalar(),
-                ),
-                Kind::I64 => arrow::compute::kernels::cmp::lt_eq(
-                    col.as_primitive::<Int64Type>(),
-                    &Int64Array::new_scalar(0),
-                ),
+                Kind::Dec(..) => {
+                    let zero = arrow::array::Decimal128Array::from(vec![0i128])
+                        .with_data_type(col.data_type().clone());
+                    arrow::compute::kernels::cmp::lt_eq(col, &arrow::array::Scalar::new(zero))
+                }
+                Kind::I64 => arrow::compute::kernels::cmp::lt_eq(col, &Int64Array::new_scalar(0)),
                 _ => continue,
             }
             .expect("same types");
-            for row in bad.iter().enumerate().filter_map(|(i, b)| (b == Some(true)).then_some(i)) {
+            for row in bad
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| (b == Some(true)).then_some(i))
+            {
                 out.push(RowReject {
                     row,
                     rule: format!("positive_{}", spec.name),
@@ -243,18 +293,30 @@ impl Stages {
         out
     }
 
-    fn assemble(&self, batch: &RecordBatch, index: &UInt32Array, extra: Vec<ArrayRef>, ctx: &BatchContext<'_>) -> Result<RecordBatch> {
+    fn assemble(
+        &self,
+        batch: &RecordBatch,
+        index: &UInt32Array,
+        extra: Vec<ArrayRef>,
+        ctx: &BatchContext<'_>,
+    ) -> Result<RecordBatch> {
         let n = batch.num_rows();
         let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
         let mut extra = extra.into_iter();
         let trade_date = extra.next().expect("trade_date is always computed");
         cols.extend(extra);
         let offsets = Int64Array::from(ctx.offsets.to_vec());
-        cols.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(ctx.topic, n))));
+        cols.push(Arc::new(StringArray::from_iter_values(
+            std::iter::repeat_n(ctx.topic, n),
+        )));
         cols.push(Arc::new(Int32Array::from_value(ctx.partition, n)));
         cols.push(take(&offsets, index, None)?);
-        cols.push(Arc::new(TimestampMicrosecondArray::from_value(ctx.ingested_at, n).with_timezone(schema::UTC)));
-        cols.push(Arc::new(StringArray::from_iter_values(std::iter::repeat_n(ctx.correlation_id, n))));
+        cols.push(Arc::new(
+            TimestampMicrosecondArray::from_value(ctx.ingested_at, n).with_timezone(schema::UTC),
+        ));
+        cols.push(Arc::new(StringArray::from_iter_values(
+            std::iter::repeat_n(ctx.correlation_id, n),
+        )));
         cols.push(trade_date);
         Ok(RecordBatch::try_new(self.table_schema.clone(), cols)?)
     }
@@ -283,7 +345,7 @@ fn apply(
         });
     }
     *batch = filter_record_batch(batch, &keep)?;
-    *index = filter(index, &keep)?.as_primitive().clone();
+    *index = filter(index, &keep)?.as_primitive::<UInt32Type>().clone();
     for col in extra.iter_mut() {
         *col = filter(col, &keep)?;
     }
@@ -292,14 +354,25 @@ fn apply(
 
 fn append_column(batch: &RecordBatch, name: &str, col: ArrayRef) -> Result<RecordBatch> {
     let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
-    fields.push(Arc::new(arrow::datatypes::Field::new(name, col.data_type().clone(), false)));
+    fields.push(Arc::new(arrow::datatypes::Field::new(
+        name,
+        col.data_type().clone(),
+        false,
+    )));
     let mut cols = batch.columns().to_vec();
     cols.push(col);
-    Ok(RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols)?)
+    Ok(RecordBatch::try_new(
+        Arc::new(arrow::datatypes::Schema::new(fields)),
+        cols,
+    )?)
 }
 
 /// Quarantine rows for rejects: lineage, stage, rule, field, reason and the raw bytes.
-pub fn quarantine_batch(rejects: &[Rejected], msgs: &[&[u8]], ctx: &BatchContext<'_>) -> Result<RecordBatch> {
+pub fn quarantine_batch(
+    rejects: &[Rejected],
+    msgs: &[&[u8]],
+    ctx: &BatchContext<'_>,
+) -> Result<RecordBatch> {
     let n = rejects.len();
     let mut stage = StringBuilder::with_capacity(n, n * 8);
     let mut rule = StringBuilder::with_capacity(n, n * 16);
@@ -317,11 +390,18 @@ pub fn quarantine_batch(rejects: &[Rejected], msgs: &[&[u8]], ctx: &BatchContext
     }
     let ingest_day = ctx.ingested_at.div_euclid(86_400_000_000) as i32;
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(ctx.topic, n))),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            ctx.topic, n,
+        ))),
         Arc::new(Int32Array::from_value(ctx.partition, n)),
         Arc::new(Int64Array::from(offsets)),
-        Arc::new(TimestampMicrosecondArray::from_value(ctx.ingested_at, n).with_timezone(schema::UTC)),
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(ctx.correlation_id, n))),
+        Arc::new(
+            TimestampMicrosecondArray::from_value(ctx.ingested_at, n).with_timezone(schema::UTC),
+        ),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            ctx.correlation_id,
+            n,
+        ))),
         Arc::new(stage.finish()),
         Arc::new(rule.finish()),
         Arc::new(field.finish()),
@@ -336,7 +416,11 @@ pub fn quarantine_batch(rejects: &[Rejected], msgs: &[&[u8]], ctx: &BatchContext
 pub fn reject_counts(rejects: &[Rejected]) -> BTreeMap<(String, String), u64> {
     let mut out = BTreeMap::new();
     for r in rejects {
-        *out.entry((r.stage.to_string(), r.field.clone().unwrap_or_else(|| "-".into()))).or_default() += 1;
+        *out.entry((
+            r.stage.to_string(),
+            r.field.clone().unwrap_or_else(|| "-".into()),
+        ))
+        .or_default() += 1;
     }
     out
 }

@@ -41,10 +41,20 @@ pub struct FieldSpec {
 }
 
 const fn f(name: &'static str, kind: Kind, required: bool) -> FieldSpec {
-    FieldSpec { name, kind, required, positive: false }
+    FieldSpec {
+        name,
+        kind,
+        required,
+        positive: false,
+    }
 }
 const fn pos(name: &'static str, kind: Kind) -> FieldSpec {
-    FieldSpec { name, kind, required: true, positive: true }
+    FieldSpec {
+        name,
+        kind,
+        required: true,
+        positive: true,
+    }
 }
 
 /// Price columns: 18 digits, 6 after the point.

@@ -29,7 +29,9 @@ impl std::str::FromStr for LogFormat {
 pub fn init(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder
             .json()
@@ -74,11 +76,21 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("registered once");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
             c
         };
-        let messages = counter(MESSAGES_TOTAL, "Messages decoded, by outcome.", &["outcome"]);
-        let rejects = counter(REJECTS_TOTAL, "Rejected messages, by stage and field.", &["stage", "field"]);
+        let messages = counter(
+            MESSAGES_TOTAL,
+            "Messages decoded, by outcome.",
+            &["outcome"],
+        );
+        let rejects = counter(
+            REJECTS_TOTAL,
+            "Rejected messages, by stage and field.",
+            &["stage", "field"],
+        );
         let rows_written = counter(ROWS_WRITTEN_TOTAL, "Rows committed, by table.", &["table"]);
         let stage_seconds = HistogramVec::new(
             HistogramOpts::new(BATCH_STAGE_SECONDS, "Time to run one stage on one batch.")
@@ -86,7 +98,9 @@ impl Metrics {
             &["stage"],
         )
         .expect("valid metric");
-        registry.register(Box::new(stage_seconds.clone())).expect("registered once");
+        registry
+            .register(Box::new(stage_seconds.clone()))
+            .expect("registered once");
         Metrics {
             registry,
             messages,

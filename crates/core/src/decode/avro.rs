@@ -9,7 +9,9 @@ use arrow::array::ArrayRef;
 use arrow::datatypes::DataType;
 use arrow_avro::codec::Tz;
 use arrow_avro::reader::{Decoder, ReaderBuilder};
-use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore, SINGLE_OBJECT_MAGIC};
+use arrow_avro::schema::{
+    AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore, SINGLE_OBJECT_MAGIC,
+};
 
 use super::{Attempt, DecodeError, Failure};
 use crate::schema::{self, Kind};
@@ -33,8 +35,15 @@ pub(crate) struct AvroFormat {
 }
 
 impl AvroFormat {
-    pub(crate) fn new(source_type: SourceType, avsc: &str, framing: AvroFraming) -> Result<Self, DecodeError> {
-        let err = |message: String| DecodeError::AvroSchema { source_type, message };
+    pub(crate) fn new(
+        source_type: SourceType,
+        avsc: &str,
+        framing: AvroFraming,
+    ) -> Result<Self, DecodeError> {
+        let err = |message: String| DecodeError::AvroSchema {
+            source_type,
+            message,
+        };
         let schema = AvroSchema::new(avsc.to_string());
         let fp = schema
             .fingerprint(FingerprintAlgorithm::Rabin)
@@ -96,7 +105,9 @@ impl AvroFormat {
 
     pub(crate) fn attempt(&self, capacity: usize) -> AvroAttempt<'_> {
         AvroAttempt {
-            decoder: self.decoder(capacity).expect("checked when the format was built"),
+            decoder: self
+                .decoder(capacity)
+                .expect("checked when the format was built"),
             format: self,
         }
     }
@@ -108,7 +119,10 @@ pub(crate) struct AvroAttempt<'a> {
 }
 
 fn fail(reason: String) -> Failure {
-    Failure { field: None, reason }
+    Failure {
+        field: None,
+        reason,
+    }
 }
 
 impl Attempt for AvroAttempt<'_> {
@@ -126,7 +140,8 @@ impl Attempt for AvroAttempt<'_> {
             AvroFraming::Confluent(expected) => {
                 if msg.len() < 5 || msg[0] != 0 {
                     return Err(fail(
-                        "not in the Confluent wire format (magic byte 0 and a 4-byte schema id)".into(),
+                        "not in the Confluent wire format (magic byte 0 and a 4-byte schema id)"
+                            .into(),
                     ));
                 }
                 let id = u32::from_be_bytes([msg[1], msg[2], msg[3], msg[4]]);

@@ -105,7 +105,9 @@ pub fn parse_timestamp_micros(s: &str) -> Result<i64, String> {
         }
     })?;
     if t.timestamp_subsec_nanos() % 1000 != 0 {
-        return Err(format!("`{s}` has sub-microsecond digits, which would be lost"));
+        return Err(format!(
+            "`{s}` has sub-microsecond digits, which would be lost"
+        ));
     }
     Ok(t.timestamp_micros())
 }
@@ -216,7 +218,10 @@ pub(crate) fn to_canonical(
             }
             (Kind::Ts, DataType::Timestamp(..)) => {
                 // Avro: same instant, normalised to the one time zone name finlake uses.
-                let micros = arrow::compute::cast(&col, &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None))?;
+                let micros = arrow::compute::cast(
+                    &col,
+                    &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+                )?;
                 Arc::new(
                     micros
                         .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
@@ -226,11 +231,13 @@ pub(crate) fn to_canonical(
             }
             (_, dt) if dt == &schema::arrow_type(spec.kind) => col,
             (_, dt) => {
-                return Err(DecodeError::Arrow(arrow::error::ArrowError::SchemaError(format!(
-                    "field `{}` decoded as {dt}, expected {}",
-                    spec.name,
-                    schema::arrow_type(spec.kind)
-                ))))
+                return Err(DecodeError::Arrow(arrow::error::ArrowError::SchemaError(
+                    format!(
+                        "field `{}` decoded as {dt}, expected {}",
+                        spec.name,
+                        schema::arrow_type(spec.kind)
+                    ),
+                )))
             }
         };
         if spec.required && converted.null_count() > 0 {

@@ -69,9 +69,14 @@ impl Attempt for JsonAttempt {
     fn feed(&mut self, msg: &[u8]) -> Result<(), Failure> {
         let before = self.decoder.len();
         let consumed = self.decoder.decode(msg).map_err(failure)?;
-        let plain = |reason: String| Failure { field: None, reason };
+        let plain = |reason: String| Failure {
+            field: None,
+            reason,
+        };
         if self.decoder.has_partial_record() {
-            return Err(plain("truncated JSON: the message ends inside a value".into()));
+            return Err(plain(
+                "truncated JSON: the message ends inside a value".into(),
+            ));
         }
         let records = self.decoder.len() - before;
         if consumed != msg.len() || records > 1 {

@@ -97,7 +97,11 @@ impl SourceDecoder {
     }
 
     /// An Avro decoder from the writer schema (`.avsc` text) and its framing.
-    pub fn avro(source_type: SourceType, avsc: &str, framing: AvroFraming) -> Result<Self, DecodeError> {
+    pub fn avro(
+        source_type: SourceType,
+        avsc: &str,
+        framing: AvroFraming,
+    ) -> Result<Self, DecodeError> {
         Ok(SourceDecoder {
             source_type,
             schema: schema::source_schema(source_type),
@@ -118,7 +122,11 @@ impl SourceDecoder {
         };
         match format {
             Format::Json => Ok(Self::json(source_type)),
-            Format::Avro => Self::avro(source_type, avsc.ok_or_else(|| need("avro_schema"))?, AvroFraming::Plain),
+            Format::Avro => Self::avro(
+                source_type,
+                avsc.ok_or_else(|| need("avro_schema"))?,
+                AvroFraming::Plain,
+            ),
             Format::AvroConfluent => Self::avro(
                 source_type,
                 avsc.ok_or_else(|| need("avro_schema"))?,
@@ -155,7 +163,8 @@ impl SourceDecoder {
         let mut rows: Vec<u32> = Vec::with_capacity(msgs.len());
         for (start, columns) in pieces {
             let n = columns.first().map_or(0, |c| c.len());
-            let (batch, row_rejects) = convert::to_canonical(self.source_type, &self.schema, columns, start)?;
+            let (batch, row_rejects) =
+                convert::to_canonical(self.source_type, &self.schema, columns, start)?;
             let mut bad = row_rejects.iter().map(|r| r.index).peekable();
             for i in 0..n as u32 {
                 if bad.peek() == Some(&(start + i)) {
@@ -182,7 +191,13 @@ impl SourceDecoder {
     }
 
     /// Decodes `msgs` (which start at batch index `base`) in one attempt, or splits and retries.
-    fn isolate(&self, msgs: &[&[u8]], base: u32, pieces: &mut Vec<(u32, Vec<ArrayRef>)>, rejects: &mut Vec<Reject>) {
+    fn isolate(
+        &self,
+        msgs: &[&[u8]],
+        base: u32,
+        pieces: &mut Vec<(u32, Vec<ArrayRef>)>,
+        rejects: &mut Vec<Reject>,
+    ) {
         if msgs.is_empty() {
             return;
         }

@@ -14,7 +14,10 @@ fn clean_batch_lands_every_message_with_utc_schema() {
     let out = decode_json(&[GOOD, GOOD, GOOD]);
     assert_eq!(out.batch.num_rows(), 3);
     assert!(out.rejects.is_empty());
-    assert_eq!(out.batch.schema(), crate::schema::source_schema(SourceType::Trade));
+    assert_eq!(
+        out.batch.schema(),
+        crate::schema::source_schema(SourceType::Trade)
+    );
     assert_eq!(out.rows.values().to_vec(), vec![0, 1, 2]);
 }
 
@@ -26,11 +29,26 @@ fn each_trap_is_a_reject_naming_the_field_and_the_rest_lands() {
     let numeric_ts = GOOD.replace("\"2026-11-20T14:30:00.123456Z\"", "1795185000");
     let missing = GOOD.replace("\"symbol\":\"AAPL\",", "");
     let wrong_type = GOOD.replace("\"quantity\":100", "\"quantity\":{\"a\":1}");
-    let msgs = [GOOD, &two, truncated, GOOD, &excess, &numeric_ts, &missing, &wrong_type, "", GOOD];
+    let msgs = [
+        GOOD,
+        &two,
+        truncated,
+        GOOD,
+        &excess,
+        &numeric_ts,
+        &missing,
+        &wrong_type,
+        "",
+        GOOD,
+    ];
     let out = decode_json(&msgs);
     assert_eq!(out.batch.num_rows(), 3, "{:#?}", out.rejects);
     assert_eq!(out.rows.values().to_vec(), vec![0, 3, 9]);
-    let by_index: Vec<(u32, Option<&str>)> = out.rejects.iter().map(|r| (r.index, r.field.as_deref())).collect();
+    let by_index: Vec<(u32, Option<&str>)> = out
+        .rejects
+        .iter()
+        .map(|r| (r.index, r.field.as_deref()))
+        .collect();
     assert_eq!(
         by_index,
         vec![
@@ -43,11 +61,31 @@ fn each_trap_is_a_reject_naming_the_field_and_the_rest_lands() {
             (8, None)
         ]
     );
-    assert!(out.rejects[0].reason.contains("more than one JSON value"), "{}", out.rejects[0].reason);
-    assert!(out.rejects[1].reason.contains("truncated"), "{}", out.rejects[1].reason);
-    assert!(out.rejects[2].reason.contains("7 decimal places"), "{}", out.rejects[2].reason);
-    assert!(out.rejects[3].reason.contains("number"), "{}", out.rejects[3].reason);
-    assert!(out.rejects[4].reason.contains("missing"), "{}", out.rejects[4].reason);
+    assert!(
+        out.rejects[0].reason.contains("more than one JSON value"),
+        "{}",
+        out.rejects[0].reason
+    );
+    assert!(
+        out.rejects[1].reason.contains("truncated"),
+        "{}",
+        out.rejects[1].reason
+    );
+    assert!(
+        out.rejects[2].reason.contains("7 decimal places"),
+        "{}",
+        out.rejects[2].reason
+    );
+    assert!(
+        out.rejects[3].reason.contains("number"),
+        "{}",
+        out.rejects[3].reason
+    );
+    assert!(
+        out.rejects[4].reason.contains("missing"),
+        "{}",
+        out.rejects[4].reason
+    );
 }
 
 #[test]
@@ -61,13 +99,24 @@ fn trailing_zeros_beyond_the_scale_lose_nothing_and_are_accepted() {
 fn decimal_parser_refuses_rounding_and_overflow() {
     assert_eq!(parse_decimal("-0.5", 18, 6), Ok(-500_000));
     assert_eq!(parse_decimal("1e5", 18, 6), Err(DecimalError::Syntax));
-    assert_eq!(parse_decimal("1234567890123.5", 18, 6), Err(DecimalError::Overflow));
-    assert_eq!(parse_decimal("123456789012.5", 18, 6), Ok(123_456_789_012_500_000));
+    assert_eq!(
+        parse_decimal("1234567890123.5", 18, 6),
+        Err(DecimalError::Overflow)
+    );
+    assert_eq!(
+        parse_decimal("123456789012.5", 18, 6),
+        Ok(123_456_789_012_500_000)
+    );
     assert_eq!(parse_decimal(".", 18, 6), Err(DecimalError::Syntax));
 }
 
 fn avro_decoder(framing: AvroFraming) -> SourceDecoder {
-    SourceDecoder::avro(SourceType::Trade, &crate::schema::avro_schema(SourceType::Trade), framing).unwrap()
+    SourceDecoder::avro(
+        SourceType::Trade,
+        &crate::schema::avro_schema(SourceType::Trade),
+        framing,
+    )
+    .unwrap()
 }
 
 fn avro_messages(n: usize) -> Vec<Vec<u8>> {
@@ -97,8 +146,16 @@ fn avro_truncated_and_trailing_bytes_are_rejects() {
     let out = avro_decoder(AvroFraming::Plain).decode(&batch).unwrap();
     assert_eq!(out.rows.values().to_vec(), vec![0, 3]);
     assert_eq!(out.rejects.len(), 2);
-    assert!(out.rejects[0].reason.contains("truncated"), "{}", out.rejects[0].reason);
-    assert!(out.rejects[1].reason.contains("after its Avro record"), "{}", out.rejects[1].reason);
+    assert!(
+        out.rejects[0].reason.contains("truncated"),
+        "{}",
+        out.rejects[0].reason
+    );
+    assert!(
+        out.rejects[1].reason.contains("after its Avro record"),
+        "{}",
+        out.rejects[1].reason
+    );
 }
 
 #[test]
@@ -107,15 +164,26 @@ fn confluent_unknown_schema_id_is_a_reject_naming_the_id() {
     let frame = |id: u32, body: &[u8]| [&[0u8][..], &id.to_be_bytes(), body].concat();
     let good = frame(17, &msgs[0]);
     let unknown = frame(99, &msgs[1]);
-    let out = avro_decoder(AvroFraming::Confluent(17)).decode(&[&good, &unknown]).unwrap();
+    let out = avro_decoder(AvroFraming::Confluent(17))
+        .decode(&[&good, &unknown])
+        .unwrap();
     assert_eq!(out.batch.num_rows(), 1);
     assert_eq!(out.rejects.len(), 1);
-    assert!(out.rejects[0].reason.contains("unknown schema id 99"), "{}", out.rejects[0].reason);
+    assert!(
+        out.rejects[0].reason.contains("unknown schema id 99"),
+        "{}",
+        out.rejects[0].reason
+    );
 }
 
 #[test]
 fn avsc_with_a_wrong_type_fails_at_start_up() {
     let avsc = crate::schema::avro_schema(SourceType::Trade).replace("\"long\"", "\"int\"");
-    let err = SourceDecoder::avro(SourceType::Trade, &avsc, AvroFraming::Plain).err().expect("refused");
-    assert!(err.to_string().contains("quantity") || err.to_string().contains("timestamp"), "{err}");
+    let err = SourceDecoder::avro(SourceType::Trade, &avsc, AvroFraming::Plain)
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("quantity") || err.to_string().contains("timestamp"),
+        "{err}"
+    );
 }

@@ -18,7 +18,14 @@ pub(crate) struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn push(&mut self, level: Level, pos: Pos, path: &[String], message: String, hint: Option<String>) {
+    fn push(
+        &mut self,
+        level: Level,
+        pos: Pos,
+        path: &[String],
+        message: String,
+        hint: Option<String>,
+    ) {
         self.out.push(Diagnostic {
             level,
             pos,
@@ -70,7 +77,10 @@ impl Checker<'_> {
                                 Level::Error,
                                 node.pos,
                                 path,
-                                format!("missing required key `{name}` in `{}`", display_path(path)),
+                                format!(
+                                    "missing required key `{name}` in `{}`",
+                                    display_path(path)
+                                ),
                                 None,
                             );
                         }
@@ -137,7 +147,9 @@ impl Checker<'_> {
             );
             return;
         }
-        if let (Some(allowed), Value::String(s)) = (schema.get("enum").and_then(Value::as_array), &value) {
+        if let (Some(allowed), Value::String(s)) =
+            (schema.get("enum").and_then(Value::as_array), &value)
+        {
             let allowed: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
             if !allowed.contains(&s.as_str()) {
                 self.push(
@@ -156,7 +168,10 @@ impl Checker<'_> {
                 }
             }
         }
-        if let (Some(min), Some(v)) = (schema.get("minimum").and_then(Value::as_f64), value.as_f64()) {
+        if let (Some(min), Some(v)) = (
+            schema.get("minimum").and_then(Value::as_f64),
+            value.as_f64(),
+        ) {
             if v < min {
                 self.push(
                     Level::Error,
@@ -186,7 +201,11 @@ impl Checker<'_> {
             self.at(
                 Level::Error,
                 &["apiVersion"],
-                format!("apiVersion must be `{}`, found `{}`", super::types::API_VERSION, p.api_version),
+                format!(
+                    "apiVersion must be `{}`, found `{}`",
+                    super::types::API_VERSION,
+                    p.api_version
+                ),
                 None,
             );
         }
@@ -201,7 +220,9 @@ impl Checker<'_> {
         let name = &p.metadata.name;
         let dns_label = !name.is_empty()
             && name.len() <= 63
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !name.starts_with('-')
             && !name.ends_with('-');
         if !dns_label {
@@ -214,15 +235,25 @@ impl Checker<'_> {
         }
         let s = &p.spec;
         if s.sources.is_empty() {
-            self.at(Level::Error, &["spec", "sources"], "a pipeline needs at least one source".into(), None);
+            self.at(
+                Level::Error,
+                &["spec", "sources"],
+                "a pipeline needs at least one source".into(),
+                None,
+            );
         }
         for (i, src) in s.sources.iter().enumerate() {
             let idx = i.to_string();
-            if matches!(src.format, Format::Avro | Format::AvroConfluent) && src.config.avro_schema.is_none() {
+            if matches!(src.format, Format::Avro | Format::AvroConfluent)
+                && src.config.avro_schema.is_none()
+            {
                 self.at(
                     Level::Error,
                     &["spec", "sources", &idx, "config"],
-                    format!("source `{}` is {:?} but has no `avro_schema` (the path of its .avsc file)", src.name, src.format),
+                    format!(
+                        "source `{}` is {:?} but has no `avro_schema` (the path of its .avsc file)",
+                        src.name, src.format
+                    ),
                     None,
                 );
             }
@@ -230,7 +261,10 @@ impl Checker<'_> {
                 self.at(
                     Level::Error,
                     &["spec", "sources", &idx, "config"],
-                    format!("source `{}` is AVRO_CONFLUENT but has no `schema_id`", src.name),
+                    format!(
+                        "source `{}` is AVRO_CONFLUENT but has no `schema_id`",
+                        src.name
+                    ),
                     None,
                 );
             }
@@ -243,7 +277,10 @@ impl Checker<'_> {
                         self.at(
                             Level::Error,
                             &["spec", "transformations", &idx, "config"],
-                            format!("normalize transformation `{}` needs `mapping_table`", t.name),
+                            format!(
+                                "normalize transformation `{}` needs `mapping_table`",
+                                t.name
+                            ),
                             Some("such as `mapping_table: symbol_mapping`".into()),
                         );
                     }
@@ -284,7 +321,11 @@ impl Checker<'_> {
         }
         for (i, rule) in s.business_rules.iter().enumerate() {
             let idx = i.to_string();
-            self.action(&["spec", "business_rules", &idx, "action"], &rule.action, true);
+            self.action(
+                &["spec", "business_rules", &idx, "action"],
+                &rule.action,
+                true,
+            );
             if rule.action == "deduplicate" {
                 if rule.keys.is_empty() || rule.window.is_none() {
                     self.at(
@@ -307,11 +348,19 @@ impl Checker<'_> {
             for (i, rule) in v.rules.iter().enumerate() {
                 if let Some(action) = &rule.action {
                     let idx = i.to_string();
-                    self.action(&["spec", "validation", "rules", &idx, "action"], action, false);
+                    self.action(
+                        &["spec", "validation", "rules", &idx, "action"],
+                        action,
+                        false,
+                    );
                 }
             }
         }
-        if !s.destinations.iter().any(|d| d.destination_type == DestinationType::Datalake) {
+        if !s
+            .destinations
+            .iter()
+            .any(|d| d.destination_type == DestinationType::Datalake)
+        {
             self.at(
                 Level::Error,
                 &["spec", "destinations"],
@@ -346,7 +395,13 @@ impl Checker<'_> {
             if d.config.checkpoint_interval == Some(0) {
                 self.at(
                     Level::Error,
-                    &["spec", "destinations", &idx, "config", "checkpoint_interval"],
+                    &[
+                        "spec",
+                        "destinations",
+                        &idx,
+                        "config",
+                        "checkpoint_interval",
+                    ],
                     "checkpoint_interval must be at least 1".into(),
                     None,
                 );
@@ -360,13 +415,19 @@ impl Checker<'_> {
                 None,
             );
         }
+        self.unique_names("sources", s.sources.iter().map(|x| x.name.as_str()));
         self.unique_names(
-            "sources",
-            s.sources.iter().map(|x| x.name.as_str()),
+            "transformations",
+            s.transformations.iter().map(|x| x.name.as_str()),
         );
-        self.unique_names("transformations", s.transformations.iter().map(|x| x.name.as_str()));
-        self.unique_names("business_rules", s.business_rules.iter().map(|x| x.name.as_str()));
-        self.unique_names("destinations", s.destinations.iter().map(|x| x.name.as_str()));
+        self.unique_names(
+            "business_rules",
+            s.business_rules.iter().map(|x| x.name.as_str()),
+        );
+        self.unique_names(
+            "destinations",
+            s.destinations.iter().map(|x| x.name.as_str()),
+        );
         self.not_enforced(p);
     }
 
@@ -474,7 +535,13 @@ mod tests {
 
     #[test]
     fn suggests_near_misses_and_lists_otherwise() {
-        assert_eq!(suggest("batch_timout", &["max_batch_size", "batch_timeout"]), "did you mean `batch_timeout`?");
-        assert_eq!(suggest("zzz", &["a_long_key", "another"]), "expected one of: a_long_key, another");
+        assert_eq!(
+            suggest("batch_timout", &["max_batch_size", "batch_timeout"]),
+            "did you mean `batch_timeout`?"
+        );
+        assert_eq!(
+            suggest("zzz", &["a_long_key", "another"]),
+            "expected one of: a_long_key, another"
+        );
     }
 }

@@ -278,6 +278,11 @@ pub fn to_yaml(value: &Value) -> String {
 
 impl fmt::Display for LoadedSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.pipeline.metadata.name, self.file.display())
+        write!(
+            f,
+            "{} ({})",
+            self.pipeline.metadata.name,
+            self.file.display()
+        )
     }
 }

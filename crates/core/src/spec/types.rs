@@ -581,7 +581,13 @@ impl Duration {
 
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0).to_string().replace(' ', ""))
+        write!(
+            f,
+            "{}",
+            humantime::format_duration(self.0)
+                .to_string()
+                .replace(' ', "")
+        )
     }
 }
 

@@ -131,7 +131,8 @@ impl MarkedEventReceiver for Builder {
                     self.push_node(node, 0);
                 }
                 None => {
-                    self.error.get_or_insert((pos, format!("unknown alias {id}")));
+                    self.error
+                        .get_or_insert((pos, format!("unknown alias {id}")));
                 }
             },
             _ => {}
@@ -220,9 +221,7 @@ impl Node {
                     }
                 }
             }
-            NodeKind::Seq(items) => items
-                .iter_mut()
-                .for_each(|n| n.expand_env(lookup, errors)),
+            NodeKind::Seq(items) => items.iter_mut().for_each(|n| n.expand_env(lookup, errors)),
             NodeKind::Map(entries) => entries
                 .iter_mut()
                 .for_each(|(_, _, n)| n.expand_env(lookup, errors)),
@@ -233,7 +232,10 @@ impl Node {
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value;
         match &self.kind {
-            NodeKind::Scalar { value, plain: false } => Value::String(value.clone()),
+            NodeKind::Scalar {
+                value,
+                plain: false,
+            } => Value::String(value.clone()),
             NodeKind::Scalar { value, plain: true } => resolve_plain(value),
             NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             NodeKind::Map(entries) => Value::Object(

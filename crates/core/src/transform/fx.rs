@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Decimal128Builder, RecordBatch, StringBuilder,
+    ArrayRef, AsArray, BooleanArray, Decimal128Builder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{Decimal128Type, Int64Type, TimestampMicrosecondType};
@@ -127,7 +127,8 @@ impl FxConverter {
         let ccy = col("currency")?.as_string::<i32>();
         let ts = col(schema::EVENT_TIME)?.as_primitive::<TimestampMicrosecondType>();
         let n = batch.num_rows();
-        let dec = |k: Kind| Decimal128Builder::with_capacity(n).with_data_type(schema::arrow_type(k));
+        let dec =
+            |k: Kind| Decimal128Builder::with_capacity(n).with_data_type(schema::arrow_type(k));
         let (mut price_base, mut notional, mut notional_base, mut fx_rate) =
             (dec(PRICE), dec(NOTIONAL), dec(NOTIONAL), dec(RATE));
         let mut fx_ts = TimestampMicrosecondBuilder::with_capacity(n);
@@ -152,25 +153,40 @@ impl FxConverter {
                         "no {}→{} rate at or before the event time{}",
                         ccy.value(row),
                         self.rates.base,
-                        if self.previous_day { " (previous_day fallback tried)" } else { "" }
+                        if self.previous_day {
+                            " (previous_day fallback tried)"
+                        } else {
+                            ""
+                        }
                     ),
                 )),
                 Some((rate, rts, src)) => {
                     let p = price.value(row);
                     let notional_v = p.checked_mul(i128::from(qty.value(row)));
-                    let pb = p.checked_mul(rate).map(|x| div_round_half_even(x, rate_unit));
+                    let pb = p
+                        .checked_mul(rate)
+                        .map(|x| div_round_half_even(x, rate_unit));
                     let nb = notional_v
                         .and_then(|nv| nv.checked_mul(rate))
                         .map(|x| div_round_half_even(x, rate_unit));
                     match (pb, notional_v, nb) {
                         (Some(pb), Some(nv), Some(nb))
-                            if pb.abs() < limit(PRICE) && nv.abs() < limit(NOTIONAL) && nb.abs() < limit(NOTIONAL) =>
+                            if pb.abs() < limit(PRICE)
+                                && nv.abs() < limit(NOTIONAL)
+                                && nb.abs() < limit(NOTIONAL) =>
                         {
                             Ok((pb, nv, nb, rate, rts, src))
                         }
                         (pb, _, _) => {
-                            let field = if pb.is_some_and(|v| v.abs() < limit(PRICE)) { "notional" } else { "price" };
-                            Err(reject(field, "the converted value overflows its decimal column".into()))
+                            let field = if pb.is_some_and(|v| v.abs() < limit(PRICE)) {
+                                "notional"
+                            } else {
+                                "price"
+                            };
+                            Err(reject(
+                                field,
+                                "the converted value overflows its decimal column".into(),
+                            ))
                         }
                     }
                 }
@@ -237,11 +253,26 @@ mod tests {
     #[test]
     fn spot_then_previous_day_then_none() {
         let day = MICROS_PER_DAY;
-        let mut rates = FxRates { base: "USD".into(), by_ccy: HashMap::new() };
-        rates.by_ccy.insert("EUR".into(), vec![(10 * day + 100, 10_800_000_000), (11 * day + 50, 10_900_000_000)]);
-        assert_eq!(rates.lookup("EUR", 11 * day + 60), Some((10_900_000_000, Some(11 * day + 50), "spot")));
+        let mut rates = FxRates {
+            base: "USD".into(),
+            by_ccy: HashMap::new(),
+        };
+        rates.by_ccy.insert(
+            "EUR".into(),
+            vec![
+                (10 * day + 100, 10_800_000_000),
+                (11 * day + 50, 10_900_000_000),
+            ],
+        );
+        assert_eq!(
+            rates.lookup("EUR", 11 * day + 60),
+            Some((10_900_000_000, Some(11 * day + 50), "spot"))
+        );
         // before the day's first rate: the previous day's last rate
-        assert_eq!(rates.lookup("EUR", 11 * day + 10).map(|r| r.2), Some("previous_day"));
+        assert_eq!(
+            rates.lookup("EUR", 11 * day + 10).map(|r| r.2),
+            Some("previous_day")
+        );
         assert_eq!(rates.lookup("EUR", 20 * day), None);
         assert_eq!(rates.lookup("EUR", 5 * day), None);
         assert_eq!(rates.lookup("USD", 5 * day).map(|r| r.2), Some("identity"));

@@ -11,7 +11,9 @@ pub fn is_valid_isin(s: &str) -> bool {
     let b = s.as_bytes();
     if b.len() != 12
         || !b[..2].iter().all(u8::is_ascii_uppercase)
-        || !b[2..11].iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        || !b[2..11]
+            .iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         || !b[11].is_ascii_digit()
     {
         return false;
@@ -50,10 +52,22 @@ mod tests {
 
     #[test]
     fn known_isins() {
-        for good in ["US0378331005", "US5949181045", "GB0002634946", "DE0007164600", "JP3633400001"] {
+        for good in [
+            "US0378331005",
+            "US5949181045",
+            "GB0002634946",
+            "DE0007164600",
+            "JP3633400001",
+        ] {
             assert!(is_valid_isin(good), "{good}");
         }
-        for bad in ["US0378331006", "US037833100", "us0378331005", "US03783310O5", ""] {
+        for bad in [
+            "US0378331006",
+            "US037833100",
+            "us0378331005",
+            "US03783310O5",
+            "",
+        ] {
             assert!(!is_valid_isin(bad), "{bad}");
         }
     }

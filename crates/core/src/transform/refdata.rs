@@ -20,7 +20,11 @@ pub fn read_csv(path: &Path, expected_header: &[&str]) -> Result<Vec<(usize, Vec
 }
 
 /// Parses CSV text; `path` names it in errors.
-pub fn parse_csv(text: &str, path: &Path, expected_header: &[&str]) -> Result<Vec<(usize, Vec<String>)>> {
+pub fn parse_csv(
+    text: &str,
+    path: &Path,
+    expected_header: &[&str],
+) -> Result<Vec<(usize, Vec<String>)>> {
     let mut lines = text.lines().enumerate();
     let header: Vec<&str> = lines
         .next()
@@ -157,7 +161,11 @@ impl<T: Send + Sync + 'static> RefCache<T> {
         let name = path.display().to_string();
         RefCache::new(name, ttl, move || {
             let path = path.clone();
-            async move { tokio::task::spawn_blocking(move || parse(&path)).await.map_err(|e| Error::Usage(e.to_string()))? }
+            async move {
+                tokio::task::spawn_blocking(move || parse(&path))
+                    .await
+                    .map_err(|e| Error::Usage(e.to_string()))?
+            }
         })
     }
 

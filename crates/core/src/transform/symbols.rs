@@ -41,26 +41,40 @@ impl SymbolMap {
     /// Parses mapping CSV text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let mut map = SymbolMap::default();
-        for (line, f) in parse_csv(text, path, &["symbol", "mic", "isin", "valid_from", "valid_to"])? {
+        for (line, f) in parse_csv(
+            text,
+            path,
+            &["symbol", "mic", "isin", "valid_from", "valid_to"],
+        )? {
             if !is_valid_isin(&f[2]) {
-                return Err(bad_line(path, line, format!("`{}` is not a valid ISIN", f[2])));
+                return Err(bad_line(
+                    path,
+                    line,
+                    format!("`{}` is not a valid ISIN", f[2]),
+                ));
             }
             let date = |s: &str| {
                 NaiveDate::parse_from_str(s, "%Y-%m-%d")
                     .map(epoch_days)
-                    .map_err(|_| bad_line(path, line, format!("`{s}` is not a date like 2026-01-31")))
+                    .map_err(|_| {
+                        bad_line(path, line, format!("`{s}` is not a date like 2026-01-31"))
+                    })
             };
             let from = date(&f[3])?;
-            let to = if f[4].is_empty() { None } else { Some(date(&f[4])?) };
+            let to = if f[4].is_empty() {
+                None
+            } else {
+                Some(date(&f[4])?)
+            };
             let periods = map
                 .by_symbol
                 .entry(f[0].clone())
                 .or_default()
                 .entry(f[1].clone())
                 .or_default();
-            let overlaps = periods.iter().any(|e| {
-                from < e.to.unwrap_or(i32::MAX) && e.from < to.unwrap_or(i32::MAX)
-            });
+            let overlaps = periods
+                .iter()
+                .any(|e| from < e.to.unwrap_or(i32::MAX) && e.from < to.unwrap_or(i32::MAX));
             if overlaps {
                 return Err(bad_line(
                     path,
@@ -121,9 +135,9 @@ impl Normalizer {
     /// Rows without a mapping are rejects under `reject`.
     pub fn apply(&self, batch: &RecordBatch) -> Result<(StringArray, Vec<RowReject>)> {
         let col = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| Error::Usage(format!("normalize `{}` needs a `{name}` column", self.name)))
+            batch.column_by_name(name).ok_or_else(|| {
+                Error::Usage(format!("normalize `{}` needs a `{name}` column", self.name))
+            })
         };
         let symbols = col("symbol")?.as_string::<i32>();
         let mics = col("exchange")?.as_string::<i32>();
@@ -135,16 +149,14 @@ impl Normalizer {
             let (sym, mic, day) = (symbols.value(row), mics.value(row), days.value(row));
             match self.map.lookup(sym, mic, day) {
                 Some(isin) => out.append_value(isin),
-                None => {
-                    match self.fallback {
-                        FallbackStrategy::Keep => out.append_value(sym),
-                        FallbackStrategy::Null => out.append_null(),
-                        FallbackStrategy::Reject => {
-                            out.append_null();
-                            let date = NaiveDate::from_ymd_opt(1970, 1, 1)
-                                .expect("valid date")
-                                + chrono::Days::new(day as u64);
-                            rejects.push(RowReject {
+                None => match self.fallback {
+                    FallbackStrategy::Keep => out.append_value(sym),
+                    FallbackStrategy::Null => out.append_null(),
+                    FallbackStrategy::Reject => {
+                        out.append_null();
+                        let date = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")
+                            + chrono::Days::new(day as u64);
+                        rejects.push(RowReject {
                                 row,
                                 rule: self.name.clone(),
                                 field: "symbol".into(),
@@ -152,9 +164,8 @@ impl Normalizer {
                                     "field `symbol`: no ISIN mapping for `{sym}` on `{mic}` valid on {date}"
                                 ),
                             });
-                        }
                     }
-                }
+                },
             }
         }
         let isin = out.finish();

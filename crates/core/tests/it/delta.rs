@@ -19,44 +19,87 @@ fn batch(ids: std::ops::Range<i64>, day: i32) -> RecordBatch {
         schema(),
         vec![
             Arc::new(Int64Array::from_iter_values(ids.clone())),
-            Arc::new(Decimal128Array::from_iter_values(ids.map(|i| i128::from(i) * 1_000_000)).with_precision_and_scale(18, 6).unwrap()),
+            Arc::new(
+                Decimal128Array::from_iter_values(ids.map(|i| i128::from(i) * 1_000_000))
+                    .with_precision_and_scale(18, 6)
+                    .unwrap(),
+            ),
             Arc::new(Date32Array::from(vec![day; n])),
         ],
     )
     .unwrap()
 }
 
-fn spec(uri: &str, checkpoint_interval: Option<u32>, storage_options: HashMap<String, String>) -> TableSpec {
-    TableSpec { uri: uri.into(), schema: schema(), partition_by: vec!["trade_date".into()], checkpoint_interval, storage_options }
+fn spec(
+    uri: &str,
+    checkpoint_interval: Option<u32>,
+    storage_options: HashMap<String, String>,
+) -> TableSpec {
+    TableSpec {
+        uri: uri.into(),
+        schema: schema(),
+        partition_by: vec!["trade_date".into()],
+        checkpoint_interval,
+        storage_options,
+    }
 }
 
 fn txn(app: &str, v: i64) -> CommitExtras {
-    CommitExtras { txns: vec![(app.into(), v)], metadata: vec![("job".into(), "test".into())] }
+    CommitExtras {
+        txns: vec![(app.into(), v)],
+        metadata: vec![("job".into(), "test".into())],
+    }
 }
 
 async fn rows(table: &deltalake::DeltaTable) -> usize {
-    delta::read_all(table).await.unwrap().iter().map(RecordBatch::num_rows).sum()
+    delta::read_all(table)
+        .await
+        .unwrap()
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum()
 }
 
 #[tokio::test]
 async fn append_carries_txn_versions_that_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let uri = dir.path().join("t").display().to_string();
-    let table = delta::open_or_create(&spec(&uri, None, HashMap::new())).await.unwrap();
+    let table = delta::open_or_create(&spec(&uri, None, HashMap::new()))
+        .await
+        .unwrap();
     assert_eq!(delta::txn_version(&table, "p/topic/0").await.unwrap(), None);
-    let table = delta::append(table, vec![batch(0..10, 20_000)], &txn("p/topic/0", 10)).await.unwrap();
-    let table = delta::append(table, vec![batch(10..15, 20_000)], &txn("p/topic/0", 15)).await.unwrap();
-    assert_eq!(delta::txn_version(&table, "p/topic/0").await.unwrap(), Some(15));
-    let reopened = delta::open_or_create(&spec(&uri, None, HashMap::new())).await.unwrap();
-    assert_eq!(delta::txn_version(&reopened, "p/topic/0").await.unwrap(), Some(15));
-    assert_eq!(delta::txn_version(&reopened, "p/topic/1").await.unwrap(), None);
+    let table = delta::append(table, vec![batch(0..10, 20_000)], &txn("p/topic/0", 10))
+        .await
+        .unwrap();
+    let table = delta::append(table, vec![batch(10..15, 20_000)], &txn("p/topic/0", 15))
+        .await
+        .unwrap();
+    assert_eq!(
+        delta::txn_version(&table, "p/topic/0").await.unwrap(),
+        Some(15)
+    );
+    let reopened = delta::open_or_create(&spec(&uri, None, HashMap::new()))
+        .await
+        .unwrap();
+    assert_eq!(
+        delta::txn_version(&reopened, "p/topic/0").await.unwrap(),
+        Some(15)
+    );
+    assert_eq!(
+        delta::txn_version(&reopened, "p/topic/1").await.unwrap(),
+        None
+    );
     assert_eq!(rows(&reopened).await, 15);
 }
 
 #[tokio::test]
 async fn memory_tables_work() {
-    let table = delta::open_or_create(&spec("memory:///mem-table", None, HashMap::new())).await.unwrap();
-    let table = delta::append(table, vec![batch(0..3, 1)], &txn("a", 3)).await.unwrap();
+    let table = delta::open_or_create(&spec("memory:///mem-table", None, HashMap::new()))
+        .await
+        .unwrap();
+    let table = delta::append(table, vec![batch(0..3, 1)], &txn("a", 3))
+        .await
+        .unwrap();
     assert_eq!(rows(&table).await, 3);
 }
 
@@ -71,10 +114,19 @@ async fn a_table_that_would_expire_txn_versions_is_refused() {
         .unwrap()
         .create()
         .with_columns(kernel.fields().cloned())
-        .with_configuration_property(deltalake::TableProperty::SetTransactionRetentionDuration, Some("interval 1 days"))
+        .with_configuration_property(
+            deltalake::TableProperty::SetTransactionRetentionDuration,
+            Some("interval 1 days"),
+        )
         .await
         .unwrap();
-    let err = delta::open_or_create(&spec(&dir.path().display().to_string(), None, HashMap::new())).await.unwrap_err();
+    let err = delta::open_or_create(&spec(
+        &dir.path().display().to_string(),
+        None,
+        HashMap::new(),
+    ))
+    .await
+    .unwrap_err();
     assert!(matches!(err, DeltaError::TxnRetention { .. }), "{err}");
     assert!(err.to_string().contains("setTransactionRetentionDuration"));
 }
@@ -83,16 +135,38 @@ async fn a_table_that_would_expire_txn_versions_is_refused() {
 async fn replace_partition_is_idempotent_and_leaves_other_days() {
     let dir = tempfile::tempdir().unwrap();
     let uri = dir.path().display().to_string();
-    let table = delta::open_or_create(&spec(&uri, None, HashMap::new())).await.unwrap();
-    let table = delta::append(table, vec![batch(0..10, 100), batch(10..20, 101)], &CommitExtras::default()).await.unwrap();
+    let table = delta::open_or_create(&spec(&uri, None, HashMap::new()))
+        .await
+        .unwrap();
+    let table = delta::append(
+        table,
+        vec![batch(0..10, 100), batch(10..20, 101)],
+        &CommitExtras::default(),
+    )
+    .await
+    .unwrap();
     let mut table = table;
     for _ in 0..2 {
-        table = delta::replace_partition(table, vec![batch(50..53, 101)], "trade_date = '1970-04-12'", &CommitExtras::default())
-            .await
-            .unwrap();
+        table = delta::replace_partition(
+            table,
+            vec![batch(50..53, 101)],
+            "trade_date = '1970-04-12'",
+            &CommitExtras::default(),
+        )
+        .await
+        .unwrap();
     }
     let all = delta::read_all(&table).await.unwrap();
-    let mut ids: Vec<i64> = all.iter().flat_map(|b| b.column_by_name("id").unwrap().as_primitive::<arrow::datatypes::Int64Type>().values().to_vec()).collect();
+    let mut ids: Vec<i64> = all
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("id")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
     ids.sort_unstable();
     assert_eq!(ids, (0..10).chain(50..53).collect::<Vec<_>>());
 }
@@ -101,15 +175,25 @@ async fn replace_partition_is_idempotent_and_leaves_other_days() {
 async fn a_new_nullable_column_evolves_the_schema_and_a_type_change_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let uri = dir.path().display().to_string();
-    let table = delta::open_or_create(&spec(&uri, None, HashMap::new())).await.unwrap();
-    let table = delta::append(table, vec![batch(0..2, 1)], &CommitExtras::default()).await.unwrap();
+    let table = delta::open_or_create(&spec(&uri, None, HashMap::new()))
+        .await
+        .unwrap();
+    let table = delta::append(table, vec![batch(0..2, 1)], &CommitExtras::default())
+        .await
+        .unwrap();
     let base = batch(2..4, 1);
-    let mut fields: Vec<Field> = schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new("venue_note", DataType::Utf8, true));
     let mut cols = base.columns().to_vec();
     cols.push(Arc::new(StringArray::from(vec![Some("x"), None])));
     let wider = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
-    let table = delta::append(table, vec![wider], &CommitExtras::default()).await.unwrap();
+    let table = delta::append(table, vec![wider], &CommitExtras::default())
+        .await
+        .unwrap();
     let all = delta::read_all(&table).await.unwrap();
     assert_eq!(all.iter().map(RecordBatch::num_rows).sum::<usize>(), 4);
     assert!(all[0].schema().field_with_name("venue_note").is_ok());
@@ -120,10 +204,16 @@ async fn a_new_nullable_column_evolves_the_schema_and_a_type_change_is_refused()
             Field::new("price", DataType::Decimal128(18, 6), false),
             Field::new("trade_date", DataType::Date32, false),
         ])),
-        vec![Arc::new(StringArray::from(vec!["a"])), base.column(1).slice(0, 1), base.column(2).slice(0, 1)],
+        vec![
+            Arc::new(StringArray::from(vec!["a"])),
+            base.column(1).slice(0, 1),
+            base.column(2).slice(0, 1),
+        ],
     )
     .unwrap();
-    let err = delta::append(table, vec![changed], &CommitExtras::default()).await.unwrap_err();
+    let err = delta::append(table, vec![changed], &CommitExtras::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, DeltaError::SchemaChange { .. }), "{err}");
     assert!(err.to_string().contains("column `id`"), "{err}");
 }
@@ -132,18 +222,34 @@ async fn a_new_nullable_column_evolves_the_schema_and_a_type_change_is_refused()
 async fn checkpoints_are_written_every_n_commits() {
     let dir = tempfile::tempdir().unwrap();
     let uri = dir.path().display().to_string();
-    let mut table = delta::open_or_create(&spec(&uri, Some(3), HashMap::new())).await.unwrap();
+    let mut table = delta::open_or_create(&spec(&uri, Some(3), HashMap::new()))
+        .await
+        .unwrap();
     for i in 0..4 {
-        table = delta::append(table, vec![batch(i * 10..i * 10 + 10, 1)], &txn("app", i * 10 + 10)).await.unwrap();
+        table = delta::append(
+            table,
+            vec![batch(i * 10..i * 10 + 10, 1)],
+            &txn("app", i * 10 + 10),
+        )
+        .await
+        .unwrap();
     }
     let checkpoints: Vec<String> = std::fs::read_dir(dir.path().join("_delta_log"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(".checkpoint."))
         .collect();
-    assert_eq!(checkpoints, vec!["00000000000000000002.checkpoint.parquet".to_string()]);
-    let reopened = delta::open_or_create(&spec(&uri, Some(3), HashMap::new())).await.unwrap();
-    assert_eq!(delta::txn_version(&reopened, "app").await.unwrap(), Some(40));
+    assert_eq!(
+        checkpoints,
+        vec!["00000000000000000002.checkpoint.parquet".to_string()]
+    );
+    let reopened = delta::open_or_create(&spec(&uri, Some(3), HashMap::new()))
+        .await
+        .unwrap();
+    assert_eq!(
+        delta::txn_version(&reopened, "app").await.unwrap(),
+        Some(40)
+    );
     assert_eq!(rows(&reopened).await, 40);
 }
 
@@ -158,7 +264,11 @@ impl Drop for Moto {
 }
 
 fn start_moto() -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = std::process::Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(std::process::Stdio::null())
@@ -201,17 +311,30 @@ async fn s3_tables_on_a_real_endpoint_keep_txn_versions() {
     .collect();
     let s = spec("s3://lake/market/trades", Some(2), opts.clone());
     let table = delta::open_or_create(&s).await.unwrap();
-    let table = delta::append(table, vec![batch(0..5, 7)], &txn("p/t/0", 5)).await.unwrap();
-    let table = delta::append(table, vec![batch(5..9, 7)], &txn("p/t/0", 9)).await.unwrap();
+    let table = delta::append(table, vec![batch(0..5, 7)], &txn("p/t/0", 5))
+        .await
+        .unwrap();
+    let table = delta::append(table, vec![batch(5..9, 7)], &txn("p/t/0", 9))
+        .await
+        .unwrap();
     drop(table);
     let reopened = delta::open_or_create(&s).await.unwrap();
-    assert_eq!(delta::txn_version(&reopened, "p/t/0").await.unwrap(), Some(9));
+    assert_eq!(
+        delta::txn_version(&reopened, "p/t/0").await.unwrap(),
+        Some(9)
+    );
     assert_eq!(rows(&reopened).await, 9);
     let prices: i128 = delta::read_all(&reopened)
         .await
         .unwrap()
         .iter()
-        .flat_map(|b| b.column_by_name("price").unwrap().as_primitive::<arrow::datatypes::Decimal128Type>().values().to_vec())
+        .flat_map(|b| {
+            b.column_by_name("price")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Decimal128Type>()
+                .values()
+                .to_vec()
+        })
         .sum();
     assert_eq!(prices, (0..9).sum::<i128>() * 1_000_000);
     assert!(reopened.version().unwrap() >= 2);

@@ -11,7 +11,14 @@ use finlake_core::transform::{FxConverter, FxRates, Normalizer};
 fn feed(format: WireFormat, rows: usize, faults: f64, seed: u64) -> Generated {
     let (symbols, calendar) = embedded_refdata().unwrap();
     generate::generate(
-        &GenOptions { rows, faults, seed, format, date: demo_date(), source_type: SourceType::Trade },
+        &GenOptions {
+            rows,
+            faults,
+            seed,
+            format,
+            date: demo_date(),
+            source_type: SourceType::Trade,
+        },
         &symbols,
         &calendar,
     )
@@ -23,13 +30,26 @@ fn stages(decoder: SourceDecoder) -> Stages {
     Stages::new(
         decoder,
         Arc::new(calendar),
-        Some(Normalizer { name: "normalize".into(), map: Arc::new(symbols), fallback: FallbackStrategy::Reject }),
-        Some(FxConverter { name: "fx".into(), rates: Arc::new(fx), previous_day: true }),
+        Some(Normalizer {
+            name: "normalize".into(),
+            map: Arc::new(symbols),
+            fallback: FallbackStrategy::Reject,
+        }),
+        Some(FxConverter {
+            name: "fx".into(),
+            rates: Arc::new(fx),
+            previous_day: true,
+        }),
     )
 }
 
 fn avro() -> SourceDecoder {
-    SourceDecoder::avro(SourceType::Trade, &finlake_core::schema::avro_schema(SourceType::Trade), AvroFraming::Plain).unwrap()
+    SourceDecoder::avro(
+        SourceType::Trade,
+        &finlake_core::schema::avro_schema(SourceType::Trade),
+        AvroFraming::Plain,
+    )
+    .unwrap()
 }
 
 /// Runs a feed in micro-batches and checks every message against the manifest.
@@ -40,24 +60,60 @@ fn check_against_manifest(g: &Generated, stages: &Stages) -> (usize, usize) {
         let end = (start + 5_000).min(g.messages.len());
         let msgs: Vec<&[u8]> = g.messages[start..end].iter().map(Vec::as_slice).collect();
         let offsets: Vec<i64> = (start as i64..end as i64).collect();
-        let ctx = BatchContext { topic: "t", partition: 0, offsets: &offsets, correlation_id: "test:1", ingested_at: 0 };
+        let ctx = BatchContext {
+            topic: "t",
+            partition: 0,
+            offsets: &offsets,
+            correlation_id: "test:1",
+            ingested_at: 0,
+        };
         let out = stages.process(&msgs, &ctx).unwrap();
         for i in out.good_index.values() {
             let exp = &g.manifest[start + *i as usize];
-            assert_eq!(exp.outcome, "lands", "message {} landed but the manifest says {exp:?}", start + *i as usize);
+            assert_eq!(
+                exp.outcome,
+                "lands",
+                "message {} landed but the manifest says {exp:?}",
+                start + *i as usize
+            );
         }
-        let raw = out.quarantine.column_by_name("raw_payload").unwrap().as_binary::<i32>();
-        let offsets_col = out.quarantine.column_by_name("_offset").unwrap().as_primitive::<arrow::datatypes::Int64Type>();
+        let raw = out
+            .quarantine
+            .column_by_name("raw_payload")
+            .unwrap()
+            .as_binary::<i32>();
+        let offsets_col = out
+            .quarantine
+            .column_by_name("_offset")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int64Type>();
         for (k, r) in out.rejects.iter().enumerate() {
             let idx = start + r.index as usize;
             let exp = &g.manifest[idx];
-            assert_eq!(exp.outcome, "rejected", "message {idx} rejected ({}) but the manifest says {exp:?}", r.reason);
-            assert_eq!(exp.stage.as_deref(), Some(r.stage), "message {idx}: {}", r.reason);
+            assert_eq!(
+                exp.outcome, "rejected",
+                "message {idx} rejected ({}) but the manifest says {exp:?}",
+                r.reason
+            );
+            assert_eq!(
+                exp.stage.as_deref(),
+                Some(r.stage),
+                "message {idx}: {}",
+                r.reason
+            );
             if let Some(field) = &exp.field {
                 assert_eq!(r.field.as_ref(), Some(field), "message {idx}: {}", r.reason);
-                assert!(r.reason.contains(field.as_str()), "reason must name the field: {}", r.reason);
+                assert!(
+                    r.reason.contains(field.as_str()),
+                    "reason must name the field: {}",
+                    r.reason
+                );
             }
-            assert_eq!(raw.value(k), g.messages[idx].as_slice(), "raw bytes of message {idx} changed");
+            assert_eq!(
+                raw.value(k),
+                g.messages[idx].as_slice(),
+                "raw bytes of message {idx} changed"
+            );
             assert_eq!(offsets_col.value(k), idx as i64);
         }
         assert_eq!(out.good.num_rows() + out.rejects.len(), msgs.len());
@@ -70,11 +126,19 @@ fn check_against_manifest(g: &Generated, stages: &Stages) -> (usize, usize) {
 #[test]
 fn json_feed_of_100k_with_faults_matches_the_manifest_message_by_message() {
     let g = feed(WireFormat::Json, 100_000, 0.01, 11);
-    let (landed, rejected) = check_against_manifest(&g, &stages(SourceDecoder::json(SourceType::Trade)));
+    let (landed, rejected) =
+        check_against_manifest(&g, &stages(SourceDecoder::json(SourceType::Trade)));
     assert_eq!(landed + rejected, 100_000);
-    let expected_rejects = g.manifest.iter().filter(|e| e.outcome == "rejected").count();
+    let expected_rejects = g
+        .manifest
+        .iter()
+        .filter(|e| e.outcome == "rejected")
+        .count();
     assert_eq!(rejected, expected_rejects);
-    assert!(rejected > 500 && rejected < 1_500, "about 1% faults, minus duplicates: {rejected}");
+    assert!(
+        rejected > 500 && rejected < 1_500,
+        "about 1% faults, minus duplicates: {rejected}"
+    );
 }
 
 #[test]
@@ -82,7 +146,13 @@ fn avro_feed_of_100k_with_faults_matches_the_manifest_message_by_message() {
     let g = feed(WireFormat::Avro, 100_000, 0.01, 12);
     let (landed, rejected) = check_against_manifest(&g, &stages(avro()));
     assert_eq!(landed + rejected, 100_000);
-    assert_eq!(rejected, g.manifest.iter().filter(|e| e.outcome == "rejected").count());
+    assert_eq!(
+        rejected,
+        g.manifest
+            .iter()
+            .filter(|e| e.outcome == "rejected")
+            .count()
+    );
 }
 
 #[test]

@@ -8,7 +8,10 @@ fn no_env(_: &str) -> Option<String> {
 
 fn errors(text: &str) -> Vec<spec::Diagnostic> {
     match spec::load_str(Path::new("p.yaml"), text, &no_env) {
-        Err(SpecError::Invalid { diagnostics, .. }) => diagnostics.into_iter().filter(|d| d.level == Level::Error).collect(),
+        Err(SpecError::Invalid { diagnostics, .. }) => diagnostics
+            .into_iter()
+            .filter(|d| d.level == Level::Error)
+            .collect(),
         other => panic!("expected errors, got {other:?}"),
     }
 }
@@ -48,7 +51,9 @@ fn unknown_key_names_key_line_column_and_hint() {
     assert!(e.message.contains("`batch_timout`"), "{}", e.message);
     assert_eq!((e.pos.line, e.pos.col), (11, 31));
     assert_eq!(e.hint.as_deref(), Some("did you mean `batch_timeout`?"));
-    assert!(e.render(Path::new("p.yaml")).starts_with("p.yaml:11:31: error:"));
+    assert!(e
+        .render(Path::new("p.yaml"))
+        .starts_with("p.yaml:11:31: error:"));
 }
 
 #[test]
@@ -56,52 +61,107 @@ fn three_problems_are_reported_in_one_run() {
     let text = MINIMAL
         .replace("metadata: {name: p}", "metadata: {name: p, colour: red}")
         .replace("batch_timeout: 10ms", "batch_timeout: 10 parsecs")
-        .replace("config: {table_uri: /tmp/x}", "config: {partition_by: [trade_date]}");
+        .replace(
+            "config: {table_uri: /tmp/x}",
+            "config: {partition_by: [trade_date]}",
+        );
     let errs = errors(&text);
     // structure first: the unknown key and the duration; the missing table_uri is a meaning
     // check, so it is reported with the others only when the structure is sound
-    let msgs: Vec<String> = errs.iter().map(|e| format!("{}:{} {}", e.pos.line, e.pos.col, e.message)).collect();
-    assert!(msgs.iter().any(|m| m.starts_with("3:") && m.contains("colour")), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.starts_with("11:") && m.contains("10 parsecs")), "{msgs:?}");
-    assert!(msgs.iter().any(|m| m.starts_with("9:") && m.contains("table_uri")), "{msgs:?}");
+    let msgs: Vec<String> = errs
+        .iter()
+        .map(|e| format!("{}:{} {}", e.pos.line, e.pos.col, e.message))
+        .collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("3:") && m.contains("colour")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("11:") && m.contains("10 parsecs")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("9:") && m.contains("table_uri")),
+        "{msgs:?}"
+    );
 }
 
 #[test]
 fn missing_environment_variable_is_named() {
-    let text = MINIMAL.replace("bootstrap_servers: b", "bootstrap_servers: \"${KAFKA_HOST}\"");
+    let text = MINIMAL.replace(
+        "bootstrap_servers: b",
+        "bootstrap_servers: \"${KAFKA_HOST}\"",
+    );
     let errs = errors(&text);
     assert!(errs[0].message.contains("`KAFKA_HOST`"), "{errs:?}");
-    let with_default = MINIMAL.replace("bootstrap_servers: b", "bootstrap_servers: \"${KAFKA_HOST:-k:9092}\"");
+    let with_default = MINIMAL.replace(
+        "bootstrap_servers: b",
+        "bootstrap_servers: \"${KAFKA_HOST:-k:9092}\"",
+    );
     let ok = spec::load_str(Path::new("p.yaml"), &with_default, &no_env).unwrap();
-    assert_eq!(ok.pipeline.spec.sources[0].config.bootstrap_servers, "k:9092");
+    assert_eq!(
+        ok.pipeline.spec.sources[0].config.bootstrap_servers,
+        "k:9092"
+    );
 }
 
 #[test]
 fn unknown_enum_value_and_bad_type_get_hints() {
-    let text = MINIMAL.replace("type: trade", "type: trades").replace("max_batch_size: 10", "max_batch_size: lots");
+    let text = MINIMAL
+        .replace("type: trade", "type: trades")
+        .replace("max_batch_size: 10", "max_batch_size: lots");
     let errs = errors(&text);
-    assert!(errs.iter().any(|e| e.message.contains("`trades`") && e.hint.as_deref() == Some("did you mean `trade`?")), "{errs:?}");
-    assert!(errs.iter().any(|e| e.message.contains("max_batch_size") && e.message.contains("integer")), "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.message.contains("`trades`")
+            && e.hint.as_deref() == Some("did you mean `trade`?")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.message.contains("max_batch_size") && e.message.contains("integer")),
+        "{errs:?}"
+    );
 }
 
 #[test]
 fn unenforced_sections_warn_instead_of_passing_silently() {
-    let text = MINIMAL.to_string() + "  cep_patterns:\n    - {name: gap, pattern: \"x > 1\", output_topic: a}\n";
+    let text = MINIMAL.to_string()
+        + "  cep_patterns:\n    - {name: gap, pattern: \"x > 1\", output_topic: a}\n";
     let loaded = spec::load_str(Path::new("p.yaml"), &text, &no_env).unwrap();
-    assert!(loaded.warnings.iter().any(|w| w.message.contains("cep_patterns") && w.message.contains("not enforced")));
+    assert!(loaded
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("cep_patterns") && w.message.contains("not enforced")));
 }
 
 #[test]
 fn deploy_crd_is_the_output_of_finlake_crd() {
     let committed = std::fs::read_to_string(super::root().join("deploy/crd.yaml")).unwrap();
-    assert_eq!(committed, spec::to_yaml(&spec::crd()), "deploy/crd.yaml is stale: run `finlake crd > deploy/crd.yaml`");
+    assert_eq!(
+        committed,
+        spec::to_yaml(&spec::crd()),
+        "deploy/crd.yaml is stale: run `finlake crd > deploy/crd.yaml`"
+    );
 }
 
 #[test]
 fn sample_avro_schemas_are_the_built_in_ones() {
     use finlake_core::spec::SourceType;
-    for (file, t) in [("fx_rate", SourceType::FxRate), ("execution_report", SourceType::ExecutionReport), ("trade", SourceType::Trade)] {
-        let committed = std::fs::read_to_string(super::root().join(format!("samples/avro/{file}.avsc"))).unwrap();
-        assert_eq!(committed.trim_end(), finlake_core::schema::avro_schema(t), "samples/avro/{file}.avsc is stale");
+    for (file, t) in [
+        ("fx_rate", SourceType::FxRate),
+        ("execution_report", SourceType::ExecutionReport),
+        ("trade", SourceType::Trade),
+    ] {
+        let committed =
+            std::fs::read_to_string(super::root().join(format!("samples/avro/{file}.avsc")))
+                .unwrap();
+        assert_eq!(
+            committed.trim_end(),
+            finlake_core::schema::avro_schema(t),
+            "samples/avro/{file}.avsc is stale"
+        );
     }
 }
