@@ -146,10 +146,11 @@ fn avro_truncated_and_trailing_bytes_are_rejects() {
     let out = avro_decoder(AvroFraming::Plain).decode(&batch).unwrap();
     assert_eq!(out.rows.values().to_vec(), vec![0, 3]);
     assert_eq!(out.rejects.len(), 2);
+    // arrow-avro reports a varint cut short by the end of the message as a bad varint
+    let r0 = &out.rejects[0].reason;
     assert!(
-        out.rejects[0].reason.contains("truncated"),
-        "{}",
-        out.rejects[0].reason
+        r0.contains("truncated") || r0.contains("bad varint"),
+        "{r0}"
     );
     assert!(
         out.rejects[1].reason.contains("after its Avro record"),

@@ -41,6 +41,24 @@ impl Checker<'_> {
         if is_null && schema.get("nullable").and_then(Value::as_bool) == Some(true) {
             return;
         }
+        // documented enum variants come as `oneOf: [{enum: [v], ...}, ...]`
+        let one_of_values: Option<Vec<&str>> = schema
+            .get("oneOf")
+            .and_then(Value::as_array)
+            .and_then(|alts| {
+                alts.iter()
+                    .map(|a| {
+                        a.get("enum")
+                            .and_then(Value::as_array)
+                            .map(|e| e.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .map(|v| v.concat())
+            });
+        if let Some(allowed) = one_of_values {
+            let string_schema = serde_json::json!({"type": "string", "enum": allowed});
+            return self.structure(node, &string_schema, path);
+        }
         let ty = schema.get("type").and_then(Value::as_str).unwrap_or("");
         match (ty, &node.kind) {
             ("object", NodeKind::Map(entries)) => {
@@ -142,7 +160,11 @@ impl Checker<'_> {
                 Level::Error,
                 node.pos,
                 path,
-                format!("`{}` must be a {ty}, found {shown}", display_path(path)),
+                format!(
+                    "`{}` must be {} {ty}, found {shown}",
+                    display_path(path),
+                    if ty == "integer" { "an" } else { "a" }
+                ),
                 hint,
             );
             return;

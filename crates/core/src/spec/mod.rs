@@ -155,6 +155,22 @@ pub fn load_str(
     let schema = json_schema();
     checker.structure(&root, &schema, &mut Vec::new());
     if checker.out.iter().any(|d| d.level == Level::Error) {
+        // Still check the meaning of what is sound, so one run reports every problem: drop
+        // the nodes that failed, and if what is left reads, check it too.
+        let bad: Vec<&str> = checker.out.iter().map(|d| d.path.as_str()).collect();
+        let pruned = root.to_json_without(&bad);
+        if let Ok(partial) = serde_json::from_value::<DataPipeline>(pruned) {
+            let before = checker.out.len();
+            checker.meaning(&partial);
+            // warnings about the partial value would repeat on the next run; keep errors
+            let tail: Vec<Diagnostic> = checker
+                .out
+                .drain(before..)
+                .filter(|d| d.level == Level::Error)
+                .collect();
+            checker.out.extend(tail);
+        }
+        checker.out.sort_by_key(|d| (d.pos.line, d.pos.col));
         return Err(invalid(checker.out));
     }
     let pipeline: DataPipeline = match serde_json::from_value(root.to_json()) {

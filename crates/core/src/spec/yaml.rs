@@ -247,6 +247,49 @@ impl Node {
         }
     }
 
+    /// Converts to JSON, leaving out the nodes at the given dotted paths.
+    pub fn to_json_without(&self, skip: &[&str]) -> serde_json::Value {
+        self.pruned(skip, &mut String::new())
+    }
+
+    fn pruned(&self, skip: &[&str], path: &mut String) -> serde_json::Value {
+        use serde_json::Value;
+        let child = |path: &mut String, seg: &str| {
+            let len = path.len();
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(seg);
+            len
+        };
+        match &self.kind {
+            NodeKind::Scalar { .. } => self.to_json(),
+            NodeKind::Seq(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        let len = child(path, &i.to_string());
+                        let v = n.pruned(skip, path);
+                        path.truncate(len);
+                        v
+                    })
+                    .collect(),
+            ),
+            NodeKind::Map(entries) => {
+                let mut out = serde_json::Map::new();
+                for (k, _, n) in entries {
+                    let len = child(path, k);
+                    if !skip.contains(&path.as_str()) {
+                        out.insert(k.clone(), n.pruned(skip, path));
+                    }
+                    path.truncate(len);
+                }
+                Value::Object(out)
+            }
+        }
+    }
+
     /// The node at a JSON-pointer-like path (`["spec", "sources", "0", "name"]`), if present.
     pub fn at(&self, path: &[String]) -> Option<&Node> {
         let Some((first, rest)) = path.split_first() else {

@@ -49,11 +49,11 @@ fn unknown_key_names_key_line_column_and_hint() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     let e = &errs[0];
     assert!(e.message.contains("`batch_timout`"), "{}", e.message);
-    assert_eq!((e.pos.line, e.pos.col), (11, 31));
+    assert_eq!((e.pos.line, e.pos.col), (11, 34));
     assert_eq!(e.hint.as_deref(), Some("did you mean `batch_timeout`?"));
     assert!(e
         .render(Path::new("p.yaml"))
-        .starts_with("p.yaml:11:31: error:"));
+        .starts_with("p.yaml:11:34: error:"));
 }
 
 #[test]
@@ -66,8 +66,6 @@ fn three_problems_are_reported_in_one_run() {
             "config: {partition_by: [trade_date]}",
         );
     let errs = errors(&text);
-    // structure first: the unknown key and the duration; the missing table_uri is a meaning
-    // check, so it is reported with the others only when the structure is sound
     let msgs: Vec<String> = errs
         .iter()
         .map(|e| format!("{}:{} {}", e.pos.line, e.pos.col, e.message))
