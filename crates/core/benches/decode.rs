@@ -1,5 +1,6 @@
 //! JSON and Avro decode into Arrow, clean and with 1% faults: 100,000 trades per iteration
 //! in batches of 10,000 (the throughput configuration).
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use finlake_core::decode::{AvroFraming, SourceDecoder};

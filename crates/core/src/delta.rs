@@ -37,8 +37,8 @@ pub enum DeltaError {
         uri: String,
         /// What finlake was doing.
         operation: &'static str,
-        /// The underlying error.
-        source: DeltaTableError,
+        /// The underlying error (boxed: delta-rs errors are large).
+        source: Box<DeltaTableError>,
     },
     /// The table would expire the `txn` versions exactly-once depends on.
     #[error("table {uri}: delta.setTransactionRetentionDuration is `{value}`; it would silently expire the txn versions finlake uses for exactly-once. Unset it on this table")]
@@ -65,7 +65,7 @@ impl DeltaError {
             DeltaError::Uri { .. }
             | DeltaError::TxnRetention { .. }
             | DeltaError::SchemaChange { .. } => ErrorClass::Config,
-            DeltaError::Table { source, .. } => match source {
+            DeltaError::Table { source, .. } => match source.as_ref() {
                 DeltaTableError::ObjectStore { .. } | DeltaTableError::Io { .. } => {
                     ErrorClass::Transient
                 }
@@ -120,7 +120,7 @@ fn table_err<'a>(
     move |source| DeltaError::Table {
         uri: uri.to_string(),
         operation,
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -304,7 +304,7 @@ pub async fn read_all(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
     let generic = |e: String| DeltaError::Table {
         uri: uri.clone(),
         operation: "scan",
-        source: DeltaTableError::Generic(e),
+        source: Box::new(DeltaTableError::Generic(e)),
     };
     let ctx = SessionContext::new();
     table

@@ -275,9 +275,10 @@ fn start_moto() -> Moto {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("moto_server is needed for the S3 test: `pip install 'moto[server]'` (scripts/test installs it)");
+    let moto = Moto(child, port);
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Moto(child, port);
+            return moto;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
