@@ -137,7 +137,8 @@ from deltalake import DeltaTable
 t = DeltaTable(sys.argv[1])
 tbl = t.to_pyarrow_table()
 total = sum(tbl.column("price").to_pylist())
-print(tbl.num_rows, int(total * 10**6), t.version())
+print(tbl.num_rows, int(total * 10**6), t.version(), flush=True)
+import os; os._exit(0)  # the deltalake wheel can abort in runtime teardown at exit
 "#;
 
 fn delta_sum(dir: &Path) -> (usize, i128) {
@@ -187,7 +188,7 @@ fn demo_lands_tables_that_python_deltalake_reads_identically() {
     let fields: Vec<&str> = py.split_whitespace().collect();
     assert_eq!(fields[0].parse::<usize>().unwrap(), rows, "{py}");
     assert_eq!(fields[1].parse::<i128>().unwrap(), sum, "{py}");
-    let q = python("import sys\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows)", &[lake.join("quarantine").to_str().unwrap()]);
+    let q = python("import sys\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows, flush=True)\nimport os; os._exit(0)", &[lake.join("quarantine").to_str().unwrap()]);
     assert_eq!(rows + q.trim().parse::<usize>().unwrap(), 30_000);
     assert!(stdout.contains(&format!("landed   {rows:>8}")), "{stdout}");
     // three micro-batches of 10,000 make versions 1..3: checkpoints come every 10 commits, so
