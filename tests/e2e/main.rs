@@ -191,8 +191,7 @@ fn demo_lands_tables_that_python_deltalake_reads_identically() {
     let q = python("import sys\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows, flush=True)\nimport os; os._exit(0)", &[lake.join("quarantine").to_str().unwrap()]);
     assert_eq!(rows + q.trim().parse::<usize>().unwrap(), 30_000);
     assert!(stdout.contains(&format!("landed   {rows:>8}")), "{stdout}");
-    // three micro-batches of 10,000 make versions 1..3: checkpoints come every 10 commits, so
-    // rerunning adds nothing (exactly-once through txn versions) and keeps the counts
+    // rerunning on the same lake lands nothing again: the txn version says all 30,000 are in
     let again = finlake(&[
         "demo",
         "--lake",

@@ -10,8 +10,6 @@ mod avro;
 mod convert;
 mod json;
 
-use std::sync::Arc;
-
 use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
@@ -228,9 +226,6 @@ impl SourceDecoder {
         }
     }
 }
-
-/// Shares one schema between decoders of the same type.
-pub type SharedDecoder = Arc<SourceDecoder>;
 
 #[cfg(test)]
 mod tests;
