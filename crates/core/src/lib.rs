@@ -24,6 +24,8 @@ pub mod embedded {
     pub const SYMBOL_MAPPING: &str = include_str!("../../../samples/symbol_mapping.csv");
     /// `samples/exchange_hours.csv`.
     pub const EXCHANGE_HOURS: &str = include_str!("../../../samples/exchange_hours.csv");
+    /// `samples/exchange_holidays.csv`.
+    pub const EXCHANGE_HOLIDAYS: &str = include_str!("../../../samples/exchange_holidays.csv");
 }
 
 /// The finlake version, recorded in commits and reports.

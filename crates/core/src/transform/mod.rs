@@ -9,7 +9,7 @@ pub mod symbols;
 
 pub use fx::{FxConverter, FxRates};
 pub use isin::is_valid_isin;
-pub use refdata::{ExchangeCalendar, RefCache};
+pub use refdata::{ExchangeCalendar, RefCache, Session};
 pub use symbols::{Normalizer, SymbolMap};
 
 /// A row a transform refused, by row index in the batch it was given.

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::NaiveTime;
+use chrono::{NaiveDate, NaiveTime, TimeZone};
 use chrono_tz::Tz;
 
 use crate::error::{Error, Result};
@@ -80,17 +80,52 @@ pub struct Exchange {
     pub close: NaiveTime,
 }
 
-/// Exchanges by MIC, from `exchange_hours.csv` (MIC, time zone, open, close).
+/// Exchanges by MIC, from `exchange_hours.csv` (MIC, time zone, open, close), and their
+/// closed days and early closes from `exchange_holidays.csv` (MIC, date, close; an empty close
+/// means closed all day).
 #[derive(Debug, Clone, Default)]
 pub struct ExchangeCalendar {
     by_mic: HashMap<String, Exchange>,
+    /// (MIC, date) to the early close, or `None` when the exchange is closed that day.
+    exceptions: HashMap<(String, NaiveDate), Option<NaiveTime>>,
+}
+
+/// One exchange day's regular session in UTC microseconds, or none when it is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// Open from the first to the second instant (UTC microseconds), both included.
+    Open(i64, i64),
+    /// A weekend or holiday.
+    Closed,
 }
 
 impl ExchangeCalendar {
-    /// Loads `exchange_hours.csv`.
+    /// Loads `exchange_hours.csv`, and `exchange_holidays.csv` beside it when that exists.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::parse(&text, path)
+        let mut cal = Self::parse(&text, path)?;
+        let holidays = path.with_file_name("exchange_holidays.csv");
+        if holidays.exists() {
+            let text = std::fs::read_to_string(&holidays).map_err(|e| Error::io(&holidays, e))?;
+            cal.add_holidays(&text, &holidays)?;
+        }
+        Ok(cal)
+    }
+
+    /// The calendar shipped with finlake: `samples/exchange_hours.csv` and
+    /// `samples/exchange_holidays.csv`.
+    pub fn embedded() -> Self {
+        let mut cal = Self::parse(
+            crate::embedded::EXCHANGE_HOURS,
+            Path::new("<embedded>/exchange_hours.csv"),
+        )
+        .expect("the embedded exchange hours parse (tested)");
+        cal.add_holidays(
+            crate::embedded::EXCHANGE_HOLIDAYS,
+            Path::new("<embedded>/exchange_holidays.csv"),
+        )
+        .expect("the embedded holidays parse (tested)");
+        cal
     }
 
     /// Parses `exchange_hours.csv` text; `path` names it in errors.
@@ -100,20 +135,45 @@ impl ExchangeCalendar {
             let tz: Tz = f[1]
                 .parse()
                 .map_err(|_| bad_line(path, line, format!("unknown time zone `{}`", f[1])))?;
-            let time = |s: &str| {
-                NaiveTime::parse_from_str(s, "%H:%M")
-                    .map_err(|_| bad_line(path, line, format!("`{s}` is not a time like 09:30")))
-            };
             by_mic.insert(
                 f[0].clone(),
                 Exchange {
                     tz,
-                    open: time(&f[2])?,
-                    close: time(&f[3])?,
+                    open: parse_time(&f[2], path, line)?,
+                    close: parse_time(&f[3], path, line)?,
                 },
             );
         }
-        Ok(ExchangeCalendar { by_mic })
+        Ok(ExchangeCalendar {
+            by_mic,
+            exceptions: HashMap::new(),
+        })
+    }
+
+    /// Adds closed days and early closes (`mic,date,close`; empty close = closed).
+    pub fn add_holidays(&mut self, text: &str, path: &Path) -> Result<()> {
+        for (line, f) in parse_csv(text, path, &["mic", "date", "close"])? {
+            if !self.by_mic.contains_key(&f[0]) {
+                return Err(bad_line(
+                    path,
+                    line,
+                    format!("MIC `{}` is not in exchange_hours", f[0]),
+                ));
+            }
+            let date = NaiveDate::parse_from_str(&f[1], "%Y-%m-%d").map_err(|_| {
+                bad_line(
+                    path,
+                    line,
+                    format!("`{}` is not a date like 2026-12-24", f[1]),
+                )
+            })?;
+            let close = match f[2].as_str() {
+                "" => None,
+                t => Some(parse_time(t, path, line)?),
+            };
+            self.exceptions.insert((f[0].clone(), date), close);
+        }
+        Ok(())
     }
 
     /// The exchange for a MIC.
@@ -127,6 +187,41 @@ impl ExchangeCalendar {
         v.sort_unstable();
         v
     }
+
+    /// The regular session of `mic` on the local date `date`, in UTC: open and close are
+    /// local wall-clock times converted through the exchange's time zone on that date, so
+    /// daylight saving (and the weeks when New York and Europe differ) is handled. Weekends
+    /// and listed holidays are closed; an early close replaces the close. `None` for an
+    /// unknown MIC.
+    pub fn session(&self, mic: &str, date: NaiveDate) -> Option<Session> {
+        use chrono::Datelike;
+        let ex = self.by_mic.get(mic)?;
+        if matches!(date.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun) {
+            return Some(Session::Closed);
+        }
+        let close = match self.exceptions.get(&(mic.to_string(), date)) {
+            Some(None) => return Some(Session::Closed),
+            Some(Some(early)) => *early,
+            None => ex.close,
+        };
+        let utc = |t: NaiveTime| {
+            // Sessions never start or end inside a DST gap or fold; `earliest` is still
+            // well defined if a file says otherwise.
+            ex.tz
+                .from_local_datetime(&date.and_time(t))
+                .earliest()
+                .map(|d| d.timestamp_micros())
+        };
+        Some(match (utc(ex.open), utc(close)) {
+            (Some(o), Some(c)) => Session::Open(o, c),
+            _ => Session::Closed,
+        })
+    }
+}
+
+fn parse_time(s: &str, path: &Path, line: usize) -> Result<NaiveTime> {
+    NaiveTime::parse_from_str(s, "%H:%M")
+        .map_err(|_| bad_line(path, line, format!("`{s}` is not a time like 09:30")))
 }
 
 type Loader<T> = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<T>> + Send>> + Send + Sync>;
