@@ -63,6 +63,8 @@ pub const PRICE: Kind = Kind::Dec(18, 6);
 pub const NOTIONAL: Kind = Kind::Dec(24, 6);
 /// FX rate columns: 18 digits, 10 after the point.
 pub const RATE: Kind = Kind::Dec(18, 10);
+/// The ingest time lineage column.
+pub const INGESTED_AT: &str = "_ingested_at";
 /// The event time column every source has.
 pub const EVENT_TIME: &str = "timestamp";
 

@@ -491,11 +491,10 @@ impl Checker<'_> {
     }
 
     /// Sections parsed but not yet acted on by any finlake program: a loud warning each.
+    /// (`validation` and `business_rules` are enforced by the rule engine in finlake-quality.)
     fn not_enforced(&mut self, p: &DataPipeline) {
         let s = &p.spec;
-        let sections: [(&str, bool); 6] = [
-            ("validation", s.validation.is_some()),
-            ("business_rules", !s.business_rules.is_empty()),
+        let sections: [(&str, bool); 4] = [
             ("cep_patterns", !s.cep_patterns.is_empty()),
             ("alerting", s.alerting.is_some()),
             ("monitoring", s.monitoring.is_some()),

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 pub use check::suggest;
 pub use types::*;
-use yaml::Pos;
+pub use yaml::Pos;
 
 /// Error or warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +107,32 @@ pub struct LoadedSpec {
     pub pipeline: DataPipeline,
     /// Warnings (such as sections not enforced yet).
     pub warnings: Vec<Diagnostic>,
+    /// The positioned YAML tree, so later stages (the rule compiler) can point at a line.
+    pub root: yaml::Node,
+}
+
+impl LoadedSpec {
+    /// The position of the deepest node that exists on `path`
+    /// (`["spec", "validation", "rules", "0", "condition"]`).
+    pub fn pos(&self, path: &[&str]) -> Pos {
+        let owned: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+        (0..=owned.len())
+            .rev()
+            .find_map(|n| self.root.at(&owned[..n]))
+            .map(|n| n.pos)
+            .unwrap_or_default()
+    }
+
+    /// A diagnostic at `path` in this spec, rendered `file:line:col: error: message`.
+    pub fn error_at(&self, path: &[&str], message: String, hint: Option<String>) -> Diagnostic {
+        Diagnostic {
+            level: Level::Error,
+            pos: self.pos(path),
+            path: path.join("."),
+            message,
+            hint,
+        }
+    }
 }
 
 /// Reads, expands and checks a spec file, using the process environment for `${VAR}`.
@@ -191,10 +217,12 @@ pub fn load_str(
     if checker.out.iter().any(|d| d.level == Level::Error) {
         return Err(invalid(checker.out));
     }
+    let warnings = checker.out;
     Ok(LoadedSpec {
         file: file.to_path_buf(),
         pipeline,
-        warnings: checker.out,
+        warnings,
+        root,
     })
 }
 

@@ -365,9 +365,23 @@ pub struct BusinessRule {
     pub keys: Vec<String>,
     /// flag, flag_<label>, drop, dead_letter, fail or deduplicate.
     pub action: String,
+    /// deduplicate: what happens to a row older than the watermark (`flag`, the default, lands
+    /// it flagged `late`; `dead_letter` quarantines it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_late: Option<LateHandling>,
     /// warn or error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<Severity>,
+}
+
+/// What dedup does with a late row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LateHandling {
+    /// Land it, flagged `late`.
+    Flag,
+    /// Quarantine it.
+    DeadLetter,
 }
 
 /// A complex-event pattern.
