@@ -1,3 +1,24 @@
-//! finlake-quality: the rule engine (validation and dedup), quality metrics and reports, and the
-//! `data-quality-check` command. Empty until its issue lands: the spec's `validation` and
-//! `business_rules` are parsed and checked by finlake-core and reported as not enforced yet.
+//! finlake-quality: one rule engine for stream and batch, table checks, quality results,
+//! and the `data-quality-check` command.
+//!
+//! Modules in data-flow order: [`enrich`] (session columns the rules read), [`rules`]
+//! (compile the spec's rules to DataFusion physical expressions; NULL semantics), [`dedup`]
+//! (the stateful rule), [`engine`] (masks to the split and counts), then the table side:
+//! [`checks`] (checks over a partition), [`results`] (the `quality_results` table),
+//! [`report`] (text, JSON, JUnit, HTML) and [`dqc`] (the command). [`fixtures`] writes
+//! trade tables with known injected faults for tests and benchmarks.
+
+pub mod checks;
+pub mod dedup;
+pub mod dqc;
+pub mod engine;
+pub mod enrich;
+pub mod error;
+pub mod fixtures;
+pub mod metrics;
+pub mod report;
+pub mod results;
+pub mod rules;
+
+pub use engine::RuleEngine;
+pub use error::{QualityError, Result};

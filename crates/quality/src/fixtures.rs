@@ -1,0 +1,287 @@
+//! Trade tables with known injected faults, for tests and benchmarks of the quality side.
+//!
+//! A clean day comes from the core's seeded generator run through the core's decode and
+//! transform stages (so rows are what the ingestor lands), sorted into arrival order by event
+//! time. Faults are then injected into chosen rows, and what was injected is returned as
+//! [`Injected`]: the counts a correct `data-quality-check` must report. The counts come from
+//! the injection, never from the code under test.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, AsArray, Decimal128Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    UInt32Array,
+};
+use arrow::compute::{sort_to_indices, take_record_batch};
+use arrow::datatypes::{Decimal128Type, TimestampMicrosecondType};
+use chrono::NaiveDate;
+use finlake_core::decode::SourceDecoder;
+use finlake_core::generate::{self, GenOptions, WireFormat};
+use finlake_core::pipeline::{BatchContext, Stages};
+use finlake_core::spec::{FallbackStrategy, SourceType};
+use finlake_core::transform::{ExchangeCalendar, FxConverter, FxRates, Normalizer, Session};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::Result;
+
+/// What to inject, as row counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Injected {
+    /// Rows with a NULL `isin`.
+    pub null_isin: usize,
+    /// Rows with a negative price.
+    pub negative_price: usize,
+    /// Rows with an ISIN whose check digit is wrong.
+    pub bad_isin: usize,
+    /// Rows 30 minutes after their exchange's close.
+    pub after_hours: usize,
+    /// Exact copies of an earlier row, arriving right after it.
+    pub duplicates: usize,
+    /// Copies with the same key and a different price (corrections), right after the original.
+    pub conflicts: usize,
+    /// Rows (new keys) arriving 90 s or more after rows newer than them by more than the window.
+    pub late: usize,
+}
+
+/// A generated day.
+#[derive(Debug, Clone)]
+pub struct Day {
+    /// The rows, in arrival order, in the table schema of `market-data-stream`.
+    pub batch: RecordBatch,
+    /// What was injected.
+    pub injected: Injected,
+}
+
+/// Generates `rows` clean trades on `date` and injects `faults`. `window_micros` is the dedup
+/// window, which late rows must exceed.
+pub fn trade_day(
+    date: NaiveDate,
+    rows: usize,
+    seed: u64,
+    faults: Injected,
+    window_micros: i64,
+) -> Result<Day> {
+    let (symbols, _) = finlake_core::demo::embedded_refdata()?;
+    let calendar = ExchangeCalendar::embedded();
+    let generated = generate::generate(
+        &GenOptions {
+            rows,
+            faults: 0.0,
+            seed,
+            format: WireFormat::Json,
+            date,
+            source_type: SourceType::Trade,
+        },
+        &symbols,
+        &calendar,
+    );
+    let fx = FxRates::from_batch("USD", &generate::fx_rates(date, seed))?;
+    let stages = Stages::new(
+        SourceDecoder::json(SourceType::Trade),
+        Arc::new(calendar.clone()),
+        Some(Normalizer {
+            name: "normalize-symbols".into(),
+            map: Arc::new(symbols),
+            fallback: FallbackStrategy::Reject,
+        }),
+        Some(FxConverter {
+            name: "convert-to-usd".into(),
+            rates: Arc::new(fx),
+            previous_day: true,
+        }),
+    );
+    let msgs: Vec<&[u8]> = generated.messages.iter().map(Vec::as_slice).collect();
+    let offsets: Vec<i64> = (0..msgs.len() as i64).collect();
+    let clean = stages
+        .process(
+            &msgs,
+            &BatchContext {
+                topic: "market.trades",
+                partition: 0,
+                offsets: &offsets,
+                correlation_id: "fixture",
+                ingested_at: 0,
+            },
+        )?
+        .good;
+    let by_time = sort_to_indices(
+        clean.column_by_name("timestamp").expect("column"),
+        None,
+        None,
+    )?;
+    let clean = take_record_batch(&clean, &by_time)?;
+    let n = clean.num_rows();
+    let col = |name: &str| {
+        clean
+            .column_by_name(name)
+            .expect("trade table column")
+            .clone()
+    };
+    let ts = col("timestamp")
+        .as_primitive::<TimestampMicrosecondType>()
+        .clone();
+    let mics = col("exchange").as_string::<i32>().clone();
+    let dates = col("trade_date")
+        .as_primitive::<arrow::datatypes::Date32Type>()
+        .clone();
+
+    // disjoint fault rows
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let mut pool: Vec<usize> = (0..n).collect();
+    pool.shuffle(&mut rng);
+    let mut take = |k: usize| -> Vec<usize> {
+        let k = k.min(pool.len());
+        pool.split_off(pool.len() - k)
+    };
+    let null_isin = take(faults.null_isin);
+    let negative = take(faults.negative_price);
+    let bad_isin = take(faults.bad_isin);
+    let after_hours = take(faults.after_hours);
+    let dup_of = take(faults.duplicates);
+    let conflict_of = take(faults.conflicts);
+    let late_of = take(faults.late);
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mut {
+        None,
+        NullIsin,
+        Negative,
+        BadIsin,
+        AfterHours(i64),
+        Conflict,
+        Late(usize),
+    }
+    let mut muts = vec![Mut::None; n];
+    for &i in &null_isin {
+        muts[i] = Mut::NullIsin;
+    }
+    for &i in &negative {
+        muts[i] = Mut::Negative;
+    }
+    for &i in &bad_isin {
+        muts[i] = Mut::BadIsin;
+    }
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
+    for &i in &after_hours {
+        let day = epoch + chrono::Days::new(dates.value(i) as u64);
+        let Some(Session::Open(_, close)) = calendar.session(mics.value(i), day) else {
+            unreachable!("the generator only trades in sessions")
+        };
+        muts[i] = Mut::AfterHours(close + 30 * 60 * 1_000_000);
+    }
+    // arrival order: (source row, mutation, event time)
+    let mut arrival: Vec<(usize, Mut, i64)> = (0..n)
+        .map(|i| {
+            let t = match muts[i] {
+                Mut::AfterHours(t) => t,
+                _ => ts.value(i),
+            };
+            (i, muts[i], t)
+        })
+        .collect();
+    arrival.sort_by_key(|a| a.2);
+    let mut copies: Vec<(usize, Mut)> = dup_of.iter().map(|&i| (i, Mut::None)).collect();
+    copies.extend(conflict_of.iter().map(|&i| (i, Mut::Conflict)));
+    for (src, m) in copies {
+        let at = arrival
+            .iter()
+            .position(|a| a.0 == src && a.1 == Mut::None)
+            .expect("present");
+        arrival.insert(at + 1, (src, m, ts.value(src)));
+    }
+    let mut late_count = 0;
+    for (k, &src) in late_of.iter().enumerate() {
+        let t = ts.value(src);
+        let after = t + window_micros + 90_000_000;
+        if let Some(at) = arrival.iter().position(|a| a.2 >= after) {
+            arrival.insert(at + 1, (src, Mut::Late(k), t));
+            late_count += 1;
+        }
+    }
+
+    let idx: UInt32Array = arrival.iter().map(|a| a.0 as u32).collect();
+    let out = take_record_batch(&clean, &idx)?;
+    let schema = out.schema();
+    let mut cols = out.columns().to_vec();
+    let price = out
+        .column_by_name("price")
+        .expect("price")
+        .as_primitive::<Decimal128Type>();
+    let price: Decimal128Array = price
+        .iter()
+        .zip(&arrival)
+        .map(|(p, a)| match a.1 {
+            Mut::Negative => p.map(|v| -v),
+            Mut::Conflict => p.map(|v| v + 10_000),
+            _ => p,
+        })
+        .collect::<Decimal128Array>()
+        .with_data_type(price.data_type().clone());
+    let isin = out.column_by_name("isin").expect("isin").as_string::<i32>();
+    let isin: StringArray = isin
+        .iter()
+        .zip(&arrival)
+        .map(|(v, a)| match a.1 {
+            Mut::NullIsin => None,
+            Mut::BadIsin => v.map(|s| {
+                let (body, check) = s.split_at(s.len() - 1);
+                let d = check.parse::<u8>().unwrap_or(0);
+                format!("{body}{}", (d + 1) % 10)
+            }),
+            _ => v.map(str::to_string),
+        })
+        .collect();
+    let trade_id = out
+        .column_by_name("trade_id")
+        .expect("trade_id")
+        .as_string::<i32>();
+    let trade_id: StringArray = trade_id
+        .iter()
+        .zip(&arrival)
+        .map(|(v, a)| match a.1 {
+            Mut::Late(k) => Some(format!("LATE-{k}")),
+            _ => v.map(str::to_string),
+        })
+        .collect();
+    let times: TimestampMicrosecondArray = arrival
+        .iter()
+        .map(|a| Some(a.2))
+        .collect::<TimestampMicrosecondArray>()
+        .with_timezone(finlake_core::schema::UTC);
+    // ingest time: arrival after the newest event so far, 0.2 to 2 s later
+    let mut newest = i64::MIN;
+    let ingested: TimestampMicrosecondArray = arrival
+        .iter()
+        .map(|a| {
+            newest = newest.max(a.2);
+            Some(newest + rng.random_range(200_000..2_000_000))
+        })
+        .collect::<TimestampMicrosecondArray>()
+        .with_timezone(finlake_core::schema::UTC);
+    let offsets: arrow::array::Int64Array = (0..arrival.len() as i64).map(Some).collect();
+    for (name, array) in [
+        ("price", Arc::new(price) as arrow::array::ArrayRef),
+        ("isin", Arc::new(isin)),
+        ("trade_id", Arc::new(trade_id)),
+        ("timestamp", Arc::new(times)),
+        (finlake_core::schema::INGESTED_AT, Arc::new(ingested)),
+        ("_offset", Arc::new(offsets)),
+    ] {
+        cols[schema.index_of(name)?] = array;
+    }
+    let batch = RecordBatch::try_new(schema, cols)?;
+    Ok(Day {
+        batch,
+        injected: Injected {
+            null_isin: null_isin.len(),
+            negative_price: negative.len(),
+            bad_isin: bad_isin.len(),
+            after_hours: after_hours.len(),
+            duplicates: dup_of.len(),
+            conflicts: conflict_of.len(),
+            late: late_count,
+        },
+    })
+}

@@ -1,0 +1,222 @@
+//! The `quality_results` Delta table: one row per check per run, so an auditor can tell what
+//! was checked against what (run id, table version, the spec's sha256, finlake version), and
+//! so volume_anomaly and the HTML report can read the history.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use chrono::NaiveDate;
+use deltalake::DeltaTable;
+use finlake_core::delta::{self, CommitExtras, TableSpec};
+use finlake_core::schema;
+
+use crate::checks::CheckResult;
+use crate::error::{QualityError, Result};
+
+/// What identifies a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunInfo {
+    /// A new UUID per run.
+    pub run_id: String,
+    /// When the run started, UTC microseconds.
+    pub run_at: i64,
+    /// The pipeline.
+    pub pipeline: String,
+    /// The table checked (URI).
+    pub dataset: String,
+    /// The logical date checked.
+    pub date: NaiveDate,
+    /// The Delta version checked.
+    pub table_version: i64,
+    /// sha256 of the spec file's text.
+    pub spec_sha256: String,
+    /// finlake's version.
+    pub finlake_version: String,
+    /// Rows in the partition.
+    pub rows: u64,
+}
+
+/// The table's schema.
+pub fn schema() -> SchemaRef {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        s("run_id"),
+        Field::new("run_at", schema::timestamp_type(), false),
+        s("pipeline"),
+        s("dataset"),
+        Field::new("date", DataType::Date32, false),
+        s("check"),
+        s("kind"),
+        s("status"),
+        Field::new("value", DataType::Float64, true),
+        s("unit"),
+        Field::new("warn_threshold", DataType::Utf8, true),
+        Field::new("error_threshold", DataType::Utf8, true),
+        s("detail"),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("table_version", DataType::Int64, false),
+        s("spec_sha256"),
+        s("finlake_version"),
+    ]))
+}
+
+fn epoch_days(d: NaiveDate) -> i32 {
+    finlake_core::transform::symbols::epoch_days(d)
+}
+
+/// The rows of one run.
+pub fn batch(run: &RunInfo, results: &[CheckResult]) -> Result<RecordBatch> {
+    let n = results.len();
+    let rep =
+        |v: &str| Arc::new(StringArray::from_iter_values(std::iter::repeat_n(v, n))) as ArrayRef;
+    let cols: Vec<ArrayRef> = vec![
+        rep(&run.run_id),
+        Arc::new(TimestampMicrosecondArray::from_value(run.run_at, n).with_timezone(schema::UTC)),
+        rep(&run.pipeline),
+        rep(&run.dataset),
+        Arc::new(Date32Array::from_value(epoch_days(run.date), n)),
+        Arc::new(StringArray::from_iter_values(
+            results.iter().map(|r| r.name.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            results.iter().map(|r| r.kind.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            results.iter().map(|r| r.status.as_str()),
+        )),
+        // JSON and Delta have no infinity; an infinite score is stored as NULL, the detail says it
+        Arc::new(Float64Array::from_iter(
+            results
+                .iter()
+                .map(|r| r.value.is_finite().then_some(r.value)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            results.iter().map(|r| r.unit.as_str()),
+        )),
+        Arc::new(StringArray::from_iter(
+            results.iter().map(|r| r.warn.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter(
+            results.iter().map(|r| r.error.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            results.iter().map(|r| r.detail.as_str()),
+        )),
+        Arc::new(Int64Array::from_value(run.rows as i64, n)),
+        Arc::new(Int64Array::from_value(run.table_version, n)),
+        rep(&run.spec_sha256),
+        rep(&run.finlake_version),
+    ];
+    Ok(RecordBatch::try_new(schema(), cols)?)
+}
+
+/// Opens (or creates) the results table.
+pub async fn open(uri: &str, storage_options: &HashMap<String, String>) -> Result<DeltaTable> {
+    Ok(delta::open_or_create(&TableSpec {
+        uri: uri.to_string(),
+        schema: schema(),
+        partition_by: vec![],
+        checkpoint_interval: Some(20),
+        storage_options: storage_options.clone(),
+    })
+    .await?)
+}
+
+/// Appends one run's rows in one commit.
+pub async fn append(
+    table: DeltaTable,
+    run: &RunInfo,
+    results: &[CheckResult],
+) -> Result<DeltaTable> {
+    let extras = CommitExtras {
+        txns: vec![],
+        metadata: vec![
+            ("run_id".into(), run.run_id.clone().into()),
+            ("pipeline".into(), run.pipeline.clone().into()),
+        ],
+    };
+    Ok(delta::append(table, vec![batch(run, results)?], &extras).await?)
+}
+
+/// One past value of a check.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// The logical date.
+    pub date: NaiveDate,
+    /// The check's value (NULL for an infinite score).
+    pub value: Option<f64>,
+    /// The partition's rows.
+    pub rows: i64,
+}
+
+/// The latest run's value of every check, per date, for `pipeline` and `dataset`, for dates
+/// in `[from, to)`. Sorted by date.
+pub async fn history(
+    table: &DeltaTable,
+    pipeline: &str,
+    dataset: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<BTreeMap<String, Vec<Point>>> {
+    let batches = delta::read_all(table).await?;
+    let mut latest: BTreeMap<(String, i32), (i64, Option<f64>, i64)> = BTreeMap::new();
+    let (lo, hi) = (epoch_days(from), epoch_days(to));
+    for b in &batches {
+        let col = |name: &str| -> Result<ArrayRef> {
+            let c = b.column_by_name(name).ok_or_else(|| QualityError::Query {
+                table: "quality_results".into(),
+                message: format!("no column `{name}`"),
+            })?;
+            Ok(arrow::compute::cast(
+                c,
+                &schema().field_with_name(name)?.data_type().clone(),
+            )?)
+        };
+        let (p, d, c, date, at, v, rows) = (
+            col("pipeline")?,
+            col("dataset")?,
+            col("check")?,
+            col("date")?,
+            col("run_at")?,
+            col("value")?,
+            col("rows")?,
+        );
+        let (p, d, c) = (
+            p.as_string::<i32>(),
+            d.as_string::<i32>(),
+            c.as_string::<i32>(),
+        );
+        let date = date.as_primitive::<arrow::datatypes::Date32Type>();
+        let at = at.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let v = v.as_primitive::<Float64Type>();
+        let rows = rows.as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let day = date.value(i);
+            if p.value(i) != pipeline || d.value(i) != dataset || day < lo || day >= hi {
+                continue;
+            }
+            let value = (!v.is_null(i)).then(|| v.value(i));
+            let e = latest
+                .entry((c.value(i).to_string(), day))
+                .or_insert((i64::MIN, None, 0));
+            if at.value(i) >= e.0 {
+                *e = (at.value(i), value, rows.value(i));
+            }
+        }
+    }
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
+    let mut out: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+    for ((check, day), (_, value, rows)) in latest {
+        out.entry(check).or_default().push(Point {
+            date: epoch + chrono::Days::new(day as u64),
+            value,
+            rows,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,789 @@
+//! Row rules: compiled once, at load, from the spec's `validation.rules` and condition
+//! `business_rules` into DataFusion physical expressions, then evaluated on each RecordBatch
+//! into one failure mask per rule. Splitting on the masks is [`crate::split`]; the stateful
+//! rule (dedup) is [`crate::dedup`].
+//!
+//! # NULL semantics
+//!
+//! A rule never passes or fails a NULL silently: every rule result counts the rows it did not
+//! check or could not decide (`null_rows`), and the policy is fixed per kind:
+//!
+//! | kind | a NULL ... |
+//! | --- | --- |
+//! | `not_null` | in the column fails the rule (that is what it checks) |
+//! | `range`, `regex`, `accepted_values`, `isin`, `currency`, `timestamp_skew` | in the column is not checked: the row passes this rule and is counted under `null_rows`; pair it with `not_null` to require a value |
+//! | `sql` and business conditions | that makes the condition unknown fails the rule (a condition that cannot be shown to hold does not hold), counted under `null_rows` too |
+//!
+//! # What is refused at load
+//!
+//! Unknown columns (with a "did you mean"), conditions that are not boolean, type mismatches,
+//! functions that are not immutable (`now()`, `current_date`, `random()`, `uuid()`: they would
+//! give a live batch and last year's table different answers), aggregates, window functions and
+//! subqueries (rules are row-local; state belongs to dedup and `cep_patterns`). Every error
+//! names the spec file, line and column of the rule.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::kernels::boolean::{and_kleene, is_null, not, or_kleene};
+use arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, DataFusionError, SchemaError};
+use datafusion::execution::config::SessionConfig;
+use datafusion::logical_expr::{create_udf, ColumnarValue, Expr, ExprSchemable, Volatility};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
+use finlake_core::spec::{self, Diagnostic, LoadedSpec, Pos, RuleKind, Severity, SpecError};
+
+use crate::error::{QualityError, Result};
+
+/// What happens to a row that fails a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Land the row with `label` in its `_flags` column (`flag` labels with the rule name,
+    /// `flag_<label>` with the label).
+    Flag {
+        /// The label written to `_flags`.
+        label: String,
+    },
+    /// Discard the row, counted.
+    Drop,
+    /// Quarantine the row (and send it to the dead-letter topic) with the rule and reason.
+    DeadLetter,
+    /// Fail the whole batch (the ingestor stops, a batch job exits 65).
+    Fail,
+}
+
+impl Action {
+    /// Parses an action in the operations guide's words; `None` for an unknown one.
+    pub fn parse(text: &str, rule: &str) -> Option<Action> {
+        Some(match text {
+            "flag" => Action::Flag { label: rule.into() },
+            "drop" => Action::Drop,
+            "dead_letter" => Action::DeadLetter,
+            "fail" => Action::Fail,
+            other => Action::Flag {
+                label: other
+                    .strip_prefix("flag_")
+                    .filter(|l| !l.is_empty())?
+                    .into(),
+            },
+        })
+    }
+
+    /// The action as written in a spec.
+    pub fn name(&self) -> String {
+        match self {
+            Action::Flag { label } => format!("flag_{label}"),
+            Action::Drop => "drop".into(),
+            Action::DeadLetter => "dead_letter".into(),
+            Action::Fail => "fail".into(),
+        }
+    }
+}
+
+/// How a rule treats NULL (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NullPolicy {
+    /// A NULL in the column fails the rule (`not_null`).
+    Fails,
+    /// A NULL in the column is not checked; the row passes this rule and is counted.
+    NotChecked,
+    /// A condition that evaluates to NULL fails the rule, and is counted.
+    UnknownFails,
+}
+
+/// Where a rule was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `spec.validation.rules[i]`.
+    Validation(usize),
+    /// `spec.business_rules[i]`.
+    Business(usize),
+}
+
+impl Origin {
+    fn path(self) -> [String; 3] {
+        match self {
+            Origin::Validation(i) => ["validation".into(), "rules".into(), i.to_string()],
+            Origin::Business(i) => ["business_rules".into(), i.to_string(), String::new()],
+        }
+    }
+
+    /// The YAML path of `field` of this rule.
+    pub fn field_path(self, field: &str) -> Vec<String> {
+        let mut out = vec!["spec".to_string()];
+        out.extend(self.path().into_iter().filter(|s| !s.is_empty()));
+        if !field.is_empty() {
+            out.push(field.into());
+        }
+        out
+    }
+}
+
+/// A compiled row rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// The rule's name.
+    pub name: String,
+    /// Its kind as written (`sql`, `isin`, ...; business conditions are `sql`).
+    pub kind: RuleKind,
+    /// What happens to a failing row.
+    pub action: Action,
+    /// warn or error.
+    pub severity: Severity,
+    /// The column checked, for column rules.
+    pub column: Option<String>,
+    /// The rule as the SQL condition a good row satisfies (for reports and dead letters).
+    pub condition: String,
+    /// How NULL is treated.
+    pub null_policy: NullPolicy,
+    /// Where it was declared.
+    pub origin: Origin,
+    /// Its line in the spec.
+    pub pos: Pos,
+    expr: Arc<dyn PhysicalExpr>,
+    column_index: Option<usize>,
+}
+
+/// One rule on one batch.
+#[derive(Debug, Clone)]
+pub struct RuleResult {
+    /// `true` where the row failed the rule; never NULL.
+    pub failed: BooleanArray,
+    /// Rows that failed.
+    pub failed_rows: u64,
+    /// Rows whose value was NULL (not checked, or an unknown condition; see the module docs).
+    pub null_rows: u64,
+}
+
+/// The dedup business rule, told apart from row rules at load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DedupRule {
+    /// The rule's name.
+    pub name: String,
+    /// Business key columns.
+    pub keys: Vec<String>,
+    /// Event-time window, microseconds.
+    pub window_micros: i64,
+    /// What happens to a row older than the watermark.
+    pub on_late: LateAction,
+    /// Its line in the spec.
+    pub pos: Pos,
+}
+
+/// What happens to a late row (older than the watermark, so not checkable against state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LateAction {
+    /// Land it with `late` in `_flags` (the default).
+    Flag,
+    /// Quarantine it.
+    DeadLetter,
+}
+
+/// The rules of a pipeline, bound to one schema.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    /// Row-local rules, in spec order (validation rules, then business conditions).
+    pub rules: Vec<Rule>,
+    /// The stateful dedup rule, if any.
+    pub dedup: Option<DedupRule>,
+    /// The schema the rules are bound to.
+    pub schema: SchemaRef,
+    /// The spec file, for messages.
+    pub file: PathBuf,
+}
+
+/// Name of the UDF behind `type: isin`.
+pub const ISIN_UDF: &str = "finlake_is_isin";
+/// Name of the UDF behind `type: currency`.
+pub const CURRENCY_UDF: &str = "finlake_is_currency";
+
+fn string_predicate(name: &str, f: fn(&str) -> bool) -> datafusion::logical_expr::ScalarUDF {
+    create_udf(
+        name,
+        vec![DataType::Utf8],
+        DataType::Boolean,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let eval = |a: &ArrayRef| -> BooleanArray {
+                a.as_string::<i32>().iter().map(|v| v.map(f)).collect()
+            };
+            Ok(match &args[0] {
+                ColumnarValue::Array(a) => ColumnarValue::Array(Arc::new(eval(a))),
+                ColumnarValue::Scalar(s) => {
+                    let a = s.to_array()?;
+                    ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(
+                        &eval(&a),
+                        0,
+                    )?)
+                }
+            })
+        }),
+    )
+}
+
+/// The session rules compile in: decimals parse as decimals (money rules are exact), and the
+/// finlake predicates are registered.
+pub fn session() -> SessionContext {
+    let mut config = SessionConfig::new();
+    config.options_mut().sql_parser.parse_float_as_decimal = true;
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_udf(string_predicate(
+        ISIN_UDF,
+        finlake_core::transform::is_valid_isin,
+    ));
+    ctx.register_udf(string_predicate(
+        CURRENCY_UDF,
+        finlake_core::transform::is_iso_currency,
+    ));
+    ctx
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn number(v: f64) -> String {
+    // Rust prints the shortest text that reads back as the same f64 (`0.1`, not
+    // `0.1000000000000000055`), and the parser reads it as an exact decimal.
+    format!("{v}")
+}
+
+struct Compiler<'a> {
+    spec: &'a LoadedSpec,
+    ctx: SessionContext,
+    schema: SchemaRef,
+    df_schema: DFSchema,
+    errors: Vec<Diagnostic>,
+}
+
+impl Compiler<'_> {
+    fn error(&mut self, origin: Origin, field: &str, message: String, hint: Option<String>) {
+        let path = origin.field_path(field);
+        let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+        self.errors.push(self.spec.error_at(&refs, message, hint));
+    }
+
+    fn column(&mut self, origin: Origin, name: Option<&str>, rule: &str) -> Option<usize> {
+        let Some(name) = name else {
+            self.error(origin, "", format!("rule `{rule}` needs a `column`"), None);
+            return None;
+        };
+        match self.schema.index_of(name) {
+            Ok(i) => Some(i),
+            Err(_) => {
+                let names: Vec<&str> = self
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
+                self.error(
+                    origin,
+                    "column",
+                    format!("rule `{rule}`: unknown column `{name}`"),
+                    Some(spec::suggest(name, &names)),
+                );
+                None
+            }
+        }
+    }
+
+    /// Parses, checks and plans one condition.
+    fn plan(
+        &mut self,
+        origin: Origin,
+        field: &str,
+        rule: &str,
+        sql: &str,
+    ) -> Option<Arc<dyn PhysicalExpr>> {
+        let expr = match self.ctx.parse_sql_expr(sql, &self.df_schema) {
+            Ok(e) => e,
+            Err(e) => {
+                let (message, hint) = describe(&e, &self.schema);
+                self.error(
+                    origin,
+                    field,
+                    format!("rule `{rule}`: {message} in `{sql}`"),
+                    hint,
+                );
+                return None;
+            }
+        };
+        let mut refused = Vec::new();
+        let _ = expr.apply(|e| {
+            match e {
+                Expr::ScalarFunction(f) => {
+                    let v = f.func.signature().volatility;
+                    if v != Volatility::Immutable {
+                        refused.push(format!(
+                            "`{}` is {} rather than immutable, so the rule could give a live batch and a rerun over the table different answers",
+                            f.func.name(),
+                            format!("{v:?}").to_lowercase()
+                        ));
+                    }
+                }
+                Expr::AggregateFunction(_) | Expr::WindowFunction(_) => refused.push(format!(
+                    "`{e}` needs other rows; row rules are row-local (dedup is a business rule with `keys` and `window`, patterns over rows belong in `cep_patterns`)"
+                )),
+                Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) => {
+                    refused.push("subqueries are not allowed in rules".into())
+                }
+                _ => {}
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        if !refused.is_empty() {
+            for r in refused {
+                self.error(origin, field, format!("rule `{rule}`: {r}"), None);
+            }
+            return None;
+        }
+        match expr.get_type(&self.df_schema) {
+            Ok(DataType::Boolean) => {}
+            Ok(other) => {
+                self.error(
+                    origin,
+                    field,
+                    format!("rule `{rule}`: `{sql}` is {other}, not a true/false condition"),
+                    None,
+                );
+                return None;
+            }
+            Err(e) => {
+                let (message, hint) = describe(&e, &self.schema);
+                self.error(
+                    origin,
+                    field,
+                    format!("rule `{rule}`: {message} in `{sql}`"),
+                    hint,
+                );
+                return None;
+            }
+        }
+        match self.ctx.create_physical_expr(expr, &self.df_schema) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let (message, hint) = describe(&e, &self.schema);
+                self.error(
+                    origin,
+                    field,
+                    format!("rule `{rule}`: {message} in `{sql}`"),
+                    hint,
+                );
+                None
+            }
+        }
+    }
+}
+
+/// A DataFusion error as a sentence and a hint, for a rule author.
+fn describe(e: &DataFusionError, schema: &Schema) -> (String, Option<String>) {
+    if let DataFusionError::SchemaError(err, _) = e.find_root() {
+        if let SchemaError::FieldNotFound { field, .. } = err.as_ref() {
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            return (
+                format!("unknown column `{}`", field.name),
+                Some(spec::suggest(&field.name, &names)),
+            );
+        }
+    }
+    let text = e.find_root().to_string();
+    let text = text
+        .strip_prefix("Error during planning: ")
+        .or_else(|| text.strip_prefix("SQL error: "))
+        .unwrap_or(&text)
+        .to_string();
+    (text, None)
+}
+
+impl RuleSet {
+    /// Compiles the spec's rules against `schema` (the table's canonical schema plus the
+    /// enrichment columns, see [`crate::enrich`]). Every problem is reported at once, with the
+    /// spec file and line.
+    pub fn compile(spec: &LoadedSpec, schema: SchemaRef) -> std::result::Result<Self, SpecError> {
+        let df_schema =
+            DFSchema::try_from(schema.as_ref().clone()).map_err(|e| SpecError::Invalid {
+                file: spec.file.clone(),
+                diagnostics: vec![spec.error_at(&["spec"], e.to_string(), None)],
+            })?;
+        let mut c = Compiler {
+            spec,
+            ctx: session(),
+            schema: schema.clone(),
+            df_schema,
+            errors: Vec::new(),
+        };
+        let mut rules = Vec::new();
+        let p = &spec.pipeline.spec;
+        let validation = p.validation.as_ref().map(|v| v.rules.as_slice());
+        for (i, r) in validation.unwrap_or_default().iter().enumerate() {
+            let origin = Origin::Validation(i);
+            let action = r.action.as_deref().unwrap_or("dead_letter");
+            let Some(action) = Action::parse(action, &r.name) else {
+                // the spec check already reported it
+                continue;
+            };
+            let col = r.column.as_deref();
+            let (condition, null_policy, field) = match r.kind {
+                RuleKind::Sql => match &r.condition {
+                    Some(cond) => (cond.clone(), NullPolicy::UnknownFails, "condition"),
+                    None => {
+                        c.error(
+                            origin,
+                            "",
+                            format!("rule `{}` of type sql needs a `condition`", r.name),
+                            None,
+                        );
+                        continue;
+                    }
+                },
+                kind => {
+                    let Some(idx) = c.column(origin, col, &r.name) else {
+                        continue;
+                    };
+                    let q = quote_ident(col.expect("checked"));
+                    let cond = match kind {
+                        RuleKind::NotNull => format!("{q} IS NOT NULL"),
+                        RuleKind::Range => {
+                            let (lo, hi) = if r.inclusive.unwrap_or(true) {
+                                (">=", "<=")
+                            } else {
+                                (">", "<")
+                            };
+                            match (r.min, r.max) {
+                                (Some(a), Some(b)) => {
+                                    format!("{q} {lo} {} AND {q} {hi} {}", number(a), number(b))
+                                }
+                                (Some(a), None) => format!("{q} {lo} {}", number(a)),
+                                (None, Some(b)) => format!("{q} {hi} {}", number(b)),
+                                (None, None) => {
+                                    c.error(
+                                        origin,
+                                        "",
+                                        format!(
+                                            "range rule `{}` needs `min`, `max` or both",
+                                            r.name
+                                        ),
+                                        None,
+                                    );
+                                    continue;
+                                }
+                            }
+                        }
+                        RuleKind::Regex => match &r.pattern {
+                            Some(p) => {
+                                if let Err(e) = regex::Regex::new(p) {
+                                    c.error(
+                                        origin,
+                                        "pattern",
+                                        format!("rule `{}`: bad pattern: {e}", r.name),
+                                        None,
+                                    );
+                                    continue;
+                                }
+                                format!("regexp_like({q}, {})", quote_str(p))
+                            }
+                            None => {
+                                c.error(
+                                    origin,
+                                    "",
+                                    format!("regex rule `{}` needs a `pattern`", r.name),
+                                    None,
+                                );
+                                continue;
+                            }
+                        },
+                        RuleKind::AcceptedValues => {
+                            if r.values.is_empty() {
+                                c.error(
+                                    origin,
+                                    "",
+                                    format!("accepted_values rule `{}` needs `values`", r.name),
+                                    None,
+                                );
+                                continue;
+                            }
+                            let vals: Vec<String> = r.values.iter().map(|v| quote_str(v)).collect();
+                            format!("{q} IN ({})", vals.join(", "))
+                        }
+                        RuleKind::Isin => format!("{ISIN_UDF}({q})"),
+                        RuleKind::Currency => format!("{CURRENCY_UDF}({q})"),
+                        RuleKind::TimestampSkew => {
+                            let ok_type = matches!(
+                                schema.field(idx).data_type(),
+                                DataType::Timestamp(TimeUnit::Microsecond, _)
+                            );
+                            let ingested = schema.index_of(finlake_core::schema::INGESTED_AT);
+                            if !ok_type || ingested.is_err() {
+                                c.error(
+                                    origin,
+                                    "column",
+                                    format!(
+                                        "timestamp_skew rule `{}` needs a microsecond timestamp column and `{}`",
+                                        r.name,
+                                        finlake_core::schema::INGESTED_AT
+                                    ),
+                                    None,
+                                );
+                                continue;
+                            }
+                            let Some(skew) = r.max_skew else {
+                                c.error(
+                                    origin,
+                                    "",
+                                    format!("timestamp_skew rule `{}` needs `max_skew`", r.name),
+                                    None,
+                                );
+                                continue;
+                            };
+                            format!(
+                                "abs(CAST({q} AS BIGINT) - CAST({} AS BIGINT)) <= {}",
+                                quote_ident(finlake_core::schema::INGESTED_AT),
+                                skew.0.as_micros()
+                            )
+                        }
+                        RuleKind::Sql => unreachable!("handled above"),
+                    };
+                    let policy = if kind == RuleKind::NotNull {
+                        NullPolicy::Fails
+                    } else {
+                        NullPolicy::NotChecked
+                    };
+                    (cond, policy, "column")
+                }
+            };
+            let Some(expr) = c.plan(origin, field, &r.name, &condition) else {
+                continue;
+            };
+            let column_index = col.and_then(|n| schema.index_of(n).ok());
+            rules.push(Rule {
+                name: r.name.clone(),
+                kind: r.kind,
+                action,
+                severity: r.severity.unwrap_or(Severity::Error),
+                column: col.map(str::to_string),
+                condition,
+                null_policy,
+                origin,
+                pos: spec.pos(&["spec", "validation", "rules", &i.to_string()]),
+                expr,
+                column_index,
+            });
+        }
+        let mut dedup = None;
+        for (i, b) in p.business_rules.iter().enumerate() {
+            let origin = Origin::Business(i);
+            let pos = spec.pos(&["spec", "business_rules", &i.to_string()]);
+            if b.action == "deduplicate" {
+                if b.condition.is_some() {
+                    c.error(
+                        origin,
+                        "condition",
+                        format!(
+                            "dedup rule `{}` takes `keys` and `window`, not a condition",
+                            b.name
+                        ),
+                        None,
+                    );
+                    continue;
+                }
+                if b.keys.is_empty() {
+                    c.error(
+                        origin,
+                        "",
+                        format!(
+                            "dedup rule `{}` needs `keys` (such as [symbol, exchange, trade_id])",
+                            b.name
+                        ),
+                        None,
+                    );
+                    continue;
+                }
+                let mut ok = true;
+                for (k, key) in b.keys.iter().enumerate() {
+                    if schema.index_of(key).is_err() {
+                        let names: Vec<&str> =
+                            schema.fields().iter().map(|f| f.name().as_str()).collect();
+                        let path = origin.field_path("keys");
+                        let mut refs: Vec<&str> = path.iter().map(String::as_str).collect();
+                        let k = k.to_string();
+                        refs.push(&k);
+                        c.errors.push(spec.error_at(
+                            &refs,
+                            format!("dedup rule `{}`: unknown key column `{key}`", b.name),
+                            Some(spec::suggest(key, &names)),
+                        ));
+                        ok = false;
+                    }
+                }
+                if schema.index_of(finlake_core::schema::EVENT_TIME).is_err() {
+                    c.error(
+                        origin,
+                        "",
+                        format!(
+                            "dedup rule `{}` needs the event time column `{}`",
+                            b.name,
+                            finlake_core::schema::EVENT_TIME
+                        ),
+                        None,
+                    );
+                    ok = false;
+                }
+                let Some(window) = b.window else {
+                    c.error(
+                        origin,
+                        "",
+                        format!("dedup rule `{}` needs a `window` (such as 1m)", b.name),
+                        None,
+                    );
+                    continue;
+                };
+                if ok && dedup.is_some() {
+                    c.error(
+                        origin,
+                        "",
+                        "only one deduplicate rule per pipeline".into(),
+                        None,
+                    );
+                } else if ok {
+                    dedup = Some(DedupRule {
+                        name: b.name.clone(),
+                        keys: b.keys.clone(),
+                        window_micros: window.0.as_micros() as i64,
+                        on_late: match b.on_late {
+                            Some(spec::LateHandling::DeadLetter) => LateAction::DeadLetter,
+                            Some(spec::LateHandling::Flag) | None => LateAction::Flag,
+                        },
+                        pos,
+                    });
+                }
+                continue;
+            }
+            if b.window.is_some() || !b.keys.is_empty() {
+                c.error(
+                    origin,
+                    "window",
+                    format!(
+                        "business rule `{}`: `window` and `keys` belong to `action: deduplicate`; windowed conditions belong in `cep_patterns`",
+                        b.name
+                    ),
+                    None,
+                );
+                continue;
+            }
+            let Some(cond) = &b.condition else {
+                c.error(
+                    origin,
+                    "",
+                    format!("business rule `{}` needs a `condition`", b.name),
+                    None,
+                );
+                continue;
+            };
+            let Some(action) = Action::parse(&b.action, &b.name) else {
+                continue;
+            };
+            let Some(expr) = c.plan(origin, "condition", &b.name, cond) else {
+                continue;
+            };
+            rules.push(Rule {
+                name: b.name.clone(),
+                kind: RuleKind::Sql,
+                action,
+                severity: b.severity.unwrap_or(Severity::Warn),
+                column: None,
+                condition: cond.clone(),
+                null_policy: NullPolicy::UnknownFails,
+                origin,
+                pos,
+                expr,
+                column_index: None,
+            });
+        }
+        if !c.errors.is_empty() {
+            c.errors.sort_by_key(|d| (d.pos.line, d.pos.col));
+            return Err(SpecError::Invalid {
+                file: spec.file.clone(),
+                diagnostics: c.errors,
+            });
+        }
+        Ok(RuleSet {
+            rules,
+            dedup,
+            schema,
+            file: spec.file.clone(),
+        })
+    }
+
+    /// Evaluates every rule on `batch`, whose schema must be the bound one (see
+    /// [`crate::engine::RuleEngine`], which projects or recompiles).
+    pub fn evaluate(&self, batch: &RecordBatch) -> Result<Vec<RuleResult>> {
+        let n = batch.num_rows();
+        self.rules
+            .iter()
+            .map(|rule| {
+                let value = rule
+                    .expr
+                    .evaluate(batch)
+                    .and_then(|v| v.into_array(n))
+                    .map_err(|e| QualityError::Evaluate {
+                        rule: rule.name.clone(),
+                        message: e.to_string(),
+                    })?;
+                let value = value
+                    .as_boolean_opt()
+                    .ok_or_else(|| QualityError::Evaluate {
+                        rule: rule.name.clone(),
+                        message: format!("gave {}, not booleans", value.data_type()),
+                    })?;
+                // failed where the value is false, or NULL (unknown)
+                let not_true = or_kleene(&not(value)?, &is_null(value)?)?;
+                let (failed, null_rows) = match (rule.null_policy, rule.column_index) {
+                    (NullPolicy::NotChecked, Some(c)) => {
+                        let col_null = is_null(batch.column(c))?;
+                        let nulls = col_null.true_count() as u64;
+                        (and_kleene(&not_true, &not(&col_null)?)?, nulls)
+                    }
+                    (NullPolicy::Fails, Some(c)) => (not_true, batch.column(c).null_count() as u64),
+                    _ => (not_true, value.null_count() as u64),
+                };
+                Ok(RuleResult {
+                    failed_rows: failed.true_count() as u64,
+                    failed,
+                    null_rows,
+                })
+            })
+            .collect()
+    }
+
+    /// The reason a row failed `rule`, as written to quarantine and dead letters.
+    pub fn reason(rule: &Rule) -> String {
+        format!(
+            "rule `{}` ({}): `{}` does not hold",
+            rule.name,
+            kind_name(rule.kind),
+            rule.condition
+        )
+    }
+}
+
+/// A rule kind as written in a spec (`not_null`, `timestamp_skew`).
+pub fn kind_name(kind: RuleKind) -> &'static str {
+    match kind {
+        RuleKind::NotNull => "not_null",
+        RuleKind::Range => "range",
+        RuleKind::Regex => "regex",
+        RuleKind::AcceptedValues => "accepted_values",
+        RuleKind::Isin => "isin",
+        RuleKind::Currency => "currency",
+        RuleKind::TimestampSkew => "timestamp_skew",
+        RuleKind::Sql => "sql",
+    }
+}

@@ -1,0 +1,280 @@
+//! Dedup: batch-split invariance (proptest), bounded state, conflicts and late rows routed
+//! and counted, and seeding from the tail of a Delta table.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use finlake_quality::engine::EngineStats;
+use finlake_quality::fixtures::{Day, Injected};
+use finlake_quality::RuleEngine;
+use proptest::prelude::*;
+
+use crate::common::{self, calendar};
+
+fn sample_spec() -> Arc<finlake_core::spec::LoadedSpec> {
+    let path = common::root().join("samples/market-data-stream.yaml");
+    Arc::new(finlake_core::spec::load(&path).unwrap())
+}
+
+fn faulty_day() -> &'static Day {
+    static DAY: OnceLock<Day> = OnceLock::new();
+    DAY.get_or_init(|| {
+        common::day(
+            3000,
+            21,
+            Injected {
+                null_isin: 9,
+                negative_price: 7,
+                bad_isin: 6,
+                after_hours: 8,
+                duplicates: 12,
+                conflicts: 5,
+                late: 4,
+            },
+        )
+    })
+}
+
+/// What a run produced, by source offset: landed offsets with flags, rejects, counts.
+#[derive(Debug, PartialEq)]
+struct Run {
+    landed: Vec<(i64, Vec<String>)>,
+    rejects: Vec<(i64, String)>,
+    stats: EngineStats,
+}
+
+fn run(batch: &RecordBatch, cuts: &[usize]) -> Run {
+    let mut engine = RuleEngine::new(sample_spec(), batch.schema(), calendar()).unwrap();
+    let mut landed = Vec::new();
+    let mut rejects = Vec::new();
+    let mut bounds: Vec<usize> = cuts
+        .iter()
+        .copied()
+        .filter(|&c| c > 0 && c < batch.num_rows())
+        .collect();
+    bounds.sort_unstable();
+    bounds.dedup();
+    bounds.insert(0, 0);
+    bounds.push(batch.num_rows());
+    for w in bounds.windows(2) {
+        let part = batch.slice(w[0], w[1] - w[0]);
+        let offsets = part
+            .column_by_name("_offset")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .clone();
+        let out = engine.process(&part).unwrap();
+        let lo = out
+            .landed
+            .column_by_name("_offset")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let flags = out
+            .landed
+            .column_by_name("_flags")
+            .unwrap()
+            .as_list::<i32>();
+        for i in 0..out.landed.num_rows() {
+            let f = flags.value(i);
+            let f: Vec<String> = f
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(String::from)
+                .collect();
+            landed.push((lo.value(i), f));
+        }
+        for r in out.rejects {
+            rejects.push((offsets.value(r.row as usize), r.reason));
+        }
+    }
+    Run {
+        landed,
+        rejects,
+        stats: engine.totals().clone(),
+    }
+}
+
+fn as_one(run: &Run) -> EngineStats {
+    run.stats.clone()
+}
+
+#[test]
+fn a_thousand_micro_batches_give_the_same_verdicts_and_counts_as_one_batch() {
+    let day = faulty_day();
+    let n = day.batch.num_rows();
+    let one = run(&day.batch, &[]);
+    let cuts: Vec<usize> = (1..1000).map(|i| i * n / 1000).collect();
+    let many = run(&day.batch, &cuts);
+    assert_eq!(one, many);
+    // and the counts are the injected ones
+    let s = as_one(&one);
+    let inj = day.injected;
+    assert_eq!(s.dedup.duplicate_rows, inj.duplicates as u64);
+    assert_eq!(s.dedup.conflicting_duplicates, inj.conflicts as u64);
+    assert_eq!(s.dedup.late, inj.late as u64);
+    assert_eq!(
+        s.dedup.duplicate_keys,
+        (inj.duplicates + inj.conflicts) as u64
+    );
+    assert_eq!(s.rules["price-positive"].failed, inj.negative_price as u64);
+    assert_eq!(s.rules["isin-valid"].failed, inj.bad_isin as u64);
+    assert_eq!(s.rules["isin-valid"].null_rows, inj.null_isin as u64);
+    assert_eq!(
+        s.rules["trading-hours-check"].failed,
+        inj.after_hours as u64
+    );
+    assert_eq!(s.landed + s.quarantined + s.dropped, s.rows);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn any_split_into_micro_batches_gives_the_same_output(cuts in proptest::collection::vec(0usize..3100, 0..40)) {
+        let day = faulty_day();
+        let one = run(&day.batch, &[]);
+        let split = run(&day.batch, &cuts);
+        prop_assert_eq!(one, split);
+    }
+}
+
+#[test]
+fn conflicting_duplicates_and_late_rows_are_counted_and_routed_never_dropped() {
+    let day = faulty_day();
+    let r = run(&day.batch, &[]);
+    let conflicts: Vec<&(i64, String)> = r
+        .rejects
+        .iter()
+        .filter(|(_, why)| why.starts_with("conflicting_duplicate"))
+        .collect();
+    assert_eq!(conflicts.len(), day.injected.conflicts);
+    for (offset, why) in &conflicts {
+        // the first version is findable: it landed, and the reason names its offset
+        let first: i64 = why
+            .split("offset ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            r.landed.iter().any(|(o, _)| *o == first),
+            "first version {first} of {offset} landed"
+        );
+    }
+    let late: Vec<_> = r
+        .landed
+        .iter()
+        .filter(|(_, f)| f.iter().any(|x| x == "late"))
+        .collect();
+    assert_eq!(
+        late.len(),
+        day.injected.late,
+        "late rows land flagged `late` by default"
+    );
+    // every input row is accounted for: landed, quarantined, or a counted duplicate
+    let total = r.landed.len() + r.rejects.len() + r.stats.dropped as usize;
+    assert_eq!(total, day.batch.num_rows());
+    assert_eq!(r.stats.dropped, r.stats.dedup.duplicate_rows);
+}
+
+#[test]
+fn late_rows_can_be_quarantined_instead() {
+    let text = std::fs::read_to_string(common::root().join("samples/market-data-stream.yaml"))
+        .unwrap()
+        .replace(
+            "action: deduplicate",
+            "action: deduplicate\n      on_late: dead_letter",
+        );
+    let spec = Arc::new(common::spec("late.yaml", &text).unwrap());
+    let day = faulty_day();
+    let mut engine = RuleEngine::new(spec, day.batch.schema(), calendar()).unwrap();
+    let out = engine.process(&day.batch).unwrap();
+    let late = out
+        .rejects
+        .iter()
+        .filter(|r| r.reason.starts_with("late:"))
+        .count();
+    assert_eq!(late, day.injected.late);
+}
+
+#[test]
+fn state_stays_within_one_window_of_keys_plus_one_batch() {
+    let day = common::day(20_000, 33, Injected::default());
+    let batch = &day.batch;
+    let times = batch
+        .column_by_name("timestamp")
+        .unwrap()
+        .as_primitive::<TimestampMicrosecondType>();
+    let window = 60_000_000i64;
+    // the most rows (all keys are unique) any window of event time holds
+    let t: Vec<i64> = (0..times.len()).map(|i| times.value(i)).collect();
+    let (mut lo, mut most) = (0, 0);
+    for hi in 0..t.len() {
+        while t[hi] - t[lo] > window {
+            lo += 1;
+        }
+        most = most.max(hi - lo + 1);
+    }
+    let batch_size = 250;
+    let mut engine = RuleEngine::new(sample_spec(), batch.schema(), calendar()).unwrap();
+    let gauge = finlake_quality::metrics::QualityMetrics::global()
+        .dedup_state_entries
+        .with_label_values(&["market-data-stream"]);
+    let mut peak = 0;
+    for start in (0..batch.num_rows()).step_by(batch_size) {
+        let len = batch_size.min(batch.num_rows() - start);
+        engine.process(&batch.slice(start, len)).unwrap();
+        let entries = engine.dedup().unwrap().state_entries();
+        assert_eq!(gauge.get(), entries as i64, "the gauge reports the state");
+        peak = peak.max(entries);
+    }
+    assert!(
+        peak <= most + batch_size,
+        "peak {peak} > window keys {most} + batch {batch_size}"
+    );
+    assert!(
+        peak < batch.num_rows() / 4,
+        "state is bounded by the window, not the day: {peak}"
+    );
+}
+
+#[test]
+fn a_restarted_dedup_seeded_from_the_table_tail_still_catches_duplicates() {
+    let day = common::day(2000, 44, Injected::default());
+    let n = day.batch.num_rows();
+    let (before, after) = (day.batch.slice(0, n / 2), day.batch.slice(n / 2, n - n / 2));
+    // the last row landed before the restart arrives again after it
+    let again = before.slice(before.num_rows() - 1, 1);
+    let dir = tempfile::tempdir().unwrap();
+    common::write_trades(dir.path(), before.clone());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let table = rt
+        .block_on(deltalake::open_table(
+            url::Url::from_directory_path(dir.path().join("market/trades").canonicalize().unwrap())
+                .unwrap(),
+        ))
+        .unwrap();
+    for seeded in [false, true] {
+        let mut engine = RuleEngine::new(sample_spec(), after.schema(), calendar()).unwrap();
+        if seeded {
+            let rows = rt
+                .block_on(engine.dedup().unwrap().seed_from_table(&table))
+                .unwrap();
+            assert!(
+                rows > 0 && rows < before.num_rows(),
+                "only the last window is read: {rows}"
+            );
+        }
+        let out = engine.process(&again).unwrap();
+        let dup = out.stats.dedup.duplicate_rows;
+        assert_eq!(dup, seeded as u64, "seeded={seeded}");
+        assert_eq!(
+            engine.process(&after).unwrap().stats.dedup.duplicate_rows,
+            0
+        );
+    }
+}

@@ -1,0 +1,394 @@
+//! `data-quality-check` through its binary: exact counts on a day with injected faults,
+//! a clean day, bad arguments and specs, an unreachable lake, and the JUnit and HTML reports.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use finlake_quality::fixtures::Injected;
+use serde_json::Value;
+
+use crate::common;
+
+const BIN: &str = env!("CARGO_BIN_EXE_data-quality-check");
+
+fn dqc(lake: &Path, date: &str, extra: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["--pipeline", "market-data-stream", "--date", date, "--lake"])
+        .arg(lake)
+        .arg("--spec-dir")
+        .arg(common::root().join("samples"))
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run data-quality-check")
+}
+
+fn results(out: &Output) -> Vec<Value> {
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    v["results"].as_array().unwrap().clone()
+}
+
+fn value(results: &[Value], name: &str) -> f64 {
+    results
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no result `{name}`"))["value"]
+        .as_f64()
+        .unwrap()
+}
+
+fn status<'a>(results: &'a [Value], name: &str) -> &'a str {
+    results.iter().find(|r| r["name"] == name).unwrap()["status"]
+        .as_str()
+        .unwrap()
+}
+
+const FAULTS: Injected = Injected {
+    null_isin: 23,
+    negative_price: 17,
+    bad_isin: 11,
+    after_hours: 13,
+    duplicates: 19,
+    conflicts: 7,
+    late: 5,
+};
+
+#[test]
+fn a_day_with_injected_faults_reports_exactly_the_injected_counts_and_exits_65() {
+    let day = common::day(6000, 101, FAULTS);
+    let rows = day.batch.num_rows() as f64;
+    let lake = tempfile::tempdir().unwrap();
+    common::write_trades(lake.path(), day.batch.clone());
+    let dead = lake.path().join("dead.jsonl");
+    let out = dqc(
+        lake.path(),
+        "2026-11-20",
+        &["--format", "json", "--dead-letter", dead.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(65),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = results(&out);
+    let inj = day.injected;
+    assert_eq!(value(&r, "price-positive"), inj.negative_price as f64);
+    assert_eq!(status(&r, "price-positive"), "error");
+    assert_eq!(value(&r, "isin-valid"), inj.bad_isin as f64);
+    assert_eq!(value(&r, "currency-iso"), 0.0);
+    assert_eq!(value(&r, "clock-skew"), 0.0);
+    assert_eq!(value(&r, "trading-hours-check"), inj.after_hours as f64);
+    assert_eq!(
+        value(&r, "duplicate-detection.duplicate_rows"),
+        inj.duplicates as f64
+    );
+    assert_eq!(
+        value(&r, "duplicate-detection.conflicting_duplicates"),
+        inj.conflicts as f64
+    );
+    assert_eq!(value(&r, "duplicate-detection.late"), inj.late as f64);
+    assert_eq!(
+        value(&r, "duplicate-detection.duplicate_keys"),
+        (inj.duplicates + inj.conflicts) as f64
+    );
+    let missing = value(&r, "isin-missing");
+    assert!(
+        (missing - 100.0 * inj.null_isin as f64 / rows).abs() < 1e-9,
+        "{missing}"
+    );
+    assert_eq!(value(&r, "enough-trades"), rows);
+    assert_eq!(status(&r, "volume"), "insufficient_history");
+
+    // dead letters: every failing row once per rule, with rule and reason
+    let lines: Vec<Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let per_rule = |rule: &str| lines.iter().filter(|l| l["_dq_rule"] == rule).count();
+    assert_eq!(per_rule("price-positive"), inj.negative_price);
+    assert_eq!(per_rule("trading-hours-check"), inj.after_hours);
+    assert_eq!(
+        per_rule("duplicate-detection"),
+        inj.duplicates + inj.conflicts + inj.late
+    );
+    assert!(lines
+        .iter()
+        .all(|l| l["_dq_reason"].as_str().is_some_and(|s| !s.is_empty())));
+
+    // the results table: one row per check, read back by an independent reader
+    let qr = lake.path().join("market/quality_results");
+    let py = Command::new("python3")
+        .arg("-c")
+        .arg("import os, sys; from deltalake import DeltaTable; t = DeltaTable(sys.argv[1]).to_pyarrow_table(); print(t.num_rows, len(set(t.column('run_id').to_pylist())), t.column('spec_sha256')[0].as_py(), flush=True); os._exit(0)")
+        .arg(&qr)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&py.stdout);
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(
+        parts.len(),
+        3,
+        "python: {text} {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert_eq!(parts[0].parse::<usize>().unwrap(), r.len());
+    assert_eq!(parts[1], "1");
+    assert_eq!(parts[2].len(), 64, "spec sha256");
+}
+
+#[test]
+fn a_clean_day_exits_0_and_junit_lists_every_check() {
+    let day = common::day(3000, 202, Injected::default());
+    let lake = tempfile::tempdir().unwrap();
+    common::write_trades(lake.path(), day.batch);
+    let out = dqc(lake.path(), "2026-11-20", &["--format", "junit"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let xml = String::from_utf8(out.stdout).unwrap();
+    assert!(xml.contains("failures=\"0\""), "{xml}");
+    for name in [
+        "price-positive",
+        "isin-valid",
+        "trading-hours-check",
+        "isin-missing",
+        "volume",
+    ] {
+        assert!(xml.contains(&format!("name=\"{name}\"")), "{name} in {xml}");
+    }
+    // warnings stay warnings unless asked
+    let strict = dqc(
+        lake.path(),
+        "2026-11-20",
+        &["--format", "json", "--fail-on", "warn"],
+    );
+    assert_eq!(
+        strict.status.code(),
+        Some(65),
+        "row_count warns below 50000 and volume has no history"
+    );
+}
+
+#[test]
+fn an_unknown_pipeline_exits_2_listing_the_known_ones() {
+    let out = Command::new(BIN)
+        .args([
+            "--pipeline",
+            "market-data-streem",
+            "--date",
+            "2026-11-20",
+            "--spec-dir",
+        ])
+        .arg(common::root().join("samples"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("market-data-stream") && err.contains("fx-rates"),
+        "{err}"
+    );
+    // bad arguments are 2 as well, never 1
+    let out = Command::new(BIN)
+        .args(["--pipeline", "x", "--date", "20-11-2026"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_bad_rule_is_refused_at_load_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(common::root().join("samples/market-data-stream.yaml"))
+        .unwrap()
+        .replace(
+            "condition: \"price > 0 AND quantity > 0\"",
+            "condition: \"price > 0 AND qty > 0 AND timestamp < now()\"",
+        );
+    let spec = dir.path().join("bad.yaml");
+    std::fs::write(&spec, text).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "--pipeline",
+            "market-data-stream",
+            "--date",
+            "2026-11-20",
+            "--spec",
+        ])
+        .arg(&spec)
+        .arg("--lake")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.yaml:28:"), "{err}");
+    assert!(err.contains("qty"), "{err}");
+}
+
+#[test]
+fn an_unreachable_lake_exits_75_within_the_timeout() {
+    // a loopback port nobody listens on
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args([
+            "--pipeline",
+            "market-data-stream",
+            "--date",
+            "2026-11-20",
+            "--lake",
+            "s3://lake",
+            "--timeout",
+            "3s",
+            "--spec-dir",
+        ])
+        .arg(common::root().join("samples"))
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "x")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("s3://lake"));
+    // the bound is the point of the option: object_store's own retries would take minutes
+    assert!(took < Duration::from_secs(3 + 15), "took {took:?}");
+}
+
+#[test]
+fn the_html_report_renders_checks_and_history_charts_in_chromium() {
+    let lake = tempfile::tempdir().unwrap();
+    // six earlier trading days give volume_anomaly its history
+    let days = [
+        "2026-11-12",
+        "2026-11-13",
+        "2026-11-16",
+        "2026-11-17",
+        "2026-11-18",
+        "2026-11-19",
+        "2026-11-20",
+    ];
+    for (i, d) in days.iter().enumerate() {
+        let date = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        let day = finlake_quality::fixtures::trade_day(
+            date,
+            1500 + 20 * i,
+            300 + i as u64,
+            Injected::default(),
+            60_000_000,
+        )
+        .unwrap();
+        common::write_trades(lake.path(), day.batch);
+        if i + 1 < days.len() {
+            let out = dqc(lake.path(), d, &["--format", "json"]);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{d}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let html = lake.path().join("report.html");
+    let out = dqc(
+        lake.path(),
+        "2026-11-20",
+        &["--format", "html", "--output", html.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        !page.contains("https://") && !page.contains(" src=") && !page.contains(" href="),
+        "self-contained: nothing to fetch"
+    );
+
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok())
+        .expect("chromium is needed for this test: scripts/test installs Debian's `chromium`");
+    let profile = tempfile::tempdir().unwrap();
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ];
+    let url = format!("file://{}", html.display());
+    let dom = Command::new(chromium)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--dump-dom", &url])
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for name in [
+        "price-positive",
+        "trading-hours-check",
+        "volume",
+        "enough-trades",
+    ] {
+        assert!(dom.contains(name), "{name} rendered");
+    }
+    let charts = dom.matches("<svg class=\"chart\"").count();
+    assert!(charts >= 10, "a chart per check, found {charts}");
+    // the volume check had six days of history: its chart has 7 points, not 1
+    assert!(
+        dom.contains("data-check=\"enough-trades\" data-points=\"7\""),
+        "seven days of row counts"
+    );
+    let shot = lake.path().join("report.png");
+    let status = Command::new(chromium)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args([
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1400,1200",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
+    );
+}

@@ -1,0 +1,280 @@
+//! Rule compilation (errors at file:line) and evaluation (NULL semantics, actions, flags).
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{Field, Schema};
+use finlake_quality::fixtures::Injected;
+use finlake_quality::rules::RuleSet;
+use finlake_quality::{enrich, RuleEngine};
+
+use crate::common::{self, calendar, trade_schema, with_rules};
+
+fn compile_err(rules: &str, business: &str) -> String {
+    let text = with_rules(rules, business);
+    let spec = common::spec("rules-test.yaml", &text).expect("the spec itself is valid");
+    RuleSet::compile(&spec, enrich::enriched_schema(&trade_schema()))
+        .expect_err("the rules must be refused")
+        .to_string()
+}
+
+const NO_BUSINESS: &str = "    - {name: hours, condition: \"timestamp BETWEEN market_open AND market_close\", action: flag_after_hours}";
+
+#[test]
+fn unknown_column_is_refused_with_file_line_and_hint() {
+    let err = compile_err(
+        "      - {name: ok, type: sql, condition: \"price > 0\"}\n      - {name: typo, type: sql, condition: \"prize > 0\"}",
+        NO_BUSINESS,
+    );
+    // line 14 is the second rule (the rules start on line 13 of the generated spec)
+    assert!(err.contains("rules-test.yaml:14:"), "{err}");
+    assert!(err.contains("unknown column `prize`"), "{err}");
+    assert!(err.contains("price"), "hint names the near miss: {err}");
+}
+
+#[test]
+fn column_rules_name_their_unknown_column() {
+    let err = compile_err("      - {name: c, type: isin, column: isn}", NO_BUSINESS);
+    assert!(err.contains("rules-test.yaml:13:"), "{err}");
+    assert!(
+        err.contains("unknown column `isn`") && err.contains("isin"),
+        "{err}"
+    );
+}
+
+#[test]
+fn functions_that_are_not_immutable_are_refused() {
+    for (cond, func) in [
+        ("timestamp < now()", "now"),
+        ("trade_date = current_date", "current_date"),
+        ("random() < 0.5", "random"),
+        ("uuid() <> ''", "uuid"),
+    ] {
+        let err = compile_err(
+            &format!("      - {{name: r, type: sql, condition: \"{cond}\"}}"),
+            NO_BUSINESS,
+        );
+        assert!(err.contains("rules-test.yaml:13:"), "{cond}: {err}");
+        assert!(err.contains(&format!("`{func}`")), "{cond}: {err}");
+        assert!(err.contains("rather than immutable"), "{cond}: {err}");
+    }
+}
+
+#[test]
+fn stateful_and_ill_typed_conditions_are_refused() {
+    let err = compile_err(
+        "      - {name: agg, type: sql, condition: \"quantity > avg(quantity)\"}",
+        NO_BUSINESS,
+    );
+    assert!(err.contains("row-local"), "{err}");
+    let err = compile_err(
+        "      - {name: num, type: sql, condition: \"price + 1\"}",
+        NO_BUSINESS,
+    );
+    assert!(err.contains("not a true/false condition"), "{err}");
+    let err = compile_err(
+        "      - {name: mix, type: sql, condition: \"price AND quantity > 0\"}",
+        NO_BUSINESS,
+    );
+    assert!(
+        err.contains("rules-test.yaml:13:") && err.contains("`mix`"),
+        "{err}"
+    );
+    // a window on a condition is a pattern, not a rule
+    let err = compile_err(
+        "      - {name: ok, type: sql, condition: \"price > 0\"}",
+        "    - {name: w, condition: \"price > 0\", window: 1m, action: flag}",
+    );
+    assert!(err.contains("cep_patterns"), "{err}");
+}
+
+#[test]
+fn every_sample_spec_compiles_against_its_table_schema() {
+    for name in [
+        "market-data-stream.yaml",
+        "fx-rates.yaml",
+        "trade-feed.yaml",
+    ] {
+        let path = common::root().join("samples").join(name);
+        let spec = finlake_core::spec::load(&path).unwrap();
+        let schema = finlake_quality::dqc::canonical_schema(&spec);
+        RuleSet::compile(&spec, enrich::enriched_schema(&schema))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+/// `batch` with `column` set to NULL in `rows` (and made nullable).
+fn with_nulls(batch: &RecordBatch, column: &str, rows: &[usize]) -> RecordBatch {
+    let i = batch.schema().index_of(column).unwrap();
+    let col = batch.column(i).as_string::<i32>();
+    let replaced: StringArray = (0..col.len())
+        .map(|r| (!rows.contains(&r)).then(|| col.value(r)))
+        .collect();
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[i] = fields[i].clone().with_nullable(true);
+    let mut cols = batch.columns().to_vec();
+    cols[i] = Arc::new(replaced);
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+}
+
+#[test]
+fn null_semantics_are_explicit_per_rule_kind() {
+    let text = with_rules(
+        "      - {name: present, type: not_null, column: isin, action: flag}\n      - {name: valid, type: isin, column: isin, action: flag}\n      - {name: shape, type: regex, column: isin, pattern: \"^[A-Z]{2}\", action: flag}\n      - {name: cond, type: sql, condition: \"length(isin) = 12\", action: flag}",
+        NO_BUSINESS,
+    );
+    let spec = Arc::new(common::spec("nulls.yaml", &text).unwrap());
+    let day = common::day(40, 7, Injected::default());
+    let batch = with_nulls(&day.batch, "isin", &[3, 5]);
+    let mut engine = RuleEngine::new(spec, batch.schema(), calendar()).unwrap();
+    let out = engine.process(&batch).unwrap();
+    let s = &out.stats.rules;
+    // not_null: NULL fails
+    assert_eq!((s["present"].failed, s["present"].null_rows), (2, 2));
+    // column rules: NULL is not checked, and counted
+    assert_eq!((s["valid"].failed, s["valid"].null_rows), (0, 2));
+    assert_eq!((s["shape"].failed, s["shape"].null_rows), (0, 2));
+    // conditions: unknown fails, and is counted
+    assert_eq!((s["cond"].failed, s["cond"].null_rows), (2, 2));
+    // flagged rows land, each listing the rules it failed
+    assert_eq!(out.landed.num_rows(), 40);
+    let flags = out
+        .landed
+        .column_by_name("_flags")
+        .unwrap()
+        .as_list::<i32>();
+    let row3: Vec<String> = flags
+        .value(3)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .map(String::from)
+        .collect();
+    assert_eq!(row3, vec!["present".to_string(), "cond".to_string()]);
+    assert_eq!(flags.value(0).len(), 0);
+}
+
+#[test]
+fn actions_route_rows_by_the_strictest_rule() {
+    let text = with_rules(
+        "      - {name: neg, type: sql, condition: \"price > 0\", action: dead_letter}\n      - {name: bad-isin, type: isin, column: isin, action: drop}",
+        NO_BUSINESS,
+    );
+    let spec = Arc::new(common::spec("actions.yaml", &text).unwrap());
+    let day = common::day(
+        300,
+        11,
+        Injected {
+            negative_price: 4,
+            bad_isin: 3,
+            after_hours: 5,
+            ..Injected::default()
+        },
+    );
+    let mut engine = RuleEngine::new(spec, day.batch.schema(), calendar()).unwrap();
+    let out = engine.process(&day.batch).unwrap();
+    assert_eq!(out.rejects.len(), 4);
+    assert!(out
+        .rejects
+        .iter()
+        .all(|r| r.rule == "neg" && r.reason.contains("price > 0")));
+    assert_eq!(out.stats.dropped, 3);
+    assert_eq!(
+        out.stats.rules["hours"].failed, 5,
+        "after-hours rows fail the session rule"
+    );
+    assert_eq!(out.stats.flagged, 5);
+    assert_eq!(out.landed.num_rows(), 300 - 4 - 3);
+    let flags = out
+        .landed
+        .column_by_name("_flags")
+        .unwrap()
+        .as_list::<i32>();
+    let flagged: usize = (0..flags.len())
+        .filter(|&i| !flags.value(i).is_empty())
+        .count();
+    assert_eq!(flagged, 5);
+    for i in 0..flags.len() {
+        if !flags.value(i).is_empty() {
+            assert_eq!(flags.value(i).as_string::<i32>().value(0), "after_hours");
+        }
+    }
+}
+
+#[test]
+fn a_fail_rule_fails_the_batch() {
+    let text = with_rules(
+        "      - {name: stop, type: sql, condition: \"price > 0\", action: fail}",
+        NO_BUSINESS,
+    );
+    let spec = Arc::new(common::spec("fail.yaml", &text).unwrap());
+    let day = common::day(
+        50,
+        3,
+        Injected {
+            negative_price: 1,
+            ..Injected::default()
+        },
+    );
+    let mut engine = RuleEngine::new(spec, day.batch.schema(), calendar()).unwrap();
+    let err = engine.process(&day.batch).unwrap_err();
+    assert_eq!(err.class(), finlake_core::ErrorClass::Data);
+    assert!(err.to_string().contains("`stop` failed on 1 row"), "{err}");
+}
+
+#[test]
+fn a_schema_change_recompiles_and_a_lost_column_is_refused() {
+    let text = with_rules(
+        "      - {name: neg, type: sql, condition: \"price > 0\"}",
+        NO_BUSINESS,
+    );
+    let spec = Arc::new(common::spec("schema.yaml", &text).unwrap());
+    let day = common::day(30, 5, Injected::default());
+    let mut engine = RuleEngine::new(spec, day.batch.schema(), calendar()).unwrap();
+    engine.process(&day.batch).unwrap();
+    // a new column: the rules recompile and still hold
+    let before = finlake_quality::metrics::QualityMetrics::global()
+        .recompiles
+        .get();
+    let mut fields: Vec<Field> = day
+        .batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(
+        "venue_note",
+        arrow::datatypes::DataType::Utf8,
+        true,
+    ));
+    let mut cols = day.batch.columns().to_vec();
+    cols.push(Arc::new(StringArray::from(vec![Some("x"); 30])));
+    let wider = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+    assert_eq!(engine.process(&wider).unwrap().landed.num_rows(), 30);
+    assert!(
+        finlake_quality::metrics::QualityMetrics::global()
+            .recompiles
+            .get()
+            > before
+    );
+    // a batch without `price`: the rule cannot bind, and says where it was declared
+    let narrow = day
+        .batch
+        .project(
+            &(0..day.batch.num_columns())
+                .filter(|&i| day.batch.schema().field(i).name() != "price")
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    let err = engine.process(&narrow).unwrap_err().to_string();
+    assert!(
+        err.contains("schema.yaml:13:") && err.contains("price"),
+        "{err}"
+    );
+}
