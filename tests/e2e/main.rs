@@ -183,12 +183,12 @@ fn demo_lands_tables_that_python_deltalake_reads_identically() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("0 differ from the manifest"), "{stdout}");
-    let (rows, sum) = delta_sum(&lake.join("trades"));
-    let py = python(READ_TABLE, &[lake.join("trades").to_str().unwrap()]);
+    let (rows, sum) = delta_sum(&lake.join("market/trades"));
+    let py = python(READ_TABLE, &[lake.join("market/trades").to_str().unwrap()]);
     let fields: Vec<&str> = py.split_whitespace().collect();
     assert_eq!(fields[0].parse::<usize>().unwrap(), rows, "{py}");
     assert_eq!(fields[1].parse::<i128>().unwrap(), sum, "{py}");
-    let q = python("import sys\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows, flush=True)\nimport os; os._exit(0)", &[lake.join("quarantine").to_str().unwrap()]);
+    let q = python("import sys\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows, flush=True)\nimport os; os._exit(0)", &[lake.join("market/quarantine").to_str().unwrap()]);
     assert_eq!(rows + q.trim().parse::<usize>().unwrap(), 30_000);
     assert!(stdout.contains(&format!("landed   {rows:>8}")), "{stdout}");
     // rerunning on the same lake lands nothing again: the txn version says all 30,000 are in
@@ -202,7 +202,7 @@ fn demo_lands_tables_that_python_deltalake_reads_identically() {
         "9",
     ]);
     assert!(again.status.success());
-    assert_eq!(delta_sum(&lake.join("trades")).0, rows);
+    assert_eq!(delta_sum(&lake.join("market/trades")).0, rows);
 }
 
 #[test]

@@ -112,8 +112,8 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport> {
             previous_day: true,
         }),
     );
-    let trades_uri = opts.lake.join("trades");
-    let quarantine_uri = opts.lake.join("quarantine");
+    let trades_uri = opts.lake.join("market/trades");
+    let quarantine_uri = opts.lake.join("market/quarantine");
     let mut trades = delta::open_or_create(&TableSpec {
         uri: trades_uri.display().to_string(),
         schema: stages.table_schema().clone(),

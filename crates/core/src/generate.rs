@@ -125,6 +125,29 @@ pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalen
         .iter()
         .map(|_| rng.random_range(20_000_000..500_000_000))
         .collect();
+    // Event times first, sorted: a feed arrives roughly in event-time order, so the rule
+    // engine's watermark sees late rows only where a test puts them.
+    let mut plan: Vec<(usize, i64)> = {
+        let mut times = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x7135);
+        (0..opts.rows)
+            .map(|_| {
+                let k = times.random_range(0..listed.len());
+                let ex = calendar.get(&listed[k].1).expect("filtered above");
+                // a random instant in the regular session, in the exchange's own time zone
+                let session = (ex.close - ex.open).num_microseconds().unwrap_or(1).max(1);
+                let local = opts.date.and_time(ex.open)
+                    + chrono::Duration::microseconds(times.random_range(0..session));
+                let ts = ex
+                    .tz
+                    .from_local_datetime(&local)
+                    .earliest()
+                    .expect("sessions do not fall in DST gaps")
+                    .timestamp_micros();
+                (k, ts)
+            })
+            .collect()
+    };
+    plan.sort_by_key(|p| p.1);
     let fields = schema::source_fields(opts.source_type);
     let mut messages: Vec<Vec<u8>> = Vec::with_capacity(opts.rows);
     let mut manifest = Vec::with_capacity(opts.rows);
@@ -152,7 +175,8 @@ pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalen
             kinds[rng.random_range(0..kinds.len())]
         });
         if fault == Some(Fault::Duplicate) && !clean.is_empty() {
-            let j = clean[rng.random_range(0..clean.len())];
+            // a producer retry: the previous good message again, moments later
+            let j = *clean.last().expect("checked non-empty");
             messages.push(messages[j].clone());
             manifest.push(Expected {
                 index: i as u64,
@@ -163,19 +187,8 @@ pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalen
             });
             continue;
         }
-        let k = rng.random_range(0..listed.len());
+        let (k, ts) = plan[i];
         let (sym, mic) = &listed[k];
-        let ex = calendar.get(mic).expect("filtered above");
-        // a random instant in the regular session, in the exchange's own time zone
-        let session = (ex.close - ex.open).num_microseconds().unwrap_or(1).max(1);
-        let local = opts.date.and_time(ex.open)
-            + chrono::Duration::microseconds(rng.random_range(0..session));
-        let ts = ex
-            .tz
-            .from_local_datetime(&local)
-            .earliest()
-            .expect("sessions do not fall in DST gaps")
-            .timestamp_micros();
         // random walk of ±0.1%, prices in cents
         let step = prices[k] / 1000;
         prices[k] = (prices[k] + rng.random_range(-step..=step)).max(1_000_000);

@@ -25,10 +25,19 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global subscriber; `RUST_LOG` filters (default `info`). Logs go to stderr.
+/// Installs the global subscriber; `RUST_LOG` filters (default: finlake at info, dependencies
+/// at warn). Logs go to stderr.
 pub fn init(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // finlake's own crates at info, dependencies at warn (delta-kernel logs every snapshot at
+    // info). delta-kernel also logs an ERROR when it probes a table that does not exist yet,
+    // which open-or-create does on purpose; that one target is silenced unless RUST_LOG asks.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(
+            "warn,finlake=info,finlake_core=info,finlake_quality=info,data_quality_check=info,\
+             buoyant_kernel::snapshot::builder=off",
+        )
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

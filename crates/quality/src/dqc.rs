@@ -453,20 +453,22 @@ async fn check_table(
             warn: None,
             error: None,
             detail: format!(
-                "{} of {} rows fail `{}` (action {}, severity {:?}); {} NULL ({})",
+                "{} of {} rows fail `{}` (action {}, severity {}); {} NULL ({})",
                 s.failed,
                 s.rows,
                 rule.condition,
                 rule.action.name(),
-                rule.severity,
+                match rule.severity {
+                    spec::Severity::Warn => "warn",
+                    spec::Severity::Error => "error",
+                },
                 s.null_rows,
                 match rule.null_policy {
                     crate::rules::NullPolicy::Fails => "counted as failures",
                     crate::rules::NullPolicy::NotChecked => "not checked",
                     crate::rules::NullPolicy::UnknownFails => "unknown, counted as failures",
                 }
-            )
-            .to_lowercase(),
+            ),
         });
     }
     if let Some(d) = &engine.rules().dedup {
