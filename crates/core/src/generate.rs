@@ -152,7 +152,7 @@ pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalen
     let mut messages: Vec<Vec<u8>> = Vec::with_capacity(opts.rows);
     let mut manifest = Vec::with_capacity(opts.rows);
     let mut clean: Vec<usize> = Vec::new();
-    for i in 0..opts.rows {
+    for (i, &(k, ts)) in plan.iter().enumerate() {
         let fault = (rng.random::<f64>() < opts.faults).then(|| {
             let kinds: &[Fault] = match opts.format {
                 WireFormat::Json => &[
@@ -187,7 +187,6 @@ pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalen
             });
             continue;
         }
-        let (k, ts) = plan[i];
         let (sym, mic) = &listed[k];
         // random walk of ±0.1%, prices in cents
         let step = prices[k] / 1000;
