@@ -102,6 +102,22 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Benchmark the rule engine: ten rules and dedup over a Parquet file of trades
+    /// (written first when absent); prints one JSON line per run and the median.
+    BenchRules {
+        /// The input file.
+        #[arg(long, default_value = "bench-trades.parquet")]
+        parquet: PathBuf,
+        /// Rows to generate when the file is absent.
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
+        /// Timed runs.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Rows per batch read from the file.
+        #[arg(long, default_value_t = 65_536)]
+        batch_rows: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -114,6 +130,10 @@ fn main() -> ExitCode {
             let code = err
                 .downcast_ref::<finlake_core::Error>()
                 .map(|e| e.class().exit_code())
+                .or_else(|| {
+                    err.downcast_ref::<finlake_quality::QualityError>()
+                        .map(|e| e.class().exit_code())
+                })
                 .unwrap_or(70);
             ExitCode::from(code as u8)
         }
@@ -122,6 +142,42 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<u8> {
     match command {
+        Command::BenchRules {
+            parquet,
+            rows,
+            runs,
+            batch_rows,
+        } => {
+            use finlake_quality::bench;
+            if !parquet.exists() {
+                eprintln!("writing {rows} trades to {}", parquet.display());
+                bench::write_input(&parquet, rows, 7)?;
+            }
+            let mut secs = Vec::with_capacity(runs);
+            for run in 0..runs.max(1) {
+                let (took, stats) = bench::run_once(&parquet, batch_rows)?;
+                secs.push(took.as_secs_f64());
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "engine": "finlake", "run": run, "seconds": took.as_secs_f64(),
+                        "rows": stats.rows, "landed": stats.landed, "quarantined": stats.quarantined,
+                        "dropped": stats.dropped, "flagged": stats.flagged,
+                        "duplicate_rows": stats.dedup.duplicate_rows,
+                        "conflicting_duplicates": stats.dedup.conflicting_duplicates,
+                        "late": stats.dedup.late,
+                        "rule_failures": stats.rules.iter().map(|(k, v)| (k.clone(), v.failed)).collect::<std::collections::BTreeMap<_, _>>(),
+                    })
+                );
+            }
+            secs.sort_by(f64::total_cmp);
+            let median = secs[secs.len() / 2];
+            println!(
+                "{}",
+                serde_json::json!({"engine": "finlake", "median_seconds": median})
+            );
+            Ok(0)
+        }
         Command::Validate { files } => Ok(validate(&files)),
         Command::Avsc { source_type } => {
             let t: SourceType =

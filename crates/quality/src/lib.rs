@@ -8,6 +8,7 @@
 //! [`report`] (text, JSON, JUnit, HTML) and [`dqc`] (the command). [`fixtures`] writes
 //! trade tables with known injected faults for tests and benchmarks.
 
+pub mod bench;
 pub mod checks;
 pub mod dedup;
 pub mod dqc;
