@@ -55,6 +55,9 @@ pub struct Options {
     pub timeout: Duration,
     /// "Now", for freshness (tests pin it); the clock when absent.
     pub now: Option<i64>,
+    /// Recompute every metric from the table even when `quality_state` holds them for the
+    /// partition as it is now.
+    pub rescan: bool,
 }
 
 /// Spec files in `dirs`, with the pipeline names they declare.
@@ -317,12 +320,24 @@ struct KeySet {
     seen: HashSet<Box<[u8]>>,
 }
 
+/// What a scan of a partition measured; cached in `quality_state` with the rule counts.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Measure {
     rows: u64,
     nulls: BTreeMap<String, u64>,
+    #[serde(skip)]
     keys: Option<KeySet>,
+    /// Key columns and distinct keys, for duplicate_count.
+    distinct_keys: Option<(Vec<String>, u64)>,
     newest: Option<i64>,
     seen: BTreeMap<String, BTreeMap<String, bool>>,
+}
+
+/// A partition's cached measurements.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Cached {
+    measure: Measure,
+    stats: crate::engine::EngineStats,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -341,36 +356,27 @@ async fn check_table(
     let table = open_table(&uri, &storage).await?;
     let version = table.version().unwrap_or_default();
     let table_schema = table_arrow_schema(&table, &uri)?;
-    let ctx = SessionContext::new();
-    table
-        .update_datafusion_session(&ctx.state())
-        .map_err(|e| query_err(&uri, e))?;
-    let provider = table
-        .table_provider()
+    let pipeline = spec.pipeline.metadata.name.clone();
+    let fingerprint = results::partition_fingerprint(&table, opts.date)
         .await
         .map_err(|e| query_err(&uri, e))?;
-    ctx.register_table("t", provider)
-        .map_err(|e| query_err(&uri, e))?;
-    let mut order = vec!["_ingested_at", "_topic", "_partition", "_offset"];
-    order.retain(|c| table_schema.index_of(c).is_ok());
-    let order_by = if order.is_empty() {
-        String::new()
+    let state_uri = sibling(&results_uri, "quality_state");
+    let state_table = results::open_state(&state_uri, &storage).await?;
+    let cached = if opts.rescan || opts.dead_letter.is_some() {
+        None
     } else {
-        format!(" ORDER BY {}", order.join(", "))
+        results::cached_state(
+            &state_table,
+            &pipeline,
+            &uri,
+            opts.date,
+            &spec_sha256,
+            &fingerprint,
+        )
+        .await?
+        .and_then(|json| serde_json::from_str::<Cached>(&json).ok())
     };
-    let sql = format!(
-        "SELECT * FROM t WHERE {} = DATE '{}'{order_by}",
-        finlake_core::schema::TRADE_DATE,
-        opts.date
-    );
-    let df = ctx.sql(&sql).await.map_err(|e| query_err(&uri, e))?;
-    let mut stream = df.execute_stream().await.map_err(|e| query_err(&uri, e))?;
-
-    let mut engine = RuleEngine::new(
-        spec.clone(),
-        canonical_nullable(&canonical),
-        calendar.clone(),
-    )?;
+    let rules = RuleSet::compile(&spec, crate::enrich::enriched_schema(&canonical))?;
     let table_checks = spec
         .pipeline
         .spec
@@ -378,71 +384,49 @@ async fn check_table(
         .as_ref()
         .map(|v| v.table_checks.clone())
         .unwrap_or_default();
-    let dedup_keys = engine.rules().dedup.as_ref().map(|d| d.keys.clone());
-    let mut m = Measure {
-        rows: 0,
-        nulls: BTreeMap::new(),
-        keys: None,
-        newest: None,
-        seen: BTreeMap::new(),
-    };
-    for c in &table_checks {
-        match c.kind {
-            TableCheckKind::MissingPercent => {
-                if let Some(col) = &c.column {
-                    m.nulls.insert(col.clone(), 0);
-                }
-            }
-            TableCheckKind::DuplicateCount => {
-                let keys = dedup_keys.clone().unwrap_or_default();
-                let fields = keys
-                    .iter()
-                    .map(|k| {
-                        Ok(SortField::new(
-                            canonical.field_with_name(k)?.data_type().clone(),
-                        ))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                m.keys = Some(KeySet {
-                    columns: keys,
-                    converter: RowConverter::new(fields)?,
-                    seen: HashSet::new(),
-                });
-            }
-            TableCheckKind::Completeness => {
-                if let Some(col) = &c.column {
-                    m.seen.insert(
-                        col.clone(),
-                        c.expected.iter().map(|v| (v.clone(), false)).collect(),
-                    );
-                }
-            }
-            _ => {}
-        }
-    }
+    let from_cache = cached.is_some();
     let mut dead: Vec<RecordBatch> = Vec::new();
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| query_err(&uri, e))?;
-        if batch.num_rows() == 0 {
-            continue;
+    let (m, stats) = match cached {
+        Some(c) => {
+            tracing::info!(
+                version,
+                "metrics for the partition come from quality_state (unchanged since)"
+            );
+            (c.measure, c.stats)
         }
-        let batch = conform(&batch, &canonical_nullable(&canonical))?;
-        measure(&mut m, &batch)?;
-        let out = engine.process(&batch)?;
-        if opts.dead_letter.is_some() {
-            dead.extend(dead_letters(
-                &batch,
-                engine.rules(),
-                &out.failed,
-                &out.dedup,
-            )?);
+        None => {
+            let (m, stats) = scan(
+                opts,
+                &spec,
+                &canonical,
+                &calendar,
+                &table,
+                &table_schema,
+                &uri,
+                &table_checks,
+                &mut dead,
+            )
+            .await?;
+            let json = serde_json::to_string(&Cached { measure: m, stats }).expect("serialisable");
+            results::append_state(
+                state_table,
+                &pipeline,
+                &uri,
+                opts.date,
+                &spec_sha256,
+                &fingerprint,
+                version as i64,
+                &json,
+            )
+            .await?;
+            let c: Cached = serde_json::from_str(&json).expect("just written");
+            (c.measure, c.stats)
         }
-    }
-    let stats = engine.totals().clone();
+    };
 
     // results: rules, dedup, table checks
     let mut out: Vec<CheckResult> = Vec::new();
-    for rule in &engine.rules().rules {
+    for rule in &rules.rules {
         let s = stats.rules.get(&rule.name).copied().unwrap_or_default();
         out.push(CheckResult {
             name: rule.name.clone(),
@@ -471,7 +455,7 @@ async fn check_table(
             ),
         });
     }
-    if let Some(d) = &engine.rules().dedup {
+    if let Some(d) = &rules.dedup {
         let sev = spec
             .pipeline
             .spec
@@ -560,7 +544,110 @@ async fn check_table(
         results: out,
         history,
         warnings,
+        metrics_from: if from_cache { "cache" } else { "scan" }.into(),
     })
+}
+
+/// Streams the partition through the rule engine, measuring the table checks on the way.
+#[allow(clippy::too_many_arguments)]
+async fn scan(
+    opts: &Options,
+    spec: &Arc<LoadedSpec>,
+    canonical: &SchemaRef,
+    calendar: &Arc<ExchangeCalendar>,
+    table: &DeltaTable,
+    table_schema: &Schema,
+    uri: &str,
+    table_checks: &[spec::TableCheck],
+    dead: &mut Vec<RecordBatch>,
+) -> Result<(Measure, crate::engine::EngineStats)> {
+    let ctx = SessionContext::new();
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| query_err(uri, e))?;
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| query_err(uri, e))?;
+    ctx.register_table("t", provider)
+        .map_err(|e| query_err(uri, e))?;
+    let mut order = vec!["_ingested_at", "_topic", "_partition", "_offset"];
+    order.retain(|c| table_schema.index_of(c).is_ok());
+    let order_by = if order.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {}", order.join(", "))
+    };
+    let sql = format!(
+        "SELECT * FROM t WHERE {} = DATE '{}'{order_by}",
+        finlake_core::schema::TRADE_DATE,
+        opts.date
+    );
+    let df = ctx.sql(&sql).await.map_err(|e| query_err(uri, e))?;
+    let mut stream = df.execute_stream().await.map_err(|e| query_err(uri, e))?;
+
+    let mut engine = RuleEngine::new(
+        spec.clone(),
+        canonical_nullable(&canonical),
+        calendar.clone(),
+    )?;
+    let dedup_keys = engine.rules().dedup.as_ref().map(|d| d.keys.clone());
+    let mut m = Measure::default();
+    for c in table_checks {
+        match c.kind {
+            TableCheckKind::MissingPercent => {
+                if let Some(col) = &c.column {
+                    m.nulls.insert(col.clone(), 0);
+                }
+            }
+            TableCheckKind::DuplicateCount => {
+                let keys = dedup_keys.clone().unwrap_or_default();
+                let fields = keys
+                    .iter()
+                    .map(|k| {
+                        Ok(SortField::new(
+                            canonical.field_with_name(k)?.data_type().clone(),
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                m.keys = Some(KeySet {
+                    columns: keys,
+                    converter: RowConverter::new(fields)?,
+                    seen: HashSet::new(),
+                });
+            }
+            TableCheckKind::Completeness => {
+                if let Some(col) = &c.column {
+                    m.seen.insert(
+                        col.clone(),
+                        c.expected.iter().map(|v| (v.clone(), false)).collect(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| query_err(uri, e))?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let batch = conform(&batch, &canonical_nullable(&canonical))?;
+        measure(&mut m, &batch)?;
+        let out = engine.process(&batch)?;
+        if opts.dead_letter.is_some() {
+            dead.extend(dead_letters(
+                &batch,
+                engine.rules(),
+                &out.failed,
+                &out.dedup,
+            )?);
+        }
+    }
+    if let Some(k) = m.keys.take() {
+        m.distinct_keys = Some((k.columns, k.seen.len() as u64));
+    }
+    Ok((m, engine.totals().clone()))
 }
 
 fn canonical_nullable(s: &SchemaRef) -> SchemaRef {
@@ -683,13 +770,9 @@ fn table_check(
                 format!("{nulls} of {} rows have no `{col}`", m.rows),
             )
         }
-        TableCheckKind::DuplicateCount => match &m.keys {
-            Some(KeySet {
-                columns: keys,
-                seen: set,
-                ..
-            }) if !keys.is_empty() => {
-                let d = m.rows - set.len() as u64;
+        TableCheckKind::DuplicateCount => match &m.distinct_keys {
+            Some((keys, distinct)) if !keys.is_empty() => {
+                let d = m.rows - distinct;
                 (
                     d as f64,
                     "rows",

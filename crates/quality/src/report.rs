@@ -21,6 +21,9 @@ pub struct Report {
     pub history: BTreeMap<String, Vec<Point>>,
     /// Warnings about the spec or the partition.
     pub warnings: Vec<String>,
+    /// `scan` when the partition was read, `cache` when its metrics came from `quality_state`
+    /// (same spec, same files in the partition).
+    pub metrics_from: String,
 }
 
 impl Report {
@@ -97,7 +100,11 @@ pub fn text(r: &Report, color: bool) -> String {
         "data-quality-check {} on {} ({} rows, table version {}, run {})",
         r.run.pipeline, r.run.date, r.run.rows, r.run.table_version, r.run.run_id
     );
-    let _ = writeln!(out, "table {}", r.run.dataset);
+    let _ = writeln!(
+        out,
+        "table {} (metrics from {})",
+        r.run.dataset, r.metrics_from
+    );
     let w = r
         .results
         .iter()

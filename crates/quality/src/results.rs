@@ -220,3 +220,143 @@ pub async fn history(
     }
     Ok(out)
 }
+
+/// The `quality_state` table: a partition's measurements, keyed by pipeline, dataset, date,
+/// the spec's sha256 and the partition's fingerprint (its data files). Delta data files are
+/// immutable and every rewrite (a rerun batch job, a backfill, an append) changes the set, so
+/// an equal fingerprint means equal data, and any later commit touching the partition means a
+/// recompute.
+pub fn state_schema() -> SchemaRef {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        s("pipeline"),
+        s("dataset"),
+        Field::new("date", DataType::Date32, false),
+        s("spec_sha256"),
+        s("fingerprint"),
+        Field::new("table_version", DataType::Int64, false),
+        s("state"),
+        Field::new("written_at", schema::timestamp_type(), false),
+    ]))
+}
+
+/// The partition's fingerprint: sha256 of its data files' paths, sorted.
+pub async fn partition_fingerprint(
+    table: &DeltaTable,
+    date: NaiveDate,
+) -> std::result::Result<String, deltalake::DeltaTableError> {
+    use sha2::Digest;
+    let day = date.to_string();
+    let mut files: Vec<String> = table
+        .get_files_by_partitions(&[(
+            schema::TRADE_DATE,
+            deltalake::FilterOp::Eq,
+            deltalake::FilterValue::Scalar(&day),
+        )])
+        .await?
+        .into_iter()
+        .map(|p| p.to_string())
+        .collect();
+    files.sort();
+    let mut h = sha2::Sha256::new();
+    for f in &files {
+        h.update(f.as_bytes());
+        h.update(b"\n");
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Opens (or creates) the state table.
+pub async fn open_state(uri: &str, storage: &HashMap<String, String>) -> Result<DeltaTable> {
+    Ok(delta::open_or_create(&TableSpec {
+        uri: uri.to_string(),
+        schema: state_schema(),
+        partition_by: vec![],
+        checkpoint_interval: Some(20),
+        storage_options: storage.clone(),
+    })
+    .await?)
+}
+
+/// The cached state for exactly this partition content and spec, if any.
+pub async fn cached_state(
+    table: &DeltaTable,
+    pipeline: &str,
+    dataset: &str,
+    date: NaiveDate,
+    spec_sha256: &str,
+    fingerprint: &str,
+) -> Result<Option<String>> {
+    let day = epoch_days(date);
+    for b in delta::read_all(table).await? {
+        let col = |name: &str| -> Result<ArrayRef> {
+            let c = b.column_by_name(name).ok_or_else(|| QualityError::Query {
+                table: "quality_state".into(),
+                message: format!("no column `{name}`"),
+            })?;
+            Ok(arrow::compute::cast(
+                c,
+                state_schema().field_with_name(name)?.data_type(),
+            )?)
+        };
+        let (p, d, dt, sha, fp, st) = (
+            col("pipeline")?,
+            col("dataset")?,
+            col("date")?,
+            col("spec_sha256")?,
+            col("fingerprint")?,
+            col("state")?,
+        );
+        let (p, d, sha, fp, st) = (
+            p.as_string::<i32>(),
+            d.as_string::<i32>(),
+            sha.as_string::<i32>(),
+            fp.as_string::<i32>(),
+            st.as_string::<i32>(),
+        );
+        let dt = dt.as_primitive::<arrow::datatypes::Date32Type>();
+        for i in 0..b.num_rows() {
+            if p.value(i) == pipeline
+                && d.value(i) == dataset
+                && dt.value(i) == day
+                && sha.value(i) == spec_sha256
+                && fp.value(i) == fingerprint
+            {
+                return Ok(Some(st.value(i).to_string()));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Records a partition's state.
+#[allow(clippy::too_many_arguments)]
+pub async fn append_state(
+    table: DeltaTable,
+    pipeline: &str,
+    dataset: &str,
+    date: NaiveDate,
+    spec_sha256: &str,
+    fingerprint: &str,
+    table_version: i64,
+    state: &str,
+) -> Result<DeltaTable> {
+    let one = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+    let batch = RecordBatch::try_new(
+        state_schema(),
+        vec![
+            one(pipeline),
+            one(dataset),
+            Arc::new(Date32Array::from(vec![epoch_days(date)])),
+            one(spec_sha256),
+            one(fingerprint),
+            Arc::new(Int64Array::from(vec![table_version])),
+            one(state),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![chrono::Utc::now().timestamp_micros()])
+                    .with_timezone(schema::UTC),
+            ),
+        ],
+    )?;
+    Ok(delta::append(table, vec![batch], &CommitExtras::default()).await?)
+}

@@ -55,8 +55,8 @@ struct Args {
     /// Write failing rows with rule and reason: a .jsonl file or a Delta table URI.
     #[arg(long)]
     dead_letter: Option<String>,
-    /// Recompute every metric from the table. Every run currently rescans (no metric cache
-    /// yet), so this is the behaviour either way.
+    /// Recompute every metric from the table, even when quality_state already holds them for
+    /// the partition as it is now (same spec, same data files).
     #[arg(long)]
     rescan: bool,
     /// The quality_results table (default: beside the checked table).
@@ -109,9 +109,6 @@ fn run(args: &Args, runtime: &tokio::runtime::Runtime) -> i32 {
     let correlation_id = finlake_core::telemetry::correlation_id("dqc");
     let span = tracing::info_span!("dqc", correlation_id = %correlation_id, pipeline = %args.pipeline, date = %args.date);
     let _enter = span.enter();
-    if args.rescan {
-        tracing::info!("--rescan: every run rescans the partition (there is no metric cache yet)");
-    }
     let opts = dqc::Options {
         pipeline: args.pipeline.clone(),
         date: args.date,
@@ -123,6 +120,7 @@ fn run(args: &Args, runtime: &tokio::runtime::Runtime) -> i32 {
         results: args.results.clone(),
         timeout: args.timeout,
         now: None,
+        rescan: args.rescan,
     };
     let result = runtime.block_on(dqc::run(&opts));
     let report = match result {

@@ -392,3 +392,64 @@ fn the_html_report_renders_checks_and_history_charts_in_chromium() {
         "a real screenshot"
     );
 }
+
+fn metrics_from(out: &Output) -> String {
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["metrics_from"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn metrics_are_reused_until_a_commit_touches_the_partition() {
+    let lake = tempfile::tempdir().unwrap();
+    let first = common::day(
+        1500,
+        404,
+        Injected {
+            negative_price: 3,
+            ..Injected::default()
+        },
+    );
+    let n1 = first.batch.num_rows() as f64;
+    common::write_trades(lake.path(), first.batch);
+    let json = ["--format", "json"];
+    let a = dqc(lake.path(), "2026-11-20", &json);
+    assert_eq!(metrics_from(&a), "scan");
+    let b = dqc(lake.path(), "2026-11-20", &json);
+    assert_eq!(metrics_from(&b), "cache", "nothing changed: no rescan");
+    assert_eq!(value(&results(&b), "price-positive"), 3.0);
+    assert_eq!(value(&results(&b), "enough-trades"), n1);
+    assert_eq!(b.status.code(), Some(65));
+    // another date's partition changing does not touch this one
+    let other = finlake_quality::fixtures::trade_day(
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 19).unwrap(),
+        300,
+        405,
+        Injected::default(),
+        60_000_000,
+    )
+    .unwrap();
+    common::write_trades(lake.path(), other.batch);
+    assert_eq!(
+        metrics_from(&dqc(lake.path(), "2026-11-20", &json)),
+        "cache"
+    );
+    // a commit into the partition (a late backfill) makes the next run recompute
+    let more = common::day(
+        500,
+        406,
+        Injected {
+            negative_price: 2,
+            ..Injected::default()
+        },
+    );
+    let n2 = more.batch.num_rows() as f64;
+    common::write_trades(lake.path(), more.batch);
+    let c = dqc(lake.path(), "2026-11-20", &json);
+    assert_eq!(metrics_from(&c), "scan");
+    assert_eq!(value(&results(&c), "enough-trades"), n1 + n2);
+    assert_eq!(value(&results(&c), "price-positive"), 5.0);
+    // and --rescan always reads the table
+    let d = dqc(lake.path(), "2026-11-20", &["--format", "json", "--rescan"]);
+    assert_eq!(metrics_from(&d), "scan");
+    assert_eq!(value(&results(&d), "price-positive"), 5.0);
+}
