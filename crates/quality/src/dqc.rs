@@ -588,7 +588,7 @@ async fn scan(
 
     let mut engine = RuleEngine::new(
         spec.clone(),
-        canonical_nullable(&canonical),
+        canonical_nullable(canonical),
         calendar.clone(),
     )?;
     let dedup_keys = engine.rules().dedup.as_ref().map(|d| d.keys.clone());
@@ -627,12 +627,13 @@ async fn scan(
             _ => {}
         }
     }
+    let relaxed = canonical_nullable(canonical);
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| query_err(uri, e))?;
         if batch.num_rows() == 0 {
             continue;
         }
-        let batch = conform(&batch, &canonical_nullable(&canonical))?;
+        let batch = conform(&batch, &relaxed)?;
         measure(&mut m, &batch)?;
         let out = engine.process(&batch)?;
         if opts.dead_letter.is_some() {
