@@ -10,16 +10,21 @@
 //! Verdicts: `Unique` lands; `Duplicate` (same key and same payload) is counted and dropped;
 //! `Conflict` (same key, different payload: a correction or a bust) is quarantined with a
 //! reason that names the first version's partition and offset, never dropped; `Late` is
-//! handled as the rule says. Keys and payloads are compared as Arrow row-format bytes, one
-//! conversion per batch, so no per-row allocation but one per new key kept in state.
+//! handled as the rule says.
+//!
+//! Keys and payloads are compared by 128-bit fingerprints: two independently seeded 64-bit
+//! hashes (DataFusion's `create_hashes`, vectorised over the Arrow arrays) per row. The state
+//! then holds no key bytes: a fixed ~80 bytes per entry and no allocation per row or per key.
+//! Two different keys (or payloads) share a fingerprint with odds near n²/2¹²⁹ for n rows in
+//! a window, far below any hardware error rate; the data is not adversarial.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
-use arrow::row::{RowConverter, SortField};
+use datafusion::common::hash_utils::{create_hashes, QualityRandomState};
 
 use crate::error::Result;
 use crate::rules::DedupRule;
@@ -76,22 +81,57 @@ impl DedupStats {
 #[derive(Debug)]
 struct Entry {
     event_time: i64,
-    payload: Box<[u8]>,
+    payload: u128,
     partition: Option<i32>,
     offset: Option<i64>,
     repeated: bool,
+}
+
+/// The state's keys are already hashes: use their low bits as they are.
+#[derive(Default, Clone, Copy)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
+type Map = HashMap<u128, Entry, std::hash::BuildHasherDefault<Prehashed>>;
+
+/// 128-bit fingerprints of `cols` for every row (two seeded 64-bit hash passes).
+fn fingerprints(cols: &[ArrayRef], n: usize, a: &mut Vec<u64>, b: &mut Vec<u64>) -> Result<()> {
+    for (buf, seed) in [(a, 0x0f1e_2d3c_4b5a_6978u64), (b, 0x8796_a5b4_c3d2_e1f0u64)] {
+        buf.clear();
+        buf.resize(n, 0);
+        create_hashes(cols, &QualityRandomState::with_seed(seed), buf).map_err(|e| {
+            crate::error::QualityError::Evaluate {
+                rule: "deduplicate".into(),
+                message: e.to_string(),
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Dedup state for one pipeline (one key space).
 #[derive(Debug)]
 pub struct Deduplicator {
     rule: DedupRule,
-    keys: Option<RowConverter>,
-    payload: Option<(Vec<String>, RowConverter)>,
-    state: HashMap<Arc<[u8]>, Entry>,
-    by_time: BinaryHeap<Reverse<(i64, Arc<[u8]>)>>,
+    payload: Option<Vec<String>>,
+    state: Map,
+    by_time: BinaryHeap<Reverse<(i64, u128)>>,
     newest: Option<i64>,
     stats: DedupStats,
+    scratch: [Vec<u64>; 4],
 }
 
 /// Columns that are not part of a row's payload: lineage (`_*`) and the rule engine's output.
@@ -106,12 +146,12 @@ impl Deduplicator {
     pub fn new(rule: DedupRule) -> Self {
         Deduplicator {
             rule,
-            keys: None,
             payload: None,
-            state: HashMap::new(),
+            state: Map::default(),
             by_time: BinaryHeap::new(),
             newest: None,
             stats: DedupStats::default(),
+            scratch: Default::default(),
         }
     }
 
@@ -135,39 +175,19 @@ impl Deduplicator {
         self.newest.map(|t| t - self.rule.window_micros)
     }
 
-    fn converters(&mut self, batch: &RecordBatch) -> Result<()> {
-        let schema = batch.schema();
-        if self.keys.is_none() {
-            let fields = self
-                .rule
-                .keys
-                .iter()
-                .map(|k| {
-                    Ok(SortField::new(
-                        schema.field_with_name(k)?.data_type().clone(),
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            self.keys = Some(RowConverter::new(fields)?);
-        }
-        if self.payload.is_none() {
-            let cols: Vec<String> = schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .filter(|n| is_payload(n))
-                .collect();
-            let fields = cols
-                .iter()
-                .map(|n| {
-                    Ok(SortField::new(
-                        schema.field_with_name(n)?.data_type().clone(),
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            self.payload = Some((cols, RowConverter::new(fields)?));
-        }
-        Ok(())
+    /// The payload columns: everything but lineage, fixed by the first batch seen.
+    fn payload_columns(&mut self, batch: &RecordBatch) -> Vec<String> {
+        self.payload
+            .get_or_insert_with(|| {
+                batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .filter(|n| is_payload(n))
+                    .collect()
+            })
+            .clone()
     }
 
     /// Judges every row of `batch`, in order, and updates the state.
@@ -186,25 +206,25 @@ impl Deduplicator {
         if n == 0 {
             return Ok(Vec::new());
         }
-        self.converters(batch)?;
         let schema = batch.schema();
+        let column = |name: &String| -> Result<ArrayRef> {
+            Ok(batch.column(schema.index_of(name)?).clone())
+        };
         let key_cols = self
             .rule
             .keys
             .iter()
-            .map(|k| Ok(batch.column(schema.index_of(k)?).clone()))
+            .map(column)
             .collect::<Result<Vec<_>>>()?;
-        let keys = self
-            .keys
-            .as_ref()
-            .expect("set")
-            .convert_columns(&key_cols)?;
-        let (payload_idx, payload_conv) = self.payload.as_ref().expect("set");
-        let payload_cols = payload_idx
+        let payload_cols = self
+            .payload_columns(batch)
             .iter()
-            .map(|n| Ok(batch.column(schema.index_of(n)?).clone()))
+            .map(column)
             .collect::<Result<Vec<_>>>()?;
-        let payloads = payload_conv.convert_columns(&payload_cols)?;
+        let [k1, k2, p1, p2] = &mut self.scratch;
+        fingerprints(&key_cols, n, k1, k2)?;
+        fingerprints(&payload_cols, n, p1, p2)?;
+        let join = |a: &[u64], b: &[u64], i: usize| (u128::from(a[i]) << 64) | u128::from(b[i]);
         let times = batch
             .column(schema.index_of(finlake_core::schema::EVENT_TIME)?)
             .as_primitive::<TimestampMicrosecondType>();
@@ -230,12 +250,12 @@ impl Deduplicator {
                     watermark: watermark.expect("checked"),
                 }
             } else {
-                let key = keys.row(row);
-                let key = key.as_ref();
-                let payload = payloads.row(row);
+                let [k1, k2, p1, p2] = &self.scratch;
+                let key = join(k1, k2, row);
+                let payload = join(p1, p2, row);
                 let live = self
                     .state
-                    .get_mut(key)
+                    .get_mut(&key)
                     .filter(|e| watermark.is_none_or(|w| e.event_time >= w))
                     .filter(|e| (t - e.event_time).abs() <= window);
                 match live {
@@ -245,7 +265,7 @@ impl Deduplicator {
                         if first {
                             stats.duplicate_keys += 1;
                         }
-                        if e.payload.as_ref() == payload.as_ref() {
+                        if e.payload == payload {
                             Verdict::Duplicate
                         } else {
                             Verdict::Conflict {
@@ -256,13 +276,12 @@ impl Deduplicator {
                         }
                     }
                     None => {
-                        let key: Arc<[u8]> = Arc::from(key);
-                        self.by_time.push(Reverse((t, key.clone())));
+                        self.by_time.push(Reverse((t, key)));
                         self.state.insert(
                             key,
                             Entry {
                                 event_time: t,
-                                payload: payload.as_ref().into(),
+                                payload,
                                 partition: partitions.as_ref().map(|p| p.value(row)),
                                 offset: offsets.as_ref().map(|o| o.value(row)),
                                 repeated: false,

@@ -8,7 +8,6 @@
 //! (the session does not exist, so the condition is unknown and fails), early closes replace
 //! the close. Rows of an unknown exchange get NULL too.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondBuilder};
@@ -65,7 +64,9 @@ pub fn add_session_columns(
     let n = batch.num_rows();
     let mut open = TimestampMicrosecondBuilder::with_capacity(n);
     let mut close = TimestampMicrosecondBuilder::with_capacity(n);
-    let mut cache: HashMap<(&str, i32), Option<(i64, i64)>> = HashMap::new();
+    // hashbrown with foldhash (DataFusion's default map): a lookup per row, cheap
+    let mut cache: datafusion::common::HashMap<(&str, i32), Option<(i64, i64)>> =
+        datafusion::common::HashMap::default();
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
     for row in 0..n {
         if mics.is_null(row) || dates.is_null(row) {
