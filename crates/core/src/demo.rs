@@ -75,10 +75,32 @@ pub fn embedded_refdata() -> Result<(SymbolMap, ExchangeCalendar)> {
             crate::embedded::SYMBOL_MAPPING,
             Path::new("<embedded>/symbol_mapping.csv"),
         )?,
-        ExchangeCalendar::parse(
-            crate::embedded::EXCHANGE_HOURS,
-            Path::new("<embedded>/exchange_hours.csv"),
-        )?,
+        ExchangeCalendar::embedded(),
+    ))
+}
+
+/// The stages of `market-data-stream` on embedded reference data: JSON trades, symbols to
+/// ISIN (unmapped rejected), prices to USD on the generator's rates for `date`.
+pub fn trade_stages(
+    symbols: SymbolMap,
+    calendar: ExchangeCalendar,
+    date: NaiveDate,
+    seed: u64,
+) -> Result<Stages> {
+    let fx = FxRates::from_batch("USD", &generate::fx_rates(date, seed))?;
+    Ok(Stages::new(
+        SourceDecoder::json(SourceType::Trade),
+        Arc::new(calendar),
+        Some(Normalizer {
+            name: "normalize-symbols".into(),
+            map: Arc::new(symbols),
+            fallback: FallbackStrategy::Reject,
+        }),
+        Some(FxConverter {
+            name: "convert-to-usd".into(),
+            rates: Arc::new(fx),
+            previous_day: true,
+        }),
     ))
 }
 
@@ -97,21 +119,7 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport> {
         &symbols,
         &calendar,
     );
-    let fx = FxRates::from_batch("USD", &generate::fx_rates(demo_date(), opts.seed))?;
-    let stages = Stages::new(
-        SourceDecoder::json(SourceType::Trade),
-        Arc::new(calendar),
-        Some(Normalizer {
-            name: "normalize-symbols".into(),
-            map: Arc::new(symbols),
-            fallback: FallbackStrategy::Reject,
-        }),
-        Some(FxConverter {
-            name: "convert-to-usd".into(),
-            rates: Arc::new(fx),
-            previous_day: true,
-        }),
-    );
+    let stages = trade_stages(symbols, calendar, demo_date(), opts.seed)?;
     let trades_uri = opts.lake.join("market/trades");
     let quarantine_uri = opts.lake.join("market/quarantine");
     let mut trades = delta::open_or_create(&TableSpec {

@@ -15,11 +15,10 @@ use arrow::array::{
 use arrow::compute::{sort_to_indices, take_record_batch};
 use arrow::datatypes::{Decimal128Type, TimestampMicrosecondType};
 use chrono::NaiveDate;
-use finlake_core::decode::SourceDecoder;
 use finlake_core::generate::{self, GenOptions, WireFormat};
-use finlake_core::pipeline::{BatchContext, Stages};
-use finlake_core::spec::{FallbackStrategy, SourceType};
-use finlake_core::transform::{ExchangeCalendar, FxConverter, FxRates, Normalizer, Session};
+use finlake_core::pipeline::BatchContext;
+use finlake_core::spec::SourceType;
+use finlake_core::transform::{ExchangeCalendar, Session};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -77,21 +76,7 @@ pub fn trade_day(
         &symbols,
         &calendar,
     );
-    let fx = FxRates::from_batch("USD", &generate::fx_rates(date, seed))?;
-    let stages = Stages::new(
-        SourceDecoder::json(SourceType::Trade),
-        Arc::new(calendar.clone()),
-        Some(Normalizer {
-            name: "normalize-symbols".into(),
-            map: Arc::new(symbols),
-            fallback: FallbackStrategy::Reject,
-        }),
-        Some(FxConverter {
-            name: "convert-to-usd".into(),
-            rates: Arc::new(fx),
-            previous_day: true,
-        }),
-    );
+    let stages = finlake_core::demo::trade_stages(symbols, calendar.clone(), date, seed)?;
     let msgs: Vec<&[u8]> = generated.messages.iter().map(Vec::as_slice).collect();
     let offsets: Vec<i64> = (0..msgs.len() as i64).collect();
     let clean = stages
