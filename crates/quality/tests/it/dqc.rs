@@ -371,7 +371,7 @@ fn the_html_report_renders_checks_and_history_charts_in_chromium() {
         "seven days of row counts"
     );
     let shot = lake.path().join("report.png");
-    let status = Command::new(chromium)
+    let shot_run = Command::new(chromium)
         .args(flags)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args([
@@ -382,15 +382,32 @@ fn the_html_report_renders_checks_and_history_charts_in_chromium() {
         .output()
         .unwrap();
     assert!(
-        status.status.success(),
+        shot_run.status.success(),
         "{}",
-        String::from_utf8_lossy(&status.stderr)
+        String::from_utf8_lossy(&shot_run.stderr)
     );
     let png = std::fs::read(&shot).unwrap();
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
         "a real screenshot"
     );
+
+    // with that history, a day at a fifth of the usual volume is an anomaly, not a pass
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+    let thin =
+        finlake_quality::fixtures::trade_day(date, 320, 999, Injected::default(), 60_000_000)
+            .unwrap();
+    common::write_trades(lake.path(), thin.batch);
+    let out = dqc(lake.path(), "2026-11-23", &["--format", "json"]);
+    let r = results(&out);
+    assert_eq!(
+        status(&r, "volume"),
+        "error",
+        "score {}",
+        value(&r, "volume")
+    );
+    assert!(value(&r, "volume") < -5.0);
+    assert_eq!(out.status.code(), Some(65));
 }
 
 fn metrics_from(out: &Output) -> String {
