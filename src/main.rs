@@ -117,6 +117,9 @@ enum Command {
         /// Rows per batch read from the file.
         #[arg(long, default_value_t = 65_536)]
         batch_rows: usize,
+        /// 1: everything on one thread; 2: read and evaluate on one, dedup on the other.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
     },
 }
 
@@ -147,6 +150,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             rows,
             runs,
             batch_rows,
+            threads,
         } => {
             use finlake_quality::bench;
             if !parquet.exists() {
@@ -155,12 +159,12 @@ fn run(command: Command) -> anyhow::Result<u8> {
             }
             let mut secs = Vec::with_capacity(runs);
             for run in 0..runs.max(1) {
-                let (took, stats) = bench::run_once(&parquet, batch_rows)?;
+                let (took, stats) = bench::run_once(&parquet, batch_rows, threads)?;
                 secs.push(took.as_secs_f64());
                 println!(
                     "{}",
                     serde_json::json!({
-                        "engine": "finlake", "run": run, "seconds": took.as_secs_f64(),
+                        "engine": "finlake", "threads": threads, "run": run, "seconds": took.as_secs_f64(),
                         "rows": stats.rows, "landed": stats.landed, "quarantined": stats.quarantined,
                         "dropped": stats.dropped, "flagged": stats.flagged,
                         "duplicate_rows": stats.dedup.duplicate_rows,

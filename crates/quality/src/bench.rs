@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 
@@ -62,8 +61,10 @@ pub fn write_input(path: &Path, rows: usize, seed: u64) -> Result<()> {
     Ok(())
 }
 
-/// One timed run: read `path`, run every batch through a fresh engine.
-pub fn run_once(path: &Path, batch_rows: usize) -> Result<(Duration, EngineStats)> {
+/// One timed run: read `path`, run every batch through a fresh engine. With `threads` 2, one
+/// thread reads the file and evaluates the row rules while the other routes, deduplicates
+/// and flags (the stateful half must see batches in order; the channel keeps it).
+pub fn run_once(path: &Path, batch_rows: usize, threads: usize) -> Result<(Duration, EngineStats)> {
     let spec = Arc::new(finlake_core::spec::load_str(
         Path::new("crates/quality/benches/rules-bench.yaml"),
         SPEC,
@@ -72,22 +73,36 @@ pub fn run_once(path: &Path, batch_rows: usize) -> Result<(Duration, EngineStats
     let calendar = Arc::new(finlake_core::transform::ExchangeCalendar::embedded());
     let started = Instant::now();
     let file = std::fs::File::open(path).map_err(io(path))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_batch_size(batch_rows).build())
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| QualityError::Usage(format!("{}: {e}", path.display())))?;
-    let mut engine: Option<RuleEngine> = None;
-    for batch in reader {
-        let batch: RecordBatch = batch?;
-        let e = match engine.as_mut() {
-            Some(e) => e,
-            None => engine.insert(RuleEngine::new(
-                spec.clone(),
-                batch.schema(),
-                calendar.clone(),
-            )?),
-        };
-        e.process(&batch)?;
+    let schema = builder.schema().clone();
+    let reader = builder
+        .with_batch_size(batch_rows)
+        .build()
+        .map_err(|e| QualityError::Usage(format!("{}: {e}", path.display())))?;
+    let mut engine = RuleEngine::new(spec, schema, calendar)?;
+    let mut evaluator = engine.evaluator();
+    if threads <= 1 {
+        for batch in reader {
+            let evaluated = evaluator.evaluate(batch?)?;
+            engine.apply(evaluated)?;
+        }
+    } else {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let producer = std::thread::spawn(move || -> Result<()> {
+            for batch in reader {
+                let evaluated = evaluator.evaluate(batch?);
+                let failed = evaluated.is_err();
+                if tx.send(evaluated).is_err() || failed {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        for evaluated in rx {
+            engine.apply(evaluated?)?;
+        }
+        producer.join().expect("the reader thread does not panic")?;
     }
-    let stats = engine.map(|e| e.totals().clone()).unwrap_or_default();
-    Ok((started.elapsed(), stats))
+    Ok((started.elapsed(), engine.totals().clone()))
 }

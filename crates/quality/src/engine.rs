@@ -111,12 +111,60 @@ pub struct BatchOutcome {
     pub dedup: Vec<(u32, Verdict)>,
 }
 
-/// The engine: compiled rules (recompiled when the schema changes), dedup state, counts.
-pub struct RuleEngine {
+/// The stateless half of the engine: binds the rules to a batch's schema (recompiling when
+/// it changes), adds the session columns and evaluates every rule. Cheap to clone and `Send`,
+/// so it can run on another thread than the stateful half ([`RuleEngine::apply`]).
+#[derive(Clone)]
+pub struct Evaluator {
     spec: Arc<LoadedSpec>,
     calendar: Arc<ExchangeCalendar>,
-    rules: RuleSet,
+    rules: Arc<RuleSet>,
     input_schema: SchemaRef,
+}
+
+/// A batch with every row rule evaluated.
+pub struct Evaluated {
+    batch: RecordBatch,
+    results: Vec<crate::rules::RuleResult>,
+    rules: Arc<RuleSet>,
+}
+
+impl Evaluator {
+    /// Binds the rules to `schema`: nothing when it is the bound schema, otherwise a
+    /// recompile (a rule that no longer binds is an error naming the spec line).
+    fn bind(&mut self, schema: &SchemaRef) -> Result<()> {
+        if Arc::ptr_eq(schema, &self.input_schema) || schema == &self.input_schema {
+            return Ok(());
+        }
+        tracing::info!(
+            spec = %self.spec.file.display(),
+            "batch schema differs from the bound schema; recompiling the rules"
+        );
+        self.rules = Arc::new(RuleSet::compile(
+            &self.spec,
+            enrich::enriched_schema(schema),
+        )?);
+        self.input_schema = schema.clone();
+        QualityMetrics::global().recompiles.inc();
+        Ok(())
+    }
+
+    /// Evaluates every rule on `batch`.
+    pub fn evaluate(&mut self, batch: RecordBatch) -> Result<Evaluated> {
+        self.bind(&batch.schema())?;
+        let enriched = enrich::add_session_columns(&batch, &self.calendar)?;
+        let results = self.rules.evaluate(&enriched)?;
+        Ok(Evaluated {
+            batch,
+            results,
+            rules: self.rules.clone(),
+        })
+    }
+}
+
+/// The engine: compiled rules (recompiled when the schema changes), dedup state, counts.
+pub struct RuleEngine {
+    evaluator: Evaluator,
     dedup: Option<Deduplicator>,
     totals: EngineStats,
     metrics: &'static QualityMetrics,
@@ -147,10 +195,12 @@ impl RuleEngine {
         let rules = RuleSet::compile(&spec, enrich::enriched_schema(&schema))?;
         let dedup = rules.dedup.clone().map(Deduplicator::new);
         Ok(RuleEngine {
-            spec,
-            calendar,
-            rules,
-            input_schema: schema,
+            evaluator: Evaluator {
+                spec,
+                calendar,
+                rules: Arc::new(rules),
+                input_schema: schema,
+            },
             dedup,
             totals: EngineStats::default(),
             metrics: QualityMetrics::global(),
@@ -159,7 +209,7 @@ impl RuleEngine {
 
     /// The compiled rules.
     pub fn rules(&self) -> &RuleSet {
-        &self.rules
+        &self.evaluator.rules
     }
 
     /// Counts over every batch so far.
@@ -172,29 +222,29 @@ impl RuleEngine {
         self.dedup.as_mut()
     }
 
-    /// Binds the rules to `schema`: nothing when it is the bound schema, otherwise a
-    /// recompile (a rule that no longer binds is an error naming the spec line).
-    fn bind(&mut self, schema: &SchemaRef) -> Result<()> {
-        if Arc::ptr_eq(schema, &self.input_schema) || schema == &self.input_schema {
-            return Ok(());
-        }
-        tracing::info!(
-            spec = %self.spec.file.display(),
-            "batch schema differs from the bound schema; recompiling the rules"
-        );
-        self.rules = RuleSet::compile(&self.spec, enrich::enriched_schema(schema))?;
-        self.input_schema = schema.clone();
-        self.metrics.recompiles.inc();
-        Ok(())
+    /// A copy of the stateless half, for another thread.
+    pub fn evaluator(&self) -> Evaluator {
+        self.evaluator.clone()
     }
 
-    /// Runs one batch.
+    /// Runs one batch: [`Evaluator::evaluate`] then [`RuleEngine::apply`].
     pub fn process(&mut self, batch: &RecordBatch) -> Result<BatchOutcome> {
+        let evaluated = self.evaluator.evaluate(batch.clone())?;
+        self.apply(evaluated)
+    }
+
+    /// The stateful half: routes rows on the evaluated masks, deduplicates the survivors in
+    /// order, flags the rest, counts. Batches must be applied in arrival order.
+    pub fn apply(&mut self, evaluated: Evaluated) -> Result<BatchOutcome> {
+        let Evaluated {
+            batch,
+            results,
+            rules,
+        } = evaluated;
+        let batch = &batch;
         let schema = batch.schema();
-        self.bind(&schema)?;
         let n = batch.num_rows();
-        let enriched = enrich::add_session_columns(batch, &self.calendar)?;
-        let results = self.rules.evaluate(&enriched)?;
+        let pipeline = &self.evaluator.spec.pipeline.metadata.name;
         let mut stats = EngineStats {
             rows: n as u64,
             ..EngineStats::default()
@@ -202,7 +252,7 @@ impl RuleEngine {
         // fate per row: 0 keep, 1 drop, 2 quarantine; the rule that decided it
         let mut fate = vec![0u8; n];
         let mut decided_by: Vec<u32> = vec![u32::MAX; n];
-        for (i, (rule, res)) in self.rules.rules.iter().zip(&results).enumerate() {
+        for (i, (rule, res)) in rules.rules.iter().zip(&results).enumerate() {
             stats.rules.insert(
                 rule.name.clone(),
                 RuleStats {
@@ -213,7 +263,7 @@ impl RuleEngine {
             );
             self.metrics
                 .rule_failures
-                .with_label_values(&[&self.spec.pipeline.metadata.name, &rule.name])
+                .with_label_values(&[pipeline, &rule.name])
                 .inc_by(res.failed_rows);
             if res.failed_rows == 0 {
                 continue;
@@ -239,7 +289,7 @@ impl RuleEngine {
         let mut rejects = Vec::new();
         for row in 0..n {
             if fate[row] == 2 {
-                let rule = &self.rules.rules[decided_by[row] as usize];
+                let rule = &rules.rules[decided_by[row] as usize];
                 rejects.push(Reject {
                     row: row as u32,
                     rule: rule.name.clone(),
@@ -320,14 +370,13 @@ impl RuleEngine {
             rejects.sort_by_key(|r| r.row);
             self.metrics
                 .dedup_state_entries
-                .with_label_values(&[&self.spec.pipeline.metadata.name])
+                .with_label_values(&[pipeline])
                 .set(dedup.state_entries() as i64);
         }
         // flags for the rows that land
         let keep: BooleanArray = fate.iter().map(|&f| Some(f == 0)).collect();
         let landed_index: UInt32Array = (0..n as u32).filter(|&r| fate[r as usize] == 0).collect();
-        let flag_rules: Vec<(usize, &str)> = self
-            .rules
+        let flag_rules: Vec<(usize, &str)> = rules
             .rules
             .iter()
             .enumerate()
