@@ -470,3 +470,53 @@ fn metrics_are_reused_until_a_commit_touches_the_partition() {
     assert_eq!(metrics_from(&d), "scan");
     assert_eq!(value(&results(&d), "price-positive"), 5.0);
 }
+
+#[test]
+fn completeness_schema_freshness_and_duplicate_count_checks() {
+    let lake = tempfile::tempdir().unwrap();
+    let day = common::day(
+        2000,
+        505,
+        Injected {
+            duplicates: 4,
+            ..Injected::default()
+        },
+    );
+    common::write_trades(lake.path(), day.batch);
+    let text = std::fs::read_to_string(common::root().join("samples/market-data-stream.yaml"))
+        .unwrap()
+        .replace(
+            "      - {name: volume, type: volume_anomaly}",
+            "      - {name: volume, type: volume_anomaly}\n      - {name: venues, type: completeness, column: exchange, expected: [XNAS, XNYS, XLON, XETR, XTKS, XPAR]}\n      - {name: columns, type: schema}\n      - {name: fresh, type: freshness, warn: \"30m\", error: \"2h\"}\n      - {name: dup-keys, type: duplicate_count}",
+        );
+    let spec = lake.path().join("checks.yaml");
+    std::fs::write(&spec, text).unwrap();
+    let out = dqc(
+        lake.path(),
+        "2026-11-20",
+        &["--format", "json", "--spec", spec.to_str().unwrap()],
+    );
+    let r = results(&out);
+    assert_eq!(status(&r, "venues"), "error");
+    assert_eq!(value(&r, "venues"), 1.0);
+    let venues = r.iter().find(|x| x["name"] == "venues").unwrap();
+    assert!(venues["detail"].as_str().unwrap().contains("XPAR"));
+    assert_eq!(
+        status(&r, "columns"),
+        "pass",
+        "{:?}",
+        r.iter().find(|x| x["name"] == "columns")
+    );
+    // the newest trade is within minutes of the day's last close
+    assert_eq!(
+        status(&r, "fresh"),
+        "pass",
+        "{:?}",
+        r.iter().find(|x| x["name"] == "fresh")
+    );
+    assert!(value(&r, "fresh") < 1800.0);
+    // every injected exact duplicate repeats a key in the partition
+    assert_eq!(value(&r, "dup-keys"), 4.0);
+    assert_eq!(status(&r, "dup-keys"), "error");
+    assert_eq!(out.status.code(), Some(65));
+}
