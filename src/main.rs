@@ -102,6 +102,13 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Is a day's data right? The same as `data-quality-check` (try `finlake dq --help`).
+    #[command(disable_help_flag = true)]
+    Dq {
+        /// Arguments of data-quality-check.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Benchmark the rule engine: ten rules and dedup over a Parquet file of trades
     /// (written first when absent); prints one JSON line per run and the median.
     BenchRules {
@@ -145,6 +152,9 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<u8> {
     match command {
+        Command::Dq { args } => finlake_quality::cli::main(
+            std::iter::once(std::ffi::OsString::from("finlake dq")).chain(args),
+        ),
         Command::BenchRules {
             parquet,
             rows,

@@ -5,11 +5,13 @@
 //! (compile the spec's rules to DataFusion physical expressions; NULL semantics), [`dedup`]
 //! (the stateful rule), [`engine`] (masks to the split and counts), then the table side:
 //! [`checks`] (checks over a partition), [`results`] (the `quality_results` table),
-//! [`report`] (text, JSON, JUnit, HTML) and [`dqc`] (the command). [`fixtures`] writes
+//! [`report`] (text, JSON, JUnit, HTML), [`dqc`] (the command) and [`cli`] (its arguments and
+//! exit codes). [`fixtures`] writes
 //! trade tables with known injected faults for tests and benchmarks.
 
 pub mod bench;
 pub mod checks;
+pub mod cli;
 pub mod dedup;
 pub mod dqc;
 pub mod engine;
