@@ -12,17 +12,20 @@
 //! reason that names the first version's partition and offset, never dropped; `Late` is
 //! handled as the rule says.
 //!
-//! Keys and payloads are compared by 128-bit fingerprints: two independently seeded 64-bit
-//! hashes (DataFusion's `create_hashes`, vectorised over the Arrow arrays) per row. The state
-//! then holds no key bytes: a fixed ~80 bytes per entry and no allocation per row or per key.
-//! Two different keys (or payloads) share a fingerprint with odds near n²/2¹²⁹ for n rows in
-//! a window, far below any hardware error rate; the data is not adversarial.
+//! Keys are compared by 128-bit fingerprints: two independently seeded 64-bit hashes
+//! (DataFusion's `create_hashes`, vectorised over the Arrow arrays) per row, so the state holds
+//! no key bytes and nothing is allocated per row or per key. Two different keys share a
+//! fingerprint with odds near n²/2¹²⁹ for n keys in a window, far below any hardware error
+//! rate; the data is not adversarial. Payloads are compared exactly, value by value, and only
+//! when a key repeats: an entry keeps a reference to the batch its first version came in (so
+//! the batches of one window stay alive, and no payload is hashed or copied up front).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::SortOptions;
 use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
 use datafusion::common::hash_utils::{create_hashes, QualityRandomState};
 
@@ -81,10 +84,45 @@ impl DedupStats {
 #[derive(Debug)]
 struct Entry {
     event_time: i64,
-    payload: u128,
-    partition: Option<i32>,
-    offset: Option<i64>,
+    /// The batch the first version arrived in, and its row there.
+    batch: Arc<RecordBatch>,
+    row: u32,
     repeated: bool,
+}
+
+/// Whether row `a` of `left` and row `b` of `right` hold equal values in `columns`
+/// (NULL equals NULL). Columns that cannot be compared count as different, so a doubt ends
+/// in quarantine, never in a drop.
+fn same_payload(
+    columns: &[String],
+    left: &RecordBatch,
+    a: usize,
+    right: &RecordBatch,
+    b: usize,
+) -> bool {
+    columns.iter().all(
+        |name| match (left.column_by_name(name), right.column_by_name(name)) {
+            (Some(l), Some(r)) => {
+                arrow::array::make_comparator(l.as_ref(), r.as_ref(), SortOptions::default())
+                    .map(|cmp| cmp(a, b).is_eq())
+                    .unwrap_or(false)
+            }
+            (None, None) => true,
+            _ => false,
+        },
+    )
+}
+
+fn lineage(batch: &RecordBatch, row: usize) -> (Option<i32>, Option<i64>) {
+    let partition = batch
+        .column_by_name("_partition")
+        .and_then(|c| c.as_primitive_opt::<Int32Type>())
+        .map(|c| c.value(row));
+    let offset = batch
+        .column_by_name("_offset")
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .map(|c| c.value(row));
+    (partition, offset)
 }
 
 /// The state's keys are already hashes: use their low bits as they are.
@@ -131,7 +169,7 @@ pub struct Deduplicator {
     by_time: BinaryHeap<Reverse<(i64, u128)>>,
     newest: Option<i64>,
     stats: DedupStats,
-    scratch: [Vec<u64>; 4],
+    scratch: [Vec<u64>; 2],
 }
 
 /// Columns that are not part of a row's payload: lineage (`_*`) and the rule engine's output.
@@ -216,26 +254,14 @@ impl Deduplicator {
             .iter()
             .map(column)
             .collect::<Result<Vec<_>>>()?;
-        let payload_cols = self
-            .payload_columns(batch)
-            .iter()
-            .map(column)
-            .collect::<Result<Vec<_>>>()?;
-        let [k1, k2, p1, p2] = &mut self.scratch;
+        let payload = self.payload_columns(batch);
+        let shared = Arc::new(batch.clone());
+        let [k1, k2] = &mut self.scratch;
         fingerprints(&key_cols, n, k1, k2)?;
-        fingerprints(&payload_cols, n, p1, p2)?;
         let join = |a: &[u64], b: &[u64], i: usize| (u128::from(a[i]) << 64) | u128::from(b[i]);
         let times = batch
             .column(schema.index_of(finlake_core::schema::EVENT_TIME)?)
             .as_primitive::<TimestampMicrosecondType>();
-        let partitions = schema
-            .index_of("_partition")
-            .ok()
-            .map(|i| batch.column(i).as_primitive::<Int32Type>().clone());
-        let offsets = schema
-            .index_of("_offset")
-            .ok()
-            .map(|i| batch.column(i).as_primitive::<Int64Type>().clone());
         let window = self.rule.window_micros;
         let mut out = Vec::with_capacity(if seeding { 0 } else { n });
         let mut stats = DedupStats {
@@ -250,9 +276,8 @@ impl Deduplicator {
                     watermark: watermark.expect("checked"),
                 }
             } else {
-                let [k1, k2, p1, p2] = &self.scratch;
+                let [k1, k2] = &self.scratch;
                 let key = join(k1, k2, row);
-                let payload = join(p1, p2, row);
                 let live = self
                     .state
                     .get_mut(&key)
@@ -265,12 +290,13 @@ impl Deduplicator {
                         if first {
                             stats.duplicate_keys += 1;
                         }
-                        if e.payload == payload {
+                        if same_payload(&payload, &e.batch, e.row as usize, batch, row) {
                             Verdict::Duplicate
                         } else {
+                            let (partition, offset) = lineage(&e.batch, e.row as usize);
                             Verdict::Conflict {
-                                partition: e.partition,
-                                offset: e.offset,
+                                partition,
+                                offset,
                                 event_time: e.event_time,
                             }
                         }
@@ -281,9 +307,8 @@ impl Deduplicator {
                             key,
                             Entry {
                                 event_time: t,
-                                payload,
-                                partition: partitions.as_ref().map(|p| p.value(row)),
-                                offset: offsets.as_ref().map(|o| o.value(row)),
+                                batch: shared.clone(),
+                                row: row as u32,
                                 repeated: false,
                             },
                         );
