@@ -167,25 +167,39 @@ pub fn trade_day(
         })
         .collect();
     arrival.sort_by_key(|a| a.2);
-    let mut copies: Vec<(usize, Mut)> = dup_of.iter().map(|&i| (i, Mut::None)).collect();
-    copies.extend(conflict_of.iter().map(|&i| (i, Mut::Conflict)));
-    for (src, m) in copies {
-        let at = arrival
-            .iter()
-            .position(|a| a.0 == src && a.1 == Mut::None)
-            .expect("present");
-        arrival.insert(at + 1, (src, m, ts.value(src)));
+    // copies arrive right after their original; late rows after the first row newer than
+    // them by more than the window (and 90 s). One pass, no inserts into the middle.
+    let mut copies: std::collections::HashMap<usize, Vec<Mut>> = std::collections::HashMap::new();
+    for &i in &dup_of {
+        copies.entry(i).or_default().push(Mut::None);
     }
+    for &i in &conflict_of {
+        copies.entry(i).or_default().push(Mut::Conflict);
+    }
+    let mut late_after: std::collections::HashMap<usize, Vec<(usize, usize)>> =
+        std::collections::HashMap::new();
     let mut late_count = 0;
     for (k, &src) in late_of.iter().enumerate() {
-        let t = ts.value(src);
-        let after = t + window_micros + 90_000_000;
-        if let Some(at) = arrival.iter().position(|a| a.2 >= after) {
-            arrival.insert(at + 1, (src, Mut::Late(k), t));
+        let after = ts.value(src) + window_micros + 90_000_000;
+        let at = arrival.partition_point(|a| a.2 < after);
+        if at < arrival.len() {
+            late_after.entry(at).or_default().push((src, k));
             late_count += 1;
         }
     }
-
+    let mut merged = Vec::with_capacity(arrival.len() + copies.len() + late_count);
+    for (at, &(src, m, t)) in arrival.iter().enumerate() {
+        merged.push((src, m, t));
+        if m == Mut::None {
+            for &c in copies.get(&src).into_iter().flatten() {
+                merged.push((src, c, ts.value(src)));
+            }
+        }
+        for &(late_src, k) in late_after.get(&at).into_iter().flatten() {
+            merged.push((late_src, Mut::Late(k), ts.value(late_src)));
+        }
+    }
+    let arrival = merged;
     let idx: UInt32Array = arrival.iter().map(|a| a.0 as u32).collect();
     let out = take_record_batch(&clean, &idx)?;
     let schema = out.schema();
