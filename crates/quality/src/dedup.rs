@@ -21,7 +21,7 @@
 //! the batches of one window stay alive, and no payload is hashed or copied up front).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -166,7 +166,10 @@ pub struct Deduplicator {
     rule: DedupRule,
     payload: Option<Vec<String>>,
     state: Map,
-    by_time: BinaryHeap<Reverse<(i64, u128)>>,
+    /// Keys by event time, for eviction: rows in event-time order go to a FIFO (O(1));
+    /// the few out of order go to a heap. The minimum is the smaller of the two fronts.
+    in_order: VecDeque<(i64, u128)>,
+    stragglers: BinaryHeap<Reverse<(i64, u128)>>,
     newest: Option<i64>,
     stats: DedupStats,
     scratch: [Vec<u64>; 2],
@@ -186,7 +189,8 @@ impl Deduplicator {
             rule,
             payload: None,
             state: Map::default(),
-            by_time: BinaryHeap::new(),
+            in_order: VecDeque::new(),
+            stragglers: BinaryHeap::new(),
             newest: None,
             stats: DedupStats::default(),
             scratch: Default::default(),
@@ -230,16 +234,27 @@ impl Deduplicator {
 
     /// Judges every row of `batch`, in order, and updates the state.
     pub fn process(&mut self, batch: &RecordBatch) -> Result<Vec<Verdict>> {
-        self.run(batch, false)
+        self.run(batch, None, false)
+    }
+
+    /// Judges the rows `rows` of `batch` (ascending), in order: the other rows were already
+    /// routed elsewhere and are not seen. One verdict per listed row; no copy of the batch.
+    pub fn process_rows(&mut self, batch: &RecordBatch, rows: &[u32]) -> Result<Vec<Verdict>> {
+        self.run(batch, Some(rows), false)
     }
 
     /// Seeds the state with rows that already landed (the tail of the table after a
     /// restart): they enter the state as first versions; nothing is counted.
     pub fn seed(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.run(batch, true).map(|_| ())
+        self.run(batch, None, true).map(|_| ())
     }
 
-    fn run(&mut self, batch: &RecordBatch, seeding: bool) -> Result<Vec<Verdict>> {
+    fn run(
+        &mut self,
+        batch: &RecordBatch,
+        rows: Option<&[u32]>,
+        seeding: bool,
+    ) -> Result<Vec<Verdict>> {
         let n = batch.num_rows();
         if n == 0 {
             return Ok(Vec::new());
@@ -263,12 +278,17 @@ impl Deduplicator {
             .column(schema.index_of(finlake_core::schema::EVENT_TIME)?)
             .as_primitive::<TimestampMicrosecondType>();
         let window = self.rule.window_micros;
-        let mut out = Vec::with_capacity(if seeding { 0 } else { n });
+        let judged = rows.map_or(n, <[u32]>::len);
+        let mut out = Vec::with_capacity(if seeding { 0 } else { judged });
         let mut stats = DedupStats {
-            rows: if seeding { 0 } else { n as u64 },
+            rows: if seeding { 0 } else { judged as u64 },
             ..DedupStats::default()
         };
-        for row in 0..n {
+        let all: Box<dyn Iterator<Item = usize>> = match rows {
+            Some(r) => Box::new(r.iter().map(|&i| i as usize)),
+            None => Box::new(0..n),
+        };
+        for row in all {
             let t = times.value(row);
             let watermark = self.newest.map(|m| m - window);
             let verdict = if watermark.is_some_and(|w| t < w) {
@@ -302,7 +322,10 @@ impl Deduplicator {
                         }
                     }
                     None => {
-                        self.by_time.push(Reverse((t, key)));
+                        match self.in_order.back() {
+                            Some(&(last, _)) if t < last => self.stragglers.push(Reverse((t, key))),
+                            _ => self.in_order.push_back((t, key)),
+                        }
                         self.state.insert(
                             key,
                             Entry {
@@ -338,11 +361,16 @@ impl Deduplicator {
     /// Drops state older than the watermark.
     fn evict(&mut self) {
         let Some(w) = self.watermark() else { return };
-        while let Some(Reverse((t, _))) = self.by_time.peek() {
-            if *t >= w {
-                break;
-            }
-            let Reverse((t, key)) = self.by_time.pop().expect("peeked");
+        loop {
+            let fifo = self.in_order.front().map(|e| e.0);
+            let heap = self.stragglers.peek().map(|Reverse(e)| e.0);
+            let (t, key) = match (fifo, heap) {
+                (Some(a), b) if a < w && b.is_none_or(|b| a <= b) => {
+                    self.in_order.pop_front().expect("peeked")
+                }
+                (_, Some(b)) if b < w => self.stragglers.pop().expect("peeked").0,
+                _ => break,
+            };
             if self.state.get(&key).is_some_and(|e| e.event_time == t) {
                 self.state.remove(&key);
             }

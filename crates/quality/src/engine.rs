@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, ListBuilder, RecordBatch, StringBuilder, UInt32Array};
-use arrow::compute::{filter_record_batch, take_record_batch};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use finlake_core::spec::LoadedSpec;
 use finlake_core::transform::ExchangeCalendar;
@@ -302,14 +302,9 @@ impl RuleEngine {
         // dedup the survivors, in input order
         let mut late = vec![false; n];
         if let Some(dedup) = self.dedup.as_mut() {
-            let alive: UInt32Array = (0..n as u32).filter(|&r| fate[r as usize] == 0).collect();
-            let survivors = if alive.len() == n {
-                batch.clone()
-            } else {
-                take_record_batch(batch, &alive)?
-            };
+            let alive: Vec<u32> = (0..n as u32).filter(|&r| fate[r as usize] == 0).collect();
             let before = dedup.stats();
-            let verdicts = dedup.process(&survivors)?;
+            let verdicts = dedup.process_rows(batch, &alive)?;
             let after = dedup.stats();
             stats.dedup = DedupStats {
                 rows: after.rows - before.rows,
@@ -320,7 +315,7 @@ impl RuleEngine {
                 late: after.late - before.late,
             };
             let rule = dedup.rule().clone();
-            for (v, row) in verdicts.iter().zip(alive.values()) {
+            for (v, row) in verdicts.iter().zip(&alive) {
                 if *v != Verdict::Unique {
                     judged.push((*row, *v));
                 }
