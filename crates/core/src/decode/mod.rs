@@ -21,6 +21,11 @@ use crate::schema;
 use crate::spec::{Format, SourceType};
 
 pub use avro::AvroFraming;
+
+/// JSON messages per decode after a batch's first bad message: bounds the prefix decoded
+/// again after a later one. (Avro keeps whole runs: its decoders cost more to build than its
+/// bytes cost to decode again.)
+const JSON_RESUME_CHUNK: usize = 256;
 pub use convert::{parse_decimal, parse_timestamp_micros, DecimalError};
 
 /// Why one message did not become a row.
@@ -203,8 +208,11 @@ impl SourceDecoder {
             return;
         }
         let mut start = 0;
+        // After a first failure, more may follow: decode the rest in chunks, so a later
+        // failure re-decodes at most one chunk's prefix. A clean batch stays one piece.
+        let mut chunk = msgs.len();
         while start < msgs.len() {
-            let rest = &msgs[start..];
+            let rest = &msgs[start..(start + chunk).min(msgs.len())];
             let at = base + start as u32;
             let mut attempt = self.attempt(rest.len());
             let mut failed = None;
@@ -243,6 +251,9 @@ impl SourceDecoder {
                         }
                     }
                     start += i + 1;
+                    if matches!(self.inner, Inner::Json(_)) {
+                        chunk = JSON_RESUME_CHUNK;
+                    }
                 }
                 None => {
                     match attempt.finish() {
@@ -259,7 +270,7 @@ impl SourceDecoder {
                             self.isolate(&rest[mid..], at + mid as u32, pieces, rejects);
                         }
                     }
-                    return;
+                    start += rest.len();
                 }
             }
         }
