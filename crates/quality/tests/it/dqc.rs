@@ -123,6 +123,32 @@ fn a_day_with_injected_faults_reports_exactly_the_injected_counts_and_exits_65()
     assert!(lines
         .iter()
         .all(|l| l["_dq_reason"].as_str().is_some_and(|s| !s.is_empty())));
+    // the same dead letters into a Delta table, read back by an independent reader
+    let dl_table = lake.path().join("dead_letters");
+    let again = dqc(
+        lake.path(),
+        "2026-11-20",
+        &[
+            "--format",
+            "json",
+            "--rescan",
+            "--dead-letter",
+            dl_table.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(again.status.code(), Some(65));
+    let py = Command::new("python3")
+        .arg("-c")
+        .arg("import os, sys; from deltalake import DeltaTable; t = DeltaTable(sys.argv[1]).to_pyarrow_table(); print(t.num_rows, flush=True); os._exit(0)")
+        .arg(&dl_table)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        lines.len().to_string(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
 
     // the results table: one row per check, read back by an independent reader
     let qr = lake.path().join("market/quality_results");
@@ -140,8 +166,9 @@ fn a_day_with_injected_faults_reports_exactly_the_injected_counts_and_exits_65()
         "python: {text} {}",
         String::from_utf8_lossy(&py.stderr)
     );
-    assert_eq!(parts[0].parse::<usize>().unwrap(), r.len());
-    assert_eq!(parts[1], "1");
+    // two runs (the JSON-lines one and the Delta one), one row per check each
+    assert_eq!(parts[0].parse::<usize>().unwrap(), 2 * r.len());
+    assert_eq!(parts[1], "2");
     assert_eq!(parts[2].len(), 64, "spec sha256");
 }
 
