@@ -167,7 +167,7 @@ fn delta_sum(dir: &Path) -> (usize, i128) {
 fn demo_lands_tables_that_python_deltalake_reads_identically() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let out = finlake(&[
+    let demo = [
         "demo",
         "--lake",
         lake.to_str().unwrap(),
@@ -175,7 +175,8 @@ fn demo_lands_tables_that_python_deltalake_reads_identically() {
         "30000",
         "--seed",
         "9",
-    ]);
+    ];
+    let out = finlake(&demo);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -192,15 +193,7 @@ fn demo_lands_tables_that_python_deltalake_reads_identically() {
     assert_eq!(rows + q.trim().parse::<usize>().unwrap(), 30_000);
     assert!(stdout.contains(&format!("landed   {rows:>8}")), "{stdout}");
     // rerunning on the same lake lands nothing again: the txn version says all 30,000 are in
-    let again = finlake(&[
-        "demo",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--rows",
-        "30000",
-        "--seed",
-        "9",
-    ]);
+    let again = finlake(&demo);
     assert!(again.status.success());
     assert_eq!(delta_sum(&lake.join("market/trades")).0, rows);
 

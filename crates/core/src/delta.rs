@@ -69,6 +69,7 @@ impl DeltaError {
                 DeltaTableError::ObjectStore { .. } | DeltaTableError::Io { .. } => {
                     ErrorClass::Transient
                 }
+                other if is_unreachable(&other.to_string()) => ErrorClass::Transient,
                 DeltaTableError::NotATable(_) | DeltaTableError::InvalidTableLocation(_) => {
                     ErrorClass::Config
                 }
@@ -79,6 +80,20 @@ impl DeltaError {
 }
 
 type Result<T> = std::result::Result<T, DeltaError>;
+
+/// Whether an error's text says the store could not be reached. delta-kernel wraps storage
+/// failures in its own error type and DataFusion in its own, so the text is all that is left
+/// to tell a dead endpoint from a broken table.
+pub fn is_unreachable(text: &str) -> bool {
+    [
+        "Error interacting with object store",
+        "Generic S3 error",
+        "error sending request",
+        "Connection refused",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+}
 
 /// What a table should look like, and how to reach it.
 #[derive(Debug, Clone)]
@@ -239,7 +254,8 @@ impl CommitExtras {
     }
 }
 
-fn table_arrow_schema(table: &DeltaTable, uri: &str) -> Result<Schema> {
+/// The table's schema as Arrow.
+pub fn arrow_schema(table: &DeltaTable, uri: &str) -> Result<Schema> {
     use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
     let snapshot = table.snapshot().map_err(table_err(uri, "read snapshot"))?;
     let schema = snapshot.schema();
@@ -262,7 +278,7 @@ pub async fn append(
     let uri = table.table_url().to_string();
     let mut mode = None;
     if let Some(first) = batches.first() {
-        let current = table_arrow_schema(&table, &uri)?;
+        let current = arrow_schema(&table, &uri)?;
         match additive_change(&current, first.schema().as_ref()) {
             Ok(true) => mode = Some(SchemaMode::Merge),
             Ok(false) => {}
@@ -297,8 +313,11 @@ pub async fn replace_partition(
         .map_err(table_err(&uri, "replace partition"))
 }
 
-/// Reads a whole table into batches (for tests, checks and small tables).
-pub async fn read_all(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
+/// A DataFusion session with the table registered as `name`, for SQL over it.
+pub async fn sql_context(
+    table: &DeltaTable,
+    name: &str,
+) -> Result<deltalake::datafusion::prelude::SessionContext> {
     use deltalake::datafusion::prelude::SessionContext;
     let uri = table.table_url().to_string();
     let generic = |e: String| DeltaError::Table {
@@ -314,8 +333,20 @@ pub async fn read_all(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
         .table_provider()
         .await
         .map_err(|e| generic(e.to_string()))?;
-    let df = ctx
-        .read_table(provider)
+    ctx.register_table(name, provider)
         .map_err(|e| generic(e.to_string()))?;
+    Ok(ctx)
+}
+
+/// Reads a whole table into batches (for tests, checks and small tables).
+pub async fn read_all(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
+    let uri = table.table_url().to_string();
+    let generic = |e: String| DeltaError::Table {
+        uri: uri.clone(),
+        operation: "scan",
+        source: Box::new(DeltaTableError::Generic(e)),
+    };
+    let ctx = sql_context(table, "t").await?;
+    let df = ctx.table("t").await.map_err(|e| generic(e.to_string()))?;
     df.collect().await.map_err(|e| generic(e.to_string()))
 }

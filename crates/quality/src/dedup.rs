@@ -383,18 +383,12 @@ impl Deduplicator {
     /// one window of the newest, in arrival order. A restarted ingestor calls this before its
     /// first batch so duplicates of rows landed before the restart are still caught.
     pub async fn seed_from_table(&mut self, table: &deltalake::DeltaTable) -> Result<usize> {
-        use deltalake::datafusion::prelude::SessionContext;
         let uri = table.table_url().to_string();
         let err = |e: &dyn std::fmt::Display| crate::error::QualityError::Query {
             table: uri.clone(),
             message: e.to_string(),
         };
-        let ctx = SessionContext::new();
-        table
-            .update_datafusion_session(&ctx.state())
-            .map_err(|e| err(&e))?;
-        let provider = table.table_provider().await.map_err(|e| err(&e))?;
-        ctx.register_table("t", provider).map_err(|e| err(&e))?;
+        let ctx = finlake_core::delta::sql_context(table, "t").await?;
         let ts = finlake_core::schema::EVENT_TIME;
         let newest = ctx
             .sql(&format!("SELECT CAST(max({ts}) AS BIGINT) AS m FROM t"))

@@ -16,7 +16,6 @@ use arrow::compute::{cast, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
 use arrow::row::{RowConverter, SortField};
 use chrono::NaiveDate;
-use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use finlake_core::spec::{self, DestinationType, LoadedSpec, TableCheckKind, TransformType};
 use finlake_core::transform::{ExchangeCalendar, Session};
@@ -193,44 +192,17 @@ async fn open_table(uri: &str, storage: &HashMap<String, String>) -> Result<Delt
     }
     let table = DeltaTable::try_from_url_with_storage_options(url, storage.clone())
         .await
-        .map_err(|e| classify_open(uri, e))?;
+        .map_err(|e| finlake_core::delta::DeltaError::Table {
+            uri: uri.into(),
+            operation: "open",
+            source: Box::new(e),
+        })?;
     if table.version().is_none() {
         return Err(QualityError::Usage(format!(
             "table {uri}: not a Delta table (no _delta_log)"
         )));
     }
     Ok(table)
-}
-
-fn classify_open(uri: &str, e: deltalake::DeltaTableError) -> QualityError {
-    use deltalake::DeltaTableError as E;
-    // The kernel wraps storage failures in its own error; its text is all that says so.
-    let text = e.to_string();
-    if text.contains("Error interacting with object store")
-        || text.contains("error sending request")
-    {
-        return QualityError::Unreachable {
-            uri: uri.into(),
-            message: text,
-        };
-    }
-    match e {
-        E::ObjectStore { .. } | E::Io { .. } => QualityError::Unreachable {
-            uri: uri.into(),
-            message: e.to_string(),
-        },
-        E::NotATable(_) | E::InvalidTableLocation(_) => {
-            QualityError::Usage(format!("table {uri}: {e}"))
-        }
-        other => QualityError::Core(
-            finlake_core::delta::DeltaError::Table {
-                uri: uri.into(),
-                operation: "open",
-                source: Box::new(other),
-            }
-            .into(),
-        ),
-    }
 }
 
 /// Runs the check. Spec and argument problems come back before the lake is touched.
@@ -257,7 +229,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
     let spec = Arc::new(spec);
     let canonical = canonical_schema(&spec);
     // compile at load: a bad rule fails here, before the lake is touched
-    RuleSet::compile(&spec, crate::enrich::enriched_schema(&canonical))?;
+    let rules = RuleSet::compile(&spec, crate::enrich::enriched_schema(&canonical))?;
     let calendar = Arc::new(match &opts.refdata {
         Some(dir) => ExchangeCalendar::load(&dir.join("exchange_hours.csv"))?,
         None => ExchangeCalendar::embedded(),
@@ -297,6 +269,7 @@ pub async fn run(opts: &Options) -> Result<Report> {
     let work = check_table(
         opts,
         spec,
+        rules,
         canonical,
         calendar,
         uri.clone(),
@@ -344,6 +317,7 @@ struct Cached {
 async fn check_table(
     opts: &Options,
     spec: Arc<LoadedSpec>,
+    rules: RuleSet,
     canonical: SchemaRef,
     calendar: Arc<ExchangeCalendar>,
     uri: String,
@@ -355,7 +329,7 @@ async fn check_table(
     let now = opts.now.unwrap_or(run_at);
     let table = open_table(&uri, &storage).await?;
     let version = table.version().unwrap_or_default();
-    let table_schema = table_arrow_schema(&table, &uri)?;
+    let table_schema = finlake_core::delta::arrow_schema(&table, &uri)?;
     let pipeline = spec.pipeline.metadata.name.clone();
     let fingerprint = results::partition_fingerprint(&table, opts.date)
         .await
@@ -376,7 +350,6 @@ async fn check_table(
         .await?
         .and_then(|json| serde_json::from_str::<Cached>(&json).ok())
     };
-    let rules = RuleSet::compile(&spec, crate::enrich::enriched_schema(&canonical))?;
     let table_checks = spec
         .pipeline
         .spec
@@ -407,7 +380,8 @@ async fn check_table(
                 &mut dead,
             )
             .await?;
-            let json = serde_json::to_string(&Cached { measure: m, stats }).expect("serialisable");
+            let cached = Cached { measure: m, stats };
+            let json = serde_json::to_string(&cached).expect("serialisable");
             results::append_state(
                 state_table,
                 &pipeline,
@@ -419,8 +393,7 @@ async fn check_table(
                 &json,
             )
             .await?;
-            let c: Cached = serde_json::from_str(&json).expect("just written");
-            (c.measure, c.stats)
+            (cached.measure, cached.stats)
         }
     };
 
@@ -561,16 +534,7 @@ async fn scan(
     table_checks: &[spec::TableCheck],
     dead: &mut Vec<RecordBatch>,
 ) -> Result<(Measure, crate::engine::EngineStats)> {
-    let ctx = SessionContext::new();
-    table
-        .update_datafusion_session(&ctx.state())
-        .map_err(|e| query_err(uri, e))?;
-    let provider = table
-        .table_provider()
-        .await
-        .map_err(|e| query_err(uri, e))?;
-    ctx.register_table("t", provider)
-        .map_err(|e| query_err(uri, e))?;
+    let ctx = finlake_core::delta::sql_context(table, "t").await?;
     let mut order = vec!["_ingested_at", "_topic", "_partition", "_offset"];
     order.retain(|c| table_schema.index_of(c).is_ok());
     let order_by = if order.is_empty() {
@@ -662,10 +626,7 @@ fn canonical_nullable(s: &SchemaRef) -> SchemaRef {
 
 fn query_err(uri: &str, e: impl std::fmt::Display) -> QualityError {
     let message = e.to_string();
-    if message.contains("Generic S3 error")
-        || message.contains("error sending request")
-        || message.contains("Connection refused")
-    {
+    if finlake_core::delta::is_unreachable(&message) {
         QualityError::Unreachable {
             uri: uri.into(),
             message,
@@ -676,16 +637,6 @@ fn query_err(uri: &str, e: impl std::fmt::Display) -> QualityError {
             message,
         }
     }
-}
-
-fn table_arrow_schema(table: &DeltaTable, uri: &str) -> Result<Schema> {
-    use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
-    let snapshot = table.snapshot().map_err(|e| query_err(uri, e))?;
-    snapshot
-        .schema()
-        .as_ref()
-        .try_into_arrow()
-        .map_err(|e: arrow::error::ArrowError| query_err(uri, e))
 }
 
 fn measure(m: &mut Measure, batch: &RecordBatch) -> Result<()> {

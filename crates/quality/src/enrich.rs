@@ -67,7 +67,6 @@ pub fn add_session_columns(
     // hashbrown with foldhash (DataFusion's default map): a lookup per row, cheap
     let mut cache: datafusion::common::HashMap<(&str, i32), Option<(i64, i64)>> =
         datafusion::common::HashMap::default();
-    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
     for row in 0..n {
         if mics.is_null(row) || dates.is_null(row) {
             open.append_null();
@@ -76,7 +75,7 @@ pub fn add_session_columns(
         }
         let key = (mics.value(row), dates.value(row));
         let bounds = *cache.entry(key).or_insert_with(|| {
-            let date = epoch + chrono::Days::new(key.1.max(0) as u64);
+            let date = finlake_core::transform::symbols::date_of_epoch_days(key.1);
             match calendar.session(key.0, date) {
                 Some(Session::Open(o, c)) => Some((o, c)),
                 _ => None,

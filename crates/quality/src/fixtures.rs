@@ -148,9 +148,8 @@ pub fn trade_day(
     for &i in &bad_isin {
         muts[i] = Mut::BadIsin;
     }
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
     for &i in &after_hours {
-        let day = epoch + chrono::Days::new(dates.value(i) as u64);
+        let day = finlake_core::transform::symbols::date_of_epoch_days(dates.value(i));
         let Some(Session::Open(_, close)) = calendar.session(mics.value(i), day) else {
             unreachable!("the generator only trades in sessions")
         };

@@ -143,6 +143,19 @@ pub async fn append(
     Ok(delta::append(table, vec![batch(run, results)?], &extras).await?)
 }
 
+/// Column `name` of a scanned batch, cast to its type in `schema` (scans may return string
+/// views); `table` names the table in the error.
+fn column_as(b: &RecordBatch, name: &str, schema: &Schema, table: &str) -> Result<ArrayRef> {
+    let c = b.column_by_name(name).ok_or_else(|| QualityError::Query {
+        table: table.into(),
+        message: format!("no column `{name}`"),
+    })?;
+    Ok(arrow::compute::cast(
+        c,
+        schema.field_with_name(name)?.data_type(),
+    )?)
+}
+
 /// One past value of a check.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
@@ -167,16 +180,7 @@ pub async fn history(
     let mut latest: BTreeMap<(String, i32), (i64, Option<f64>, i64)> = BTreeMap::new();
     let (lo, hi) = (epoch_days(from), epoch_days(to));
     for b in &batches {
-        let col = |name: &str| -> Result<ArrayRef> {
-            let c = b.column_by_name(name).ok_or_else(|| QualityError::Query {
-                table: "quality_results".into(),
-                message: format!("no column `{name}`"),
-            })?;
-            Ok(arrow::compute::cast(
-                c,
-                &schema().field_with_name(name)?.data_type().clone(),
-            )?)
-        };
+        let col = |name: &str| column_as(b, name, &schema(), "quality_results");
         let (p, d, c, date, at, v, rows) = (
             col("pipeline")?,
             col("dataset")?,
@@ -209,11 +213,10 @@ pub async fn history(
             }
         }
     }
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid");
     let mut out: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for ((check, day), (_, value, rows)) in latest {
         out.entry(check).or_default().push(Point {
-            date: epoch + chrono::Days::new(day as u64),
+            date: finlake_core::transform::symbols::date_of_epoch_days(day),
             value,
             rows,
         });
@@ -289,16 +292,7 @@ pub async fn cached_state(
 ) -> Result<Option<String>> {
     let day = epoch_days(date);
     for b in delta::read_all(table).await? {
-        let col = |name: &str| -> Result<ArrayRef> {
-            let c = b.column_by_name(name).ok_or_else(|| QualityError::Query {
-                table: "quality_state".into(),
-                message: format!("no column `{name}`"),
-            })?;
-            Ok(arrow::compute::cast(
-                c,
-                state_schema().field_with_name(name)?.data_type(),
-            )?)
-        };
+        let col = |name: &str| column_as(&b, name, &state_schema(), "quality_state");
         let (p, d, dt, sha, fp, st) = (
             col("pipeline")?,
             col("dataset")?,

@@ -295,6 +295,24 @@ impl Compiler<'_> {
         }
     }
 
+    /// A DataFusion error about a rule's condition, as a diagnostic at the rule.
+    fn df_error(
+        &mut self,
+        origin: Origin,
+        field: &str,
+        rule: &str,
+        sql: &str,
+        e: &DataFusionError,
+    ) {
+        let (message, hint) = describe(e, &self.schema);
+        self.error(
+            origin,
+            field,
+            format!("rule `{rule}`: {message} in `{sql}`"),
+            hint,
+        );
+    }
+
     /// Parses, checks and plans one condition.
     fn plan(
         &mut self,
@@ -306,13 +324,7 @@ impl Compiler<'_> {
         let expr = match self.ctx.parse_sql_expr(sql, &self.df_schema) {
             Ok(e) => e,
             Err(e) => {
-                let (message, hint) = describe(&e, &self.schema);
-                self.error(
-                    origin,
-                    field,
-                    format!("rule `{rule}`: {message} in `{sql}`"),
-                    hint,
-                );
+                self.df_error(origin, field, rule, sql, &e);
                 return None;
             }
         };
@@ -357,26 +369,14 @@ impl Compiler<'_> {
                 return None;
             }
             Err(e) => {
-                let (message, hint) = describe(&e, &self.schema);
-                self.error(
-                    origin,
-                    field,
-                    format!("rule `{rule}`: {message} in `{sql}`"),
-                    hint,
-                );
+                self.df_error(origin, field, rule, sql, &e);
                 return None;
             }
         }
         match self.ctx.create_physical_expr(expr, &self.df_schema) {
             Ok(p) => Some(p),
             Err(e) => {
-                let (message, hint) = describe(&e, &self.schema);
-                self.error(
-                    origin,
-                    field,
-                    format!("rule `{rule}`: {message} in `{sql}`"),
-                    hint,
-                );
+                self.df_error(origin, field, rule, sql, &e);
                 None
             }
         }

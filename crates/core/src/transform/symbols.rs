@@ -25,9 +25,18 @@ pub struct SymbolMap {
     by_symbol: HashMap<String, HashMap<String, Vec<Entry>>>,
 }
 
+fn epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")
+}
+
 /// Days since 1970-01-01 of a date.
 pub fn epoch_days(d: NaiveDate) -> i32 {
-    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() as i32
+    (d - epoch()).num_days() as i32
+}
+
+/// The date `days` after 1970-01-01 (an Arrow `Date32` value); the inverse of [`epoch_days`].
+pub fn date_of_epoch_days(days: i32) -> NaiveDate {
+    epoch() + chrono::Duration::days(i64::from(days))
 }
 
 impl SymbolMap {
@@ -154,8 +163,7 @@ impl Normalizer {
                     FallbackStrategy::Null => out.append_null(),
                     FallbackStrategy::Reject => {
                         out.append_null();
-                        let date = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")
-                            + chrono::Days::new(day as u64);
+                        let date = date_of_epoch_days(day);
                         rejects.push(RowReject {
                                 row,
                                 rule: self.name.clone(),

@@ -96,10 +96,6 @@ fn run(batch: &RecordBatch, cuts: &[usize]) -> Run {
     }
 }
 
-fn as_one(run: &Run) -> EngineStats {
-    run.stats.clone()
-}
-
 #[test]
 fn a_thousand_micro_batches_give_the_same_verdicts_and_counts_as_one_batch() {
     let day = faulty_day();
@@ -109,7 +105,7 @@ fn a_thousand_micro_batches_give_the_same_verdicts_and_counts_as_one_batch() {
     let many = run(&day.batch, &cuts);
     assert_eq!(one, many);
     // and the counts are the injected ones
-    let s = as_one(&one);
+    let s = &one.stats;
     let inj = day.injected;
     assert_eq!(s.dedup.duplicate_rows, inj.duplicates as u64);
     assert_eq!(s.dedup.conflicting_duplicates, inj.conflicts as u64);
