@@ -19,6 +19,9 @@
 //! rate; the data is not adversarial. Payloads are compared exactly, value by value, and only
 //! when a key repeats: an entry keeps a reference to the batch its first version came in (so
 //! the batches of one window stay alive, and no payload is hashed or copied up front).
+// Data path: no unwrap/expect on anything derived from message bytes; each remaining one
+// says why it cannot fail.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -175,11 +178,18 @@ pub struct Deduplicator {
     scratch: [Vec<u64>; 2],
 }
 
-/// Columns that are not part of a row's payload: lineage (`_*`) and the rule engine's output.
+/// Whether a column is part of what the producer sent: the source's own fields. Lineage
+/// (`_*`), the columns finlake derives (`trade_date`, `isin`, `price_base`, `fx_rate`,
+/// `fx_source`, ...) and the rule engine's session columns are not: a producer's retry
+/// processed under newer reference data is the same message, not a conflicting duplicate.
 fn is_payload(name: &str) -> bool {
     !name.starts_with('_')
         && name != crate::enrich::MARKET_OPEN
         && name != crate::enrich::MARKET_CLOSE
+        && name != finlake_core::schema::TRADE_DATE
+        && !finlake_core::schema::enrichment_fields(true, true)
+            .iter()
+            .any(|f| f.name() == name)
 }
 
 impl Deduplicator {
@@ -291,10 +301,8 @@ impl Deduplicator {
         for row in all {
             let t = times.value(row);
             let watermark = self.newest.map(|m| m - window);
-            let verdict = if watermark.is_some_and(|w| t < w) {
-                Verdict::Late {
-                    watermark: watermark.expect("checked"),
-                }
+            let verdict = if let Some(watermark) = watermark.filter(|&w| t < w) {
+                Verdict::Late { watermark }
             } else {
                 let [k1, k2] = &self.scratch;
                 let key = join(k1, k2, row);
@@ -364,13 +372,12 @@ impl Deduplicator {
         loop {
             let fifo = self.in_order.front().map(|e| e.0);
             let heap = self.stragglers.peek().map(|Reverse(e)| e.0);
-            let (t, key) = match (fifo, heap) {
-                (Some(a), b) if a < w && b.is_none_or(|b| a <= b) => {
-                    self.in_order.pop_front().expect("peeked")
-                }
-                (_, Some(b)) if b < w => self.stragglers.pop().expect("peeked").0,
-                _ => break,
+            let popped = match (fifo, heap) {
+                (Some(a), b) if a < w && b.is_none_or(|b| a <= b) => self.in_order.pop_front(),
+                (_, Some(b)) if b < w => self.stragglers.pop().map(|Reverse(e)| e),
+                _ => None,
             };
+            let Some((t, key)) = popped else { break };
             if self.state.get(&key).is_some_and(|e| e.event_time == t) {
                 self.state.remove(&key);
             }

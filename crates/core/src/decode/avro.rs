@@ -105,6 +105,8 @@ impl AvroFormat {
 
     pub(crate) fn attempt(&self, capacity: usize) -> AvroAttempt<'_> {
         AvroAttempt {
+            // The same writer schema built a decoder in `new`; only the capacity differs.
+            #[allow(clippy::expect_used)]
             decoder: self
                 .decoder(capacity)
                 .expect("checked when the format was built"),

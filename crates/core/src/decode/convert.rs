@@ -95,6 +95,85 @@ pub fn parse_decimal(s: &str, precision: u8, scale: i8) -> Result<i128, DecimalE
     Ok(if neg { -v } else { v })
 }
 
+/// Why an integer's text was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntError {
+    /// Not a plain integer (letters, `true`, an empty string).
+    Syntax,
+    /// A fraction other than zeros (`100.7`): never truncated.
+    Fraction,
+    /// An exponent (`1e3`): integers are written out in full.
+    Exponent,
+    /// Outside the column's range.
+    OutOfRange,
+}
+
+/// Parses an integer strictly into `[min, max]`. A fraction of zeros (`100.0`) loses nothing
+/// and is accepted, as excess zero places are for decimals; any other fraction, an exponent
+/// or a value outside the range is an error, never truncated or wrapped.
+///
+/// ```
+/// use finlake_core::decode::{parse_int, IntError};
+/// assert_eq!(parse_int("-42", i64::MIN, i64::MAX), Ok(-42));
+/// assert_eq!(parse_int("100.0", i64::MIN, i64::MAX), Ok(100));
+/// assert_eq!(parse_int("100.7", i64::MIN, i64::MAX), Err(IntError::Fraction));
+/// assert_eq!(parse_int("1e3", i64::MIN, i64::MAX), Err(IntError::Exponent));
+/// assert_eq!(parse_int("2147483648", i32::MIN.into(), i32::MAX.into()), Err(IntError::OutOfRange));
+/// ```
+pub fn parse_int(s: &str, min: i64, max: i64) -> Result<i64, IntError> {
+    let bytes = s.as_bytes();
+    let (neg, rest) = match bytes.first() {
+        Some(b'-') => (true, &bytes[1..]),
+        Some(b'+') => (false, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let int_len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if int_len == 0 {
+        return Err(IntError::Syntax);
+    }
+    match rest[int_len..].split_first() {
+        None => {}
+        Some((b'.', frac)) => {
+            if let Some(bad) = frac.iter().find(|b| !b.is_ascii_digit()) {
+                return Err(if matches!(bad, b'e' | b'E') {
+                    IntError::Exponent
+                } else {
+                    IntError::Syntax
+                });
+            }
+            if frac.iter().any(|&b| b != b'0') {
+                return Err(IntError::Fraction);
+            }
+        }
+        Some((b'e' | b'E', _)) => return Err(IntError::Exponent),
+        Some(_) => return Err(IntError::Syntax),
+    }
+    // Accumulate negatively so i64::MIN parses; overflow is out of range.
+    let mut v: i64 = 0;
+    for &b in &rest[..int_len] {
+        v = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_sub(i64::from(b - b'0')))
+            .ok_or(IntError::OutOfRange)?;
+    }
+    let v = if neg {
+        v
+    } else {
+        v.checked_neg().ok_or(IntError::OutOfRange)?
+    };
+    if v < min || v > max {
+        return Err(IntError::OutOfRange);
+    }
+    Ok(v)
+}
+
+/// The instants chrono (and so every date computation downstream) can represent, in UTC
+/// microseconds: a wider `timestamp-micros` value from a message is a reject, not a panic.
+pub fn timestamp_micros_range() -> std::ops::RangeInclusive<i64> {
+    chrono::DateTime::<chrono::Utc>::MIN_UTC.timestamp_micros()
+        ..=chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp_micros()
+}
+
 /// Parses an RFC 3339 timestamp with an offset into UTC microseconds.
 pub fn parse_timestamp_micros(s: &str) -> Result<i64, String> {
     let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|_| {
@@ -115,8 +194,22 @@ pub fn parse_timestamp_micros(s: &str) -> Result<i64, String> {
 fn parse_date(s: &str) -> Result<i32, String> {
     let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map_err(|_| format!("expected a date such as 2026-11-20, found `{s}`"))?;
-    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
-    Ok((d - epoch).num_days() as i32)
+    // `NaiveDate::default()` is 1970-01-01
+    Ok((d - chrono::NaiveDate::default()).num_days() as i32)
+}
+
+fn int_reason(v: &str, e: &IntError, kind: Kind) -> String {
+    let ty = if kind == Kind::I32 { "Int32" } else { "Int64" };
+    match e {
+        IntError::Syntax => format!("`{v}` is not an integer"),
+        IntError::Fraction => {
+            format!("`{v}` has a fractional part; the column is an integer ({ty}), refusing to truncate")
+        }
+        IntError::Exponent => {
+            format!("`{v}` is written with an exponent; integers must be written out in full")
+        }
+        IntError::OutOfRange => format!("`{v}` does not fit in {ty}"),
+    }
 }
 
 struct RowErrors {
@@ -216,18 +309,64 @@ pub(crate) fn to_canonical(
                 }
                 Arc::new(b.finish())
             }
+            (Kind::I64 | Kind::I32, DataType::Utf8) => {
+                let text = col.as_string::<i32>();
+                let (min, max) = if spec.kind == Kind::I32 {
+                    (i64::from(i32::MIN), i64::from(i32::MAX))
+                } else {
+                    (i64::MIN, i64::MAX)
+                };
+                let mut values = Vec::with_capacity(n);
+                let mut valid = Vec::with_capacity(n);
+                for row in 0..n {
+                    let parsed = if text.is_null(row) {
+                        None
+                    } else {
+                        let v = text.value(row);
+                        match parse_int(v, min, max) {
+                            Ok(x) => Some(x),
+                            Err(e) => {
+                                errs.set(row, spec.name, || int_reason(v, &e, spec.kind));
+                                None
+                            }
+                        }
+                    };
+                    values.push(parsed.unwrap_or_default());
+                    valid.push(parsed.is_some());
+                }
+                let nulls = Some(arrow::buffer::NullBuffer::from(valid));
+                if spec.kind == Kind::I32 {
+                    // In range by the check above.
+                    let narrow: Vec<i32> = values.iter().map(|&v| v as i32).collect();
+                    Arc::new(arrow::array::Int32Array::new(narrow.into(), nulls))
+                } else {
+                    Arc::new(arrow::array::Int64Array::new(values.into(), nulls))
+                }
+            }
             (Kind::Ts, DataType::Timestamp(..)) => {
                 // Avro: same instant, normalised to the one time zone name finlake uses.
                 let micros = arrow::compute::cast(
                     &col,
                     &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
                 )?;
-                Arc::new(
-                    micros
-                        .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
-                        .clone()
-                        .with_timezone(schema::UTC),
-                )
+                let micros = micros
+                    .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                    .clone()
+                    .with_timezone(schema::UTC);
+                // The value must be an instant chrono can represent (dates are derived from
+                // it downstream); outside that it is a reject naming the field, not a panic.
+                let range = timestamp_micros_range();
+                for (row, v) in micros.iter().enumerate() {
+                    if let Some(v) = v.filter(|v| !range.contains(v)) {
+                        errs.set(row, spec.name, || {
+                            format!(
+                                "{v} microseconds since the epoch is outside the representable \
+                                 range (years -262143 to 262142)"
+                            )
+                        });
+                    }
+                }
+                Arc::new(micros)
             }
             (_, dt) if dt == &schema::arrow_type(spec.kind) => col,
             (_, dt) => {

@@ -25,6 +25,9 @@ impl JsonFormat {
     }
 
     pub(crate) fn attempt(&self, capacity: usize) -> JsonAttempt {
+        // The wire schema is a flat struct of primitive types, built from our declarations:
+        // arrow-json accepts it whatever the messages hold (a test builds every source type).
+        #[allow(clippy::expect_used)]
         let decoder = ReaderBuilder::new(self.wire.clone())
             // One spare row so a message holding two records is seen, not cut at the limit.
             .with_batch_size(capacity + 1)
@@ -65,6 +68,81 @@ fn failure(e: ArrowError) -> Failure {
     Failure { field, reason }
 }
 
+/// The first top-level key that appears twice in a JSON object, if any.
+///
+/// arrow-json keeps the last of two equal keys; which one the producer meant is ambiguous,
+/// so such a message is a reject naming the key. One pass over the bytes, no allocation on
+/// the usual path: key spans live on the stack (a heap list only past 32 keys) and a key
+/// with escapes is unescaped before comparing. Malformed JSON is left to the decoder.
+pub(crate) fn duplicate_key(msg: &[u8]) -> Option<String> {
+    const INLINE: usize = 32;
+    let mut inline = [(0usize, 0usize); INLINE];
+    let mut spill: Vec<(usize, usize)> = Vec::new();
+    let mut count = 0usize;
+    let mut escaped_keys = false;
+    let (mut depth, mut i) = (0usize, 0usize);
+    let mut last_string: Option<(usize, usize, bool)> = None;
+    while i < msg.len() {
+        match msg[i] {
+            b'"' => {
+                let start = i + 1;
+                let mut j = start;
+                let mut has_escape = false;
+                while j < msg.len() && msg[j] != b'"' {
+                    if msg[j] == b'\\' {
+                        has_escape = true;
+                        j += 1;
+                    }
+                    j += 1;
+                }
+                last_string = (depth == 1).then_some((start, j.min(msg.len()), has_escape));
+                i = j + 1;
+                continue;
+            }
+            b':' if depth == 1 => {
+                if let Some((a, b, esc)) = last_string.take() {
+                    escaped_keys |= esc;
+                    if count < INLINE {
+                        inline[count] = (a, b);
+                    } else {
+                        spill.push((a, b));
+                    }
+                    count += 1;
+                }
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if !msg[i].is_ascii_whitespace() && msg[i] != b':' {
+            last_string = None;
+        }
+        i += 1;
+    }
+    let all = || inline[..count.min(INLINE)].iter().chain(spill.iter());
+    if escaped_keys {
+        // Rare: compare the keys' unescaped text (the span plus its quotes is a JSON string).
+        let mut seen: Vec<String> = Vec::with_capacity(count);
+        for &(a, b) in all() {
+            let quoted = &msg[a - 1..(b + 1).min(msg.len())];
+            let key = serde_json::from_slice::<String>(quoted)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&msg[a..b]).into_owned());
+            if seen.contains(&key) {
+                return Some(key);
+            }
+            seen.push(key);
+        }
+        return None;
+    }
+    for (k, &(a, b)) in all().enumerate() {
+        let key = &msg[a..b];
+        if all().take(k).any(|&(c, d)| &msg[c..d] == key) {
+            return Some(String::from_utf8_lossy(key).into_owned());
+        }
+    }
+    None
+}
+
 impl Attempt for JsonAttempt {
     fn feed(&mut self, msg: &[u8]) -> Result<(), Failure> {
         let before = self.decoder.len();
@@ -86,6 +164,15 @@ impl Attempt for JsonAttempt {
         }
         if records == 0 {
             return Err(plain("the message holds no JSON object".into()));
+        }
+        if let Some(key) = duplicate_key(msg) {
+            return Err(Failure {
+                reason: format!(
+                    "field `{key}`: appears more than once in the object; which value is meant \
+                     is ambiguous"
+                ),
+                field: Some(key),
+            });
         }
         Ok(())
     }

@@ -8,6 +8,9 @@
 //! comes only at the end of a batch, the batch is split in halves, each decoded with a fresh
 //! decoder, until the bad messages stand alone.
 //! This module owns decoding and per-field conversion; it knows nothing of Kafka or tables.
+// Data path: no unwrap/expect on anything derived from message bytes; each remaining one
+// says why it cannot fail.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod avro;
 mod convert;
@@ -26,7 +29,10 @@ pub use avro::AvroFraming;
 /// again after a later one. (Avro keeps whole runs: its decoders cost more to build than its
 /// bytes cost to decode again.)
 const JSON_RESUME_CHUNK: usize = 256;
-pub use convert::{parse_decimal, parse_timestamp_micros, DecimalError};
+pub use convert::{
+    parse_decimal, parse_int, parse_timestamp_micros, timestamp_micros_range, DecimalError,
+    IntError,
+};
 
 /// Why one message did not become a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,7 +191,7 @@ impl SourceDecoder {
         rejects.sort_by_key(|r| r.index);
         let batch = match batches.len() {
             0 => RecordBatch::new_empty(self.schema.clone()),
-            1 => batches.pop().expect("one batch"),
+            1 => batches.swap_remove(0),
             _ => concat_batches(&self.schema, &batches)?,
         };
         debug_assert_eq!(batch.num_rows() + rejects.len(), msgs.len());

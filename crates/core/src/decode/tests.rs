@@ -188,3 +188,98 @@ fn avsc_with_a_wrong_type_fails_at_start_up() {
         "{err}"
     );
 }
+
+#[test]
+fn integers_are_parsed_strictly_never_truncated() {
+    use arrow::array::AsArray;
+    let fraction = GOOD.replace("\"quantity\":100", "\"quantity\":100.7");
+    let exponent = GOOD.replace("\"quantity\":100", "\"quantity\":1e2");
+    let huge = GOOD.replace("\"quantity\":100", "\"quantity\":9223372036854775808");
+    let zeros = GOOD.replace("\"quantity\":100", "\"quantity\":100.000");
+    let text = GOOD.replace("\"quantity\":100", "\"quantity\":\"250\"");
+    let out = decode_json(&[&fraction, &exponent, &huge, &zeros, &text]);
+    let reasons: Vec<(u32, &str, &str)> = out
+        .rejects
+        .iter()
+        .map(|r| (r.index, r.field.as_deref().unwrap_or(""), r.reason.as_str()))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:#?}");
+    assert!(
+        reasons[0].2.contains("`100.7` has a fractional part"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].2.contains("exponent"), "{reasons:?}");
+    assert!(
+        reasons[2].2.contains("does not fit in Int64"),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().all(|r| r.1 == "quantity"));
+    let q = out.batch.column_by_name("quantity").unwrap();
+    let q = q.as_primitive::<arrow::datatypes::Int64Type>();
+    assert_eq!(q.values().to_vec(), vec![100, 250]);
+}
+
+#[test]
+fn a_key_given_twice_is_a_reject_naming_the_key() {
+    let twice = GOOD.replace("\"side\":\"B\"", "\"side\":\"B\",\"side\":\"S\"");
+    let escaped = GOOD.replace("\"side\":\"B\"", "\"side\":\"B\",\"sid\\u0065\":\"S\"");
+    // the same word inside a value or a nested object is not a repeated key
+    let nested = GOOD.replace(
+        "\"side\":\"B\"",
+        "\"side\":\"B\",\"extra\":{\"side\":\"S\"}",
+    );
+    let in_value = GOOD.replace("\"side\":\"B\"", "\"side\":\"side\"");
+    let out = decode_json(&[&twice, &escaped, &nested, &in_value]);
+    let got: Vec<(u32, Option<&str>)> = out
+        .rejects
+        .iter()
+        .map(|r| (r.index, r.field.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(0, Some("side")), (1, Some("side"))],
+        "{:#?}",
+        out.rejects
+    );
+    assert!(out.rejects[0].reason.contains("more than once"));
+    assert_eq!(out.batch.num_rows(), 2);
+}
+
+#[test]
+fn avro_timestamp_outside_chrono_range_is_a_reject_not_a_panic() {
+    use crate::generate::{self, GenOptions, WireFormat};
+    let (symbols, calendar) = crate::demo::embedded_refdata().unwrap();
+    let g = generate::generate(
+        &GenOptions {
+            rows: 3_000,
+            faults: 0.2,
+            seed: 9,
+            format: WireFormat::Avro,
+            date: crate::demo::demo_date(),
+            source_type: SourceType::Trade,
+        },
+        &symbols,
+        &calendar,
+    );
+    let bad: Vec<usize> = g
+        .manifest
+        .iter()
+        .filter(|e| e.fault.as_deref() == Some("TimestampOutOfRange"))
+        .map(|e| e.index as usize)
+        .collect();
+    assert!(!bad.is_empty());
+    let d = SourceDecoder::avro(
+        SourceType::Trade,
+        &crate::schema::avro_schema(SourceType::Trade),
+        AvroFraming::Plain,
+    )
+    .unwrap();
+    let msgs: Vec<&[u8]> = bad.iter().map(|&i| g.messages[i].as_slice()).collect();
+    let out = d.decode(&msgs).unwrap();
+    assert_eq!(out.rejects.len(), msgs.len());
+    assert!(out
+        .rejects
+        .iter()
+        .all(|r| r.field.as_deref() == Some("timestamp")
+            && r.reason.contains("outside the representable range")));
+}

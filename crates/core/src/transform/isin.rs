@@ -1,16 +1,35 @@
 //! ISO 6166 ISIN validation.
 
-/// True when `s` is a 12-character ISIN with a valid check digit.
+/// Prefixes that are no ISO 3166-1 country but that numbering agencies assign: `XS`
+/// (international securities, Euroclear/Clearstream), `EU` (instruments of the European
+/// Union), `XA` to `XD` (CUSIP Global Services' substitute ranges), `XK` (Kosovo, user-assigned
+/// in ISO 3166), and `AN` / `CS` (Netherlands Antilles, Serbia and Montenegro: withdrawn from
+/// ISO 3166-1, but ISINs issued under them are still outstanding).
+const NON_COUNTRY_PREFIXES: &[&str] = &["AN", "CS", "EU", "XA", "XB", "XC", "XD", "XK", "XS"];
+
+/// True when the first two letters may begin an ISIN: an ISO 3166-1 alpha-2 country code (the
+/// `iso_country` crate's list) or one of [`NON_COUNTRY_PREFIXES`].
+pub fn is_isin_prefix(prefix: &str) -> bool {
+    prefix.len() == 2
+        && (NON_COUNTRY_PREFIXES.contains(&prefix)
+            || prefix.parse::<iso_country::Country>().is_ok())
+}
+
+/// True when `s` is a 12-character ISIN with a valid check digit whose prefix is a country
+/// code or a prefix numbering agencies assign (see [`is_isin_prefix`]).
 ///
 /// ```
 /// use finlake_core::transform::is_valid_isin;
 /// assert!(is_valid_isin("US0378331005"));
 /// assert!(!is_valid_isin("US0378331006"));
+/// // the check digit is right, but OB is no country
+/// assert!(!is_valid_isin("OBOGYUXBZH70"));
 /// ```
 pub fn is_valid_isin(s: &str) -> bool {
     let b = s.as_bytes();
     if b.len() != 12
         || !b[..2].iter().all(u8::is_ascii_uppercase)
+        || !is_isin_prefix(&s[..2])
         || !b[2..11]
             .iter()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
@@ -58,6 +77,8 @@ mod tests {
             "GB0002634946",
             "DE0007164600",
             "JP3633400001",
+            "XS0104440986",
+            "EU000A1G0BL1",
         ] {
             assert!(is_valid_isin(good), "{good}");
         }
@@ -66,6 +87,7 @@ mod tests {
             "US037833100",
             "us0378331005",
             "US03783310O5",
+            "OBOGYUXBZH70",
             "",
         ] {
             assert!(!is_valid_isin(bad), "{bad}");
