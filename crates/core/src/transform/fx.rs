@@ -5,6 +5,14 @@
 //! recent earlier day with rates, at most [`MAX_FALLBACK_DAYS`] back (a weekend). Results are
 //! rounded half-even to the column's scale; a result that does not fit its precision is a
 //! reject naming the field, never a wrong number, and a row with no usable rate is a reject.
+//!
+//! Rates are accepted as the market quotes them, in either direction: EUR/USD (base EUR,
+//! quote USD: USD per EUR) is used as it is; USD/JPY (base USD, quote JPY: JPY per USD) is
+//! inverted to USD per JPY at the rate column's scale (10 places), rounded half to even, so
+//! 151.5 JPY per USD becomes 0.0066006601. The relative error of an inverted rate is at most
+//! half a unit in the tenth place divided by the rate (below 1e-8 for any rate under 5,000 per
+//! base unit); the conversion of a price then rounds once more, half-even, to its own scale.
+//! When a currency is quoted both ways, the two series merge by time and the latest wins.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,7 +40,8 @@ pub struct FxRates {
 
 impl FxRates {
     /// Builds from an `fx_rate` batch (base_currency, quote_currency, rate, timestamp), keeping
-    /// the pairs that quote in `base`.
+    /// the pairs that involve `base` in either direction (pairs quoted `base/XXX` are inverted,
+    /// see the module docs). A zero or negative rate is refused, naming its row.
     pub fn from_batch(base: &str, batch: &RecordBatch) -> Result<Self> {
         let col = |n: &str| {
             batch
@@ -47,14 +56,33 @@ impl FxRates {
             base: base.to_string(),
             by_ccy: HashMap::new(),
         };
+        let unit = 10i128.pow(RATE_SCALE);
         for i in 0..batch.num_rows() {
-            if to.value(i) == base {
-                rates
-                    .by_ccy
-                    .entry(from.value(i).to_string())
-                    .or_default()
-                    .push((ts.value(i), rate.value(i)));
+            let (b, q, r) = (from.value(i), to.value(i), rate.value(i));
+            if b == q || (b != base && q != base) {
+                continue;
             }
+            if r <= 0 {
+                return Err(Error::Usage(format!(
+                    "fx rate row {i}: {b}/{q} has a non-positive rate"
+                )));
+            }
+            let (ccy, per_base) = if q == base {
+                (b, r)
+            } else {
+                // base/XXX: XXX per base unit; invert to base per XXX at the same scale.
+                (q, div_round_half_even(unit * unit, r))
+            };
+            if per_base == 0 {
+                return Err(Error::Usage(format!(
+                    "fx rate row {i}: {b}/{q} = {r}e-{RATE_SCALE} inverts to zero at {RATE_SCALE} places"
+                )));
+            }
+            rates
+                .by_ccy
+                .entry(ccy.to_string())
+                .or_default()
+                .push((ts.value(i), per_base));
         }
         rates.by_ccy.values_mut().for_each(|v| v.sort_unstable());
         Ok(rates)
@@ -276,5 +304,64 @@ mod tests {
         assert_eq!(rates.lookup("EUR", 20 * day), None);
         assert_eq!(rates.lookup("EUR", 5 * day), None);
         assert_eq!(rates.lookup("USD", 5 * day).map(|r| r.2), Some("identity"));
+    }
+
+    fn rates_batch(rows: &[(&str, &str, i128)]) -> RecordBatch {
+        use arrow::array::{Decimal128Array, StringArray, TimestampMicrosecondArray};
+        let n = rows.len();
+        RecordBatch::try_new(
+            schema::source_schema(crate::spec::SourceType::FxRate),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(
+                    Decimal128Array::from_iter_values(rows.iter().map(|r| r.2))
+                        .with_data_type(schema::arrow_type(RATE)),
+                ),
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n("t", n))),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values((0..n as i64).map(|i| 1_000 + i))
+                        .with_timezone(schema::UTC),
+                ),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn market_convention_pairs_are_inverted_half_even() {
+        // USD/JPY 151.5 (JPY per USD) and USD/CHF 0.885, as the market quotes them; EUR/USD as is.
+        let batch = rates_batch(&[
+            ("USD", "JPY", 1_515_000_000_000),
+            ("USD", "CHF", 8_850_000_000),
+            ("EUR", "USD", 10_850_000_000),
+            ("EUR", "GBP", 8_500_000_000),
+        ]);
+        let rates = FxRates::from_batch("USD", &batch).unwrap();
+        // 1 / 151.5 = 0.00660066006..., to 10 places half-even: 0.0066006601
+        assert_eq!(rates.lookup("JPY", 2_000).map(|r| r.0), Some(66_006_601));
+        // 1 / 0.885 = 1.12994350282..., to 10 places: 1.1299435028
+        assert_eq!(
+            rates.lookup("CHF", 2_000).map(|r| r.0),
+            Some(11_299_435_028)
+        );
+        assert_eq!(
+            rates.lookup("EUR", 2_000).map(|r| r.0),
+            Some(10_850_000_000)
+        );
+        // a cross not involving the base is not a USD rate
+        assert_eq!(rates.lookup("GBP", 2_000), None);
+    }
+
+    #[test]
+    fn exact_inverse_stays_exact_and_zero_is_refused() {
+        // 0.32 XXX per USD inverts to exactly 3.125 USD per XXX: no rounding.
+        let rates =
+            FxRates::from_batch("USD", &rates_batch(&[("USD", "XXX", 3_200_000_000)])).unwrap();
+        assert_eq!(
+            rates.lookup("XXX", 2_000).map(|r| r.0),
+            Some(31_250_000_000)
+        );
+        assert!(FxRates::from_batch("USD", &rates_batch(&[("USD", "JPY", 0)])).is_err());
     }
 }
