@@ -150,6 +150,16 @@ const CORPORATE_ACTION: &[FieldSpec] = &[
     f("timestamp", Kind::Ts, true),
 ];
 
+const POSITION: &[FieldSpec] = &[
+    f("account_id", Kind::Str, true),
+    f("symbol", Kind::Str, true),
+    f("exchange", Kind::Str, false),
+    f("quantity", Kind::I64, true),
+    f("market_value", NOTIONAL, false),
+    f("currency", Kind::Str, true),
+    f("timestamp", Kind::Ts, true),
+];
+
 /// The fields of a source type, in column order.
 pub fn source_fields(t: SourceType) -> &'static [FieldSpec] {
     match t {
@@ -161,6 +171,8 @@ pub fn source_fields(t: SourceType) -> &'static [FieldSpec] {
         SourceType::ExecutionReport => EXECUTION_REPORT,
         SourceType::Order => ORDER,
         SourceType::CorporateAction => CORPORATE_ACTION,
+        SourceType::TradeFeed => TRADE,
+        SourceType::Positions => POSITION,
     }
 }
 
@@ -194,17 +206,18 @@ pub fn source_schema(t: SourceType) -> SchemaRef {
     ))
 }
 
-/// The schema arrow-json decodes into: decimals, timestamps and dates as text (checked and
-/// converted by finlake, so excess decimal places and numeric timestamps are caught), and
-/// every field nullable (so a missing field is a reject naming the field, not a batch error).
+/// The schema arrow-json decodes into: decimals, integers, timestamps and dates as text
+/// (checked and converted by finlake, so excess decimal places, fractional or out-of-range
+/// integers and numeric timestamps are caught rather than rounded or truncated), and every
+/// field nullable (so a missing field is a reject naming the field, not a batch error).
 pub fn json_wire_schema(t: SourceType) -> SchemaRef {
     Arc::new(Schema::new(
         source_fields(t)
             .iter()
             .map(|f| {
                 let dt = match f.kind {
-                    Kind::Dec(..) | Kind::Ts | Kind::Date => DataType::Utf8,
-                    other => arrow_type(other),
+                    Kind::Dec(..) | Kind::Ts | Kind::Date | Kind::I64 | Kind::I32 => DataType::Utf8,
+                    Kind::Str => DataType::Utf8,
                 };
                 Field::new(f.name, dt, true)
             })

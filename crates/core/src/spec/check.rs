@@ -15,7 +15,14 @@ use super::{Diagnostic, Level};
 pub(crate) struct Checker<'a> {
     pub(crate) root: &'a Node,
     pub(crate) out: Vec<Diagnostic>,
+    /// Enum values written in another case (`Avro`), with their canonical spelling (`AVRO`):
+    /// applied to the tree before serde reads it.
+    pub(crate) rewrites: Vec<(Vec<String>, String)>,
 }
+
+/// The schema key that marks a key finlake accepts but does not act on; its value is the
+/// reason, shown in the warning at the key's line.
+pub const UNENFORCED: &str = "x-finlake-unenforced";
 
 impl Checker<'_> {
     fn push(
@@ -59,6 +66,10 @@ impl Checker<'_> {
             let string_schema = serde_json::json!({"type": "string", "enum": allowed});
             return self.structure(node, &string_schema, path);
         }
+        // untagged alternatives (`alerting`: a mapping of channels or a list of rules)
+        if let Some(alts) = schema.get("anyOf").and_then(Value::as_array) {
+            return self.alternatives(node, alts, path);
+        }
         let ty = schema.get("type").and_then(Value::as_str).unwrap_or("");
         match (ty, &node.kind) {
             ("object", NodeKind::Map(entries)) => {
@@ -67,7 +78,21 @@ impl Checker<'_> {
                 for (key, key_pos, child) in entries {
                     path.push(key.clone());
                     match props.and_then(|p| p.get(key)) {
-                        Some(sub) => self.structure(child, sub, path),
+                        Some(sub) => {
+                            if let Some(note) = sub.get(UNENFORCED).and_then(Value::as_str) {
+                                self.push(
+                                    Level::Warning,
+                                    *key_pos,
+                                    path,
+                                    format!(
+                                        "`{}` is accepted but not acted on: {note}",
+                                        display_path(path)
+                                    ),
+                                    None,
+                                );
+                            }
+                            self.structure(child, sub, path)
+                        }
                         None => match additional {
                             Some(Value::Bool(false)) => {
                                 let known: Vec<&str> = props
@@ -140,6 +165,74 @@ impl Checker<'_> {
         }
     }
 
+    /// A node that may take one of several shapes: the first alternative with no error wins;
+    /// otherwise the errors of the alternative whose shape matches the node are reported.
+    fn alternatives(&mut self, node: &Node, alts: &[Value], path: &mut Vec<String>) {
+        let mut matching_shape: Option<Checker<'_>> = None;
+        let mut first: Option<Checker<'_>> = None;
+        let node_is_null = matches!(&node.kind, NodeKind::Scalar { plain: true, value } if matches!(value.as_str(), "" | "~" | "null"));
+        for alt in alts {
+            // `Option<T>`'s null branch (`enum: [null]`) matches a null and nothing else
+            let null_only = alt
+                .get("enum")
+                .and_then(Value::as_array)
+                .is_some_and(|e| e.iter().all(Value::is_null));
+            if null_only {
+                if node_is_null {
+                    return;
+                }
+                continue;
+            }
+            let mut trial = Checker {
+                root: self.root,
+                out: Vec::new(),
+                rewrites: Vec::new(),
+            };
+            trial.structure(node, alt, path);
+            if !trial.out.iter().any(|d| d.level == Level::Error) {
+                self.out.append(&mut trial.out);
+                self.rewrites.append(&mut trial.rewrites);
+                return;
+            }
+            let shape = alt.get("type").and_then(Value::as_str);
+            let fits = matches!(
+                (&node.kind, shape),
+                (NodeKind::Map(_), Some("object"))
+                    | (NodeKind::Seq(_), Some("array"))
+                    | (
+                        NodeKind::Scalar { .. },
+                        Some("string" | "integer" | "number" | "boolean")
+                    )
+            );
+            if fits && matching_shape.is_none() {
+                matching_shape = Some(trial);
+            } else if first.is_none() {
+                first = Some(trial);
+            }
+        }
+        match matching_shape.or(first) {
+            Some(mut trial) => self.out.append(&mut trial.out),
+            None => {
+                let shapes: Vec<&str> = alts
+                    .iter()
+                    .filter_map(|a| a.get("type").and_then(Value::as_str))
+                    .map(|t| match t {
+                        "object" => "a mapping",
+                        "array" => "a list",
+                        other => other,
+                    })
+                    .collect();
+                self.push(
+                    Level::Error,
+                    node.pos,
+                    path,
+                    format!("`{}` must be {}", display_path(path), shapes.join(" or ")),
+                    None,
+                );
+            }
+        }
+    }
+
     fn scalar(&mut self, node: &Node, ty: &str, schema: &Value, path: &[String]) {
         let value = node.to_json();
         let ok = match ty {
@@ -173,7 +266,12 @@ impl Checker<'_> {
             (schema.get("enum").and_then(Value::as_array), &value)
         {
             let allowed: Vec<&str> = allowed.iter().filter_map(Value::as_str).collect();
-            if !allowed.contains(&s.as_str()) {
+            let other_case = allowed
+                .iter()
+                .find(|a| a.eq_ignore_ascii_case(s) && **a != s.as_str());
+            if let Some(canonical) = other_case {
+                self.rewrites.push((path.to_vec(), canonical.to_string()));
+            } else if !allowed.contains(&s.as_str()) {
                 self.push(
                     Level::Error,
                     node.pos,
@@ -208,11 +306,25 @@ impl Checker<'_> {
 
     fn at(&mut self, level: Level, path: &[&str], message: String, hint: Option<String>) {
         let owned: Vec<String> = path.iter().map(|s| s.to_string()).collect();
-        // Point at the deepest node that exists on the path.
-        let pos = (0..=owned.len())
-            .rev()
-            .find_map(|n| self.root.at(&owned[..n]))
-            .map(|n| n.pos)
+        // Point at the key itself when the path ends in one (its value may start on the next
+        // line), else at the deepest node that exists on the path.
+        let key_pos =
+            owned
+                .split_last()
+                .and_then(|(last, parent)| match &self.root.at(parent)?.kind {
+                    NodeKind::Map(entries) => entries
+                        .iter()
+                        .find(|(k, _, _)| k == last)
+                        .map(|(_, p, _)| *p),
+                    _ => None,
+                });
+        let pos = key_pos
+            .or_else(|| {
+                (0..=owned.len())
+                    .rev()
+                    .find_map(|n| self.root.at(&owned[..n]))
+                    .map(|n| n.pos)
+            })
             .unwrap_or_default();
         self.push(level, pos, &owned, message, hint);
     }
@@ -266,25 +378,24 @@ impl Checker<'_> {
         }
         for (i, src) in s.sources.iter().enumerate() {
             let idx = i.to_string();
-            if matches!(src.format, Format::Avro | Format::AvroConfluent)
-                && src.config.avro_schema.is_none()
+            let change_stream = src.config.database.is_some() || src.config.table.is_some();
+            if src.config.kafka_topic.is_none() && !change_stream {
+                self.at(
+                    Level::Error,
+                    &["spec", "sources", &idx, "config"],
+                    format!("source `{}` has no `kafka_topic`", src.name),
+                    Some("such as `kafka_topic: market.trades`".into()),
+                );
+            }
+            if src.format == Format::AvroConfluent
+                && src.config.schema_id.is_none()
+                && src.config.schema_registry.is_none()
             {
                 self.at(
                     Level::Error,
                     &["spec", "sources", &idx, "config"],
                     format!(
-                        "source `{}` is {:?} but has no `avro_schema` (the path of its .avsc file)",
-                        src.name, src.format
-                    ),
-                    None,
-                );
-            }
-            if src.format == Format::AvroConfluent && src.config.schema_id.is_none() {
-                self.at(
-                    Level::Error,
-                    &["spec", "sources", &idx, "config"],
-                    format!(
-                        "source `{}` is AVRO_CONFLUENT but has no `schema_id`",
+                        "source `{}` is AVRO_CONFLUENT but has no `schema_id` (nor a `schema_registry`)",
                         src.name
                     ),
                     None,
@@ -317,7 +428,31 @@ impl Checker<'_> {
                         }
                     }
                 }
-                TransformType::CurrencyConversion => {
+                TransformType::Enrich if t.config.base_currency.is_none() => {
+                    self.at(
+                        Level::Error,
+                        &["spec", "transformations", &idx, "config"],
+                        format!(
+                            "enrich transformation `{}` needs `base_currency`: finlake's enrichment \
+                             is currency conversion (the operations guide's example)",
+                            t.name
+                        ),
+                        Some("such as `base_currency: USD`".into()),
+                    );
+                }
+                TransformType::CurrencyConversion | TransformType::Enrich => {
+                    if let Some(rt) = &t.config.rate_type {
+                        if !rt.eq_ignore_ascii_case("spot") {
+                            self.at(
+                                Level::Error,
+                                &["spec", "transformations", &idx, "config", "rate_type"],
+                                format!(
+                                    "unsupported rate type `{rt}`: finlake converts at spot rates"
+                                ),
+                                Some("use `rate_type: spot`".into()),
+                            );
+                        }
+                    }
                     if let Some(ccy) = &t.config.base_currency {
                         if !crate::transform::is_iso_currency(ccy) {
                             self.at(
@@ -328,11 +463,16 @@ impl Checker<'_> {
                             );
                         }
                     }
-                    if let Some(fb) = &t.config.fallback {
+                    if let Some(fb) = t.config.rate_fallback() {
                         if fb != "previous_day" && fb != "none" {
+                            let key = if t.config.fallback.is_some() {
+                                "fallback"
+                            } else {
+                                "fallback_rate"
+                            };
                             self.at(
                                 Level::Error,
-                                &["spec", "transformations", &idx, "config", "fallback"],
+                                &["spec", "transformations", &idx, "config", key],
                                 format!("unknown rate fallback `{fb}`"),
                                 Some(suggest(fb, &["previous_day", "none"])),
                             );
@@ -403,6 +543,16 @@ impl Checker<'_> {
                         );
                     }
                 }
+                DestinationType::Cache => self.at(
+                    Level::Warning,
+                    &["spec", "destinations", &idx, "type"],
+                    format!(
+                        "cache destination `{}` is accepted but not written yet: finlake lands \
+                         tables; a cache of latest values comes with the ingestor",
+                        d.name
+                    ),
+                    None,
+                ),
                 DestinationType::DeadLetter => {
                     if d.config.topic.is_none() {
                         self.at(
@@ -429,6 +579,80 @@ impl Checker<'_> {
                 );
             }
         }
+        if let Some(proc) = &s.processing {
+            if proc.processing_type.is_some_and(|t| t != s.pipeline_type) {
+                self.at(
+                    Level::Error,
+                    &["spec", "processing", "type"],
+                    "`processing.type` disagrees with `spec.type`".into(),
+                    None,
+                );
+            }
+            if let Some(engine) = proc
+                .engine
+                .as_deref()
+                .filter(|e| !e.eq_ignore_ascii_case("finlake"))
+            {
+                self.at(
+                    Level::Warning,
+                    &["spec", "processing", "engine"],
+                    format!(
+                        "`spec.processing.engine` is accepted but not acted on: `{engine}` is \
+                         another engine; finlake runs the pipeline on its own"
+                    ),
+                    None,
+                );
+            }
+            if let Some(m) = &proc.config.max_poll_records {
+                if m.value().is_none_or(|v| v == 0) {
+                    self.at(
+                        Level::Error,
+                        &["spec", "processing", "config", "max_poll_records"],
+                        "max_poll_records must be a whole number of at least 1".into(),
+                        None,
+                    );
+                }
+            }
+            if let (Some(commit), Some(_)) = (
+                proc.config.commit_interval,
+                proc.config.checkpointing.as_ref().and_then(|c| c.interval),
+            ) {
+                self.at(
+                    Level::Warning,
+                    &["spec", "processing", "config", "checkpointing"],
+                    format!(
+                        "`spec.processing.config.checkpointing` is accepted but not acted on: \
+                         `commit_interval` ({commit}) is also given, and it wins"
+                    ),
+                    None,
+                );
+            }
+        }
+        if let Some(super::types::Alerting::Rules(rules)) = &s.alerting {
+            for (i, rule) in rules.iter().enumerate() {
+                for (j, dest) in rule.destinations.iter().enumerate() {
+                    let known = [
+                        "slack://",
+                        "email://",
+                        "pagerduty://",
+                        "kafka://",
+                        "https://",
+                    ];
+                    if !known.iter().any(|k| dest.starts_with(k)) {
+                        let (ii, jj) = (i.to_string(), j.to_string());
+                        self.at(
+                            Level::Error,
+                            &["spec", "alerting", &ii, "destinations", &jj],
+                            format!("unknown alert destination `{dest}`"),
+                            Some(format!(
+                                "write it as one of {}",
+                                known.map(|k| format!("{k}...")).join(", ")
+                            )),
+                        );
+                    }
+                }
+            }
+        }
         if let Some(0) = s.processing.as_ref().and_then(|p| p.config.max_batch_size) {
             self.at(
                 Level::Error,
@@ -450,7 +674,6 @@ impl Checker<'_> {
             "destinations",
             s.destinations.iter().map(|x| x.name.as_str()),
         );
-        self.not_enforced(p);
     }
 
     fn action(&mut self, path: &[&str], action: &str, allow_dedup: bool) {
@@ -489,28 +712,6 @@ impl Checker<'_> {
             }
         }
     }
-
-    /// Sections parsed but not yet acted on by any finlake program: a loud warning each.
-    /// (`validation` and `business_rules` are enforced by the rule engine in finlake-quality.)
-    fn not_enforced(&mut self, p: &DataPipeline) {
-        let s = &p.spec;
-        let sections: [(&str, bool); 4] = [
-            ("cep_patterns", !s.cep_patterns.is_empty()),
-            ("alerting", s.alerting.is_some()),
-            ("monitoring", s.monitoring.is_some()),
-            ("security", s.security.is_some()),
-        ];
-        for (name, present) in sections {
-            if present {
-                self.at(
-                    Level::Warning,
-                    &["spec", name],
-                    format!("`spec.{name}` is accepted but not enforced yet"),
-                    None,
-                );
-            }
-        }
-    }
 }
 
 fn display_path(path: &[String]) -> String {
@@ -525,29 +726,18 @@ fn display_path(path: &[String]) -> String {
 pub fn suggest(word: &str, known: &[&str]) -> String {
     let best = known
         .iter()
-        .map(|k| (edit_distance(&word.to_lowercase(), &k.to_lowercase()), *k))
+        .map(|k| {
+            (
+                strsim::levenshtein(&word.to_lowercase(), &k.to_lowercase()),
+                *k,
+            )
+        })
         .min();
     match best {
         Some((d, k)) if d <= 2.max(word.len() / 3) => format!("did you mean `{k}`?"),
         _ if known.is_empty() => "this section takes no keys".to_string(),
         _ => format!("expected one of: {}", known.join(", ")),
     }
-}
-
-/// Levenshtein distance, for hints.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]

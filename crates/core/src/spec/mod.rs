@@ -165,8 +165,9 @@ pub fn load_str(
     })?;
     let mut env_errors = Vec::new();
     root.expand_env(env, &mut env_errors);
-    let mut checker = check::Checker {
+    let checker = check::Checker {
         root: &root,
+        rewrites: Vec::new(),
         out: env_errors
             .into_iter()
             .map(|(pos, message)| Diagnostic {
@@ -179,11 +180,27 @@ pub fn load_str(
             .collect(),
     };
     let schema = json_schema();
+    let mut checker = checker;
     checker.structure(&root, &schema, &mut Vec::new());
+    // Enum values in another case (`Avro`) are read in their canonical spelling.
+    let (out, rewrites) = (checker.out, checker.rewrites);
+    for (path, canonical) in &rewrites {
+        root.set_scalar(path, canonical);
+    }
+    let mut checker = check::Checker {
+        root: &root,
+        rewrites: Vec::new(),
+        out,
+    };
     if checker.out.iter().any(|d| d.level == Level::Error) {
         // Still check the meaning of what is sound, so one run reports every problem: drop
         // the nodes that failed, and if what is left reads, check it too.
-        let bad: Vec<&str> = checker.out.iter().map(|d| d.path.as_str()).collect();
+        let bad: Vec<&str> = checker
+            .out
+            .iter()
+            .filter(|d| d.level == Level::Error)
+            .map(|d| d.path.as_str())
+            .collect();
         let pruned = root.to_json_without(&bad);
         if let Ok(partial) = serde_json::from_value::<DataPipeline>(pruned) {
             let before = checker.out.len();
@@ -284,6 +301,41 @@ fn strip_for_kubernetes(v: &mut Value) {
             // `format: duration` is not an OpenAPI format Kubernetes knows; the pattern says it.
             if map.get("format").and_then(Value::as_str) == Some("duration") {
                 map.remove("format");
+            }
+            // finlake's own notes are for the checker, not the apiserver
+            map.remove(check::UNENFORCED);
+            // A structural schema cannot give one field two shapes (`alerting`: a mapping or a
+            // list), except int-or-string: such a field is left to finlake's own check.
+            let shapes: std::collections::BTreeSet<&str> = map
+                .get("anyOf")
+                .and_then(Value::as_array)
+                .map(|alts| {
+                    alts.iter()
+                        .filter_map(|a| a.get("type").and_then(Value::as_str))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if shapes.contains("object") && shapes.contains("array") {
+                let description = map.remove("description");
+                map.clear();
+                map.insert(
+                    "x-kubernetes-preserve-unknown-fields".into(),
+                    Value::Bool(true),
+                );
+                if let Some(d) = description {
+                    map.insert("description".into(), d);
+                }
+                return;
+            }
+            if map.contains_key("x-kubernetes-int-or-string") {
+                // the apiserver wants bare types in the branches
+                if let Some(Value::Array(alts)) = map.get_mut("anyOf") {
+                    for alt in alts.iter_mut() {
+                        if let Value::Object(a) = alt {
+                            a.remove("pattern");
+                        }
+                    }
+                }
             }
             map.values_mut().for_each(strip_for_kubernetes);
         }

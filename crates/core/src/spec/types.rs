@@ -3,6 +3,11 @@
 //! These types are the single source of truth: serde reads them, `check` validates YAML against
 //! the JSON schema derived from them, and `finlake crd` prints that schema as a Kubernetes CRD.
 //! Every struct denies unknown fields.
+//!
+//! Every key the firm's operations guide shows is accepted. A key finlake acts on is enforced;
+//! one it does not act on yet, or that belongs to another engine (Flink's `job_manager`), carries
+//! an `x-finlake-unenforced` note in the schema, and the checker warns at its line with that
+//! note. Enum values are matched without regard to case (`Avro`, `JSON`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -73,9 +78,11 @@ pub struct PipelineSpec {
     pub business_rules: Vec<BusinessRule>,
     /// Complex-event patterns that raise alerts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-finlake-unenforced" = "patterns are evaluated by finlake-ingest, which is not built yet"))]
     pub cep_patterns: Vec<CepPattern>,
-    /// Where alerts go.
+    /// Alert channels, or the guide's list of alert rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "alerts are raised by finlake-ingest, which is not built yet; delivery to Slack and email comes after it"))]
     pub alerting: Option<Alerting>,
     /// Where data lands.
     pub destinations: Vec<Destination>,
@@ -85,9 +92,208 @@ pub struct PipelineSpec {
     /// Metrics and logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<Monitoring>,
-    /// TLS and credentials.
+    /// TLS, credentials, encryption, access control and data classification.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<Security>,
+    /// Compute resources (the guide's Flink job and task managers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "compute resources come from the Deployment's requests and limits (deploy/); finlake has no job or task managers"))]
+    pub resources: Option<Resources>,
+    /// Socket buffers and network batching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "socket buffers are librdkafka's defaults for now, and batching is set in `processing.config` (max_batch_size, batch_timeout)"))]
+    pub network: Option<Network>,
+    /// Local storage and caching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "local volumes and caches are the Deployment's (deploy/); finlake keeps no local state beyond memory"))]
+    pub storage: Option<StorageSettings>,
+    /// Host metrics to collect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-finlake-unenforced" = "host metrics come from the node exporter and kube-state-metrics; `jvm_gc_metrics` belongs to JVM engines, finlake is not one"))]
+    pub infrastructure_monitoring: Vec<String>,
+    /// State snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "finlake's state is the Delta log itself (txn versions and table history): `finlake restore` uses its snapshots; separate state backups are not taken"))]
+    pub backup: Option<Backup>,
+    /// Cross-region replication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "cross-region replication is the object store's (bucket replication); finlake does not copy tables"))]
+    pub replication: Option<Replication>,
+    /// `running` or `stopped` (`kubectl patch datapipeline ... desired_state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "finlake-ingest does not watch the resource yet: scale the Deployment to stop it"))]
+    pub desired_state: Option<DesiredState>,
+}
+
+/// `spec.desired_state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredState {
+    /// Consume and land.
+    Running,
+    /// Stop consuming, committing what is buffered.
+    Stopped,
+}
+
+/// `spec.resources`: the guide's Flink resource block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Flink's job manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_manager: Option<ResourceSpec>,
+    /// Flink's task managers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_manager: Option<ResourceSpec>,
+}
+
+/// CPU, memory, replicas and slots of one kind of worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpec {
+    /// Kubernetes CPU quantity (`2000m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Kubernetes memory quantity (`4Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Number of workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    /// Task slots per worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
+}
+
+/// `spec.network`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Socket buffer sizes (`1MB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_sizes: Option<BufferSizes>,
+    /// Batching on the network path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_processing: Option<NetworkBatching>,
+}
+
+/// Socket buffer sizes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BufferSizes {
+    /// Receive buffer (`1MB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_receive: Option<String>,
+    /// Send buffer (`1MB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_send: Option<String>,
+}
+
+/// Batching on the network path.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkBatching {
+    /// On or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Messages per batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch_size: Option<u32>,
+    /// Longest wait for a batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_timeout: Option<Duration>,
+}
+
+/// `spec.storage`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// A local volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_storage: Option<LocalStorage>,
+    /// A cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caching: Option<Caching>,
+}
+
+/// A local volume.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalStorage {
+    /// On or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Kubernetes quantity (`500Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// Volume type (`nvme`).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub volume_type: Option<String>,
+}
+
+/// A cache.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Caching {
+    /// On or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Kubernetes quantity (`50Gi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// Eviction policy (`lru`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
+/// `spec.backup`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backup {
+    /// Periodic state snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_snapshots: Option<StateSnapshots>,
+}
+
+/// Periodic state snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateSnapshots {
+    /// On or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// How often (`1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency: Option<Duration>,
+    /// How long kept (`7d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
+    /// Where (`s3://fintech-backups/data-pipelines`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+}
+
+/// `spec.replication`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Replication {
+    /// On or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Target regions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<ReplicationTarget>,
+}
+
+/// One replication target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationTarget {
+    /// Region (`us-west-2`).
+    pub region: String,
+    /// How far behind it may be (`30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_tolerance: Option<Duration>,
 }
 
 /// The kind of record a source carries; each has a built-in Arrow schema.
@@ -110,9 +316,15 @@ pub enum SourceType {
     Order,
     /// Corporate actions.
     CorporateAction,
+    /// Trades from an internal order management system (the guide's `trade-feed`): the
+    /// trade schema.
+    #[serde(rename = "trade-feed")]
+    TradeFeed,
+    /// Risk positions per account and instrument.
+    Positions,
 }
 
-/// Wire format of a source's messages.
+/// Wire format of a source's messages (matched without regard to case: `Avro`, `json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Format {
     /// One JSON object per message.
@@ -137,6 +349,14 @@ pub struct Source {
     pub source_type: SourceType,
     /// Wire format.
     pub format: Format,
+    /// Who produces the data (`internal`, `bloomberg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "descriptive: finlake reads what arrives on the topic whoever produces it"))]
+    pub provider: Option<String>,
+    /// How often data arrives (`real-time`, `1m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "descriptive: the stream is consumed as it arrives; use a table check (freshness) to alert on a late source"))]
+    pub frequency: Option<String>,
     /// Connection settings.
     pub config: SourceConfig,
 }
@@ -145,14 +365,33 @@ pub struct Source {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// The topic to consume.
-    pub kafka_topic: String,
-    /// Broker list.
-    pub bootstrap_servers: String,
+    /// The topic to consume (required unless the source is a database change stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_topic: Option<String>,
+    /// Broker list; when absent the ingestor uses `KAFKA_BOOTSTRAP` from its environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_servers: Option<String>,
+    /// Schema registry URL (Confluent-framed Avro).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "the registry is not contacted yet: the writer schema is `avro_schema`, or the source type's built-in schema (`finlake avsc <type>`)"))]
+    pub schema_registry: Option<String>,
+    /// Database of a change-stream source (PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "database change streams are not read by finlake: publish them to Kafka (Debezium) and name the topic in `kafka_topic`"))]
+    pub database: Option<String>,
+    /// Table of a change-stream source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "database change streams are not read by finlake: publish them to Kafka (Debezium) and name the topic in `kafka_topic`"))]
+    pub table: Option<String>,
+    /// Read the table's change stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "database change streams are not read by finlake: publish them to Kafka (Debezium) and name the topic in `kafka_topic`"))]
+    pub change_stream: Option<bool>,
     /// Consumer group; defaults to `finlake-<pipeline>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_group: Option<String>,
-    /// Path of the `.avsc` writer schema (AVRO and AVRO_CONFLUENT).
+    /// Path of the `.avsc` writer schema (AVRO and AVRO_CONFLUENT); the source type's
+    /// built-in schema when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avro_schema: Option<String>,
     /// Schema id the `.avsc` is registered under (AVRO_CONFLUENT).
@@ -168,6 +407,9 @@ pub enum TransformType {
     Normalize,
     /// Prices and notionals to a base currency.
     CurrencyConversion,
+    /// The guide's word for enrichment from a reference source: with `base_currency`, it is a
+    /// currency conversion (the guide's currency-conversion example).
+    Enrich,
 }
 
 /// What to do with a row the mapping does not cover.
@@ -218,6 +460,27 @@ pub struct TransformConfig {
     /// currency_conversion: `previous_day` to use the previous day's last rate when the day has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
+    /// enrich: the reference source (`fx-rates`), the guide's word for `rate_source`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// enrich: the kind of rate; `spot` (the only kind finlake converts with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_type: Option<String>,
+    /// enrich: the guide's word for `fallback` (`previous_day`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_rate: Option<String>,
+}
+
+impl TransformConfig {
+    /// The rate table, under either name (`rate_source`, or the guide's `source`).
+    pub fn rate_table(&self) -> Option<&str> {
+        self.rate_source.as_deref().or(self.source.as_deref())
+    }
+
+    /// The rate fallback, under either name (`fallback`, or the guide's `fallback_rate`).
+    pub fn rate_fallback(&self) -> Option<&str> {
+        self.fallback.as_deref().or(self.fallback_rate.as_deref())
+    }
 }
 
 /// Row rules and table checks.
@@ -402,13 +665,52 @@ pub struct CepPattern {
     pub window: Option<Duration>,
 }
 
-/// Where alerts go.
+/// `spec.alerting`: named channels, or (the guide's form) a list of alert rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Alerting {
+    /// `alerting: {channels: [...]}`.
+    Channels(AlertChannels),
+    /// `alerting: [{name, condition, severity, destinations}]`.
+    Rules(Vec<AlertRule>),
+}
+
+/// Named alert channels.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Alerting {
+pub struct AlertChannels {
     /// Alert channels.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<AlertChannel>,
+}
+
+/// An alert rule: a condition over the stream and where its alerts go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRule {
+    /// Name, unique in the pipeline.
+    pub name: String,
+    /// The condition that raises the alert.
+    pub condition: String,
+    /// How bad it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<AlertSeverity>,
+    /// Where alerts go: `slack://channel`, `email://address`, `pagerduty://key`,
+    /// `kafka://topic`, or an `https://` webhook.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<String>,
+}
+
+/// The severity of an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertSeverity {
+    /// For information.
+    Info,
+    /// Look soon.
+    Warning,
+    /// Act now.
+    Critical,
 }
 
 /// Kind of alert channel.
@@ -451,14 +753,18 @@ pub enum DestinationType {
     Quarantine,
     /// The dead-letter topic.
     DeadLetter,
+    /// An in-memory cache of the latest values (the guide's Redis cache).
+    Cache,
 }
 
-/// Table technology.
+/// Table or store technology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Technology {
     /// Delta Lake.
     Delta,
+    /// Redis (cache destinations).
+    Redis,
 }
 
 /// A destination.
@@ -476,6 +782,9 @@ pub struct Destination {
     /// Settings.
     #[serde(default)]
     pub config: DestinationConfig,
+    /// cache: how long entries live (`24h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
 }
 
 /// Settings of a destination.
@@ -497,12 +806,27 @@ pub struct DestinationConfig {
     /// dead_letter: the topic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
+    /// cache: Redis cluster mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_mode: Option<bool>,
+    /// cache: copies of each entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<u32>,
+    /// cache: Redis eviction policy (`allkeys-lru`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_policy: Option<String>,
 }
 
 /// Micro-batching settings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Processing {
+    /// `streaming` or `batch`; must agree with `spec.type` when given.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub processing_type: Option<PipelineType>,
+    /// The engine (`finlake`; the guide also names `kafka-streams` and `flink`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// The settings.
     #[serde(default)]
     pub config: ProcessingConfig,
@@ -521,6 +845,81 @@ pub struct ProcessingConfig {
     /// Decode/transform workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallelism: Option<u32>,
+    /// How often buffered micro-batches are committed to Delta (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_interval: Option<Duration>,
+    /// The guide's checkpointing block; `interval` is the commit interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpointing: Option<Checkpointing>,
+    /// Most records one poll returns (a number, or a number in a string as `kubectl patch`
+    /// sends it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_poll_records: Option<IntOrString>,
+    /// Kafka Streams' application id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "a Kafka Streams setting: finlake's consumer group is `sources[].config.consumer_group`"))]
+    pub application_id: Option<String>,
+    /// Kafka Streams' thread count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "a Kafka Streams setting: finlake's workers are `parallelism`"))]
+    pub num_stream_threads: Option<u32>,
+    /// Kafka Streams' record cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "a Kafka Streams setting: finlake bounds memory by `max_batch_size` and the commit interval"))]
+    pub cache_max_bytes_buffering: Option<String>,
+}
+
+/// The guide's checkpointing block.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpointing {
+    /// How often state is made durable: for finlake, the Delta commit interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+}
+
+impl ProcessingConfig {
+    /// The commit interval, from `commit_interval` or `checkpointing.interval`.
+    pub fn commit_every(&self) -> Option<Duration> {
+        self.commit_interval
+            .or_else(|| self.checkpointing.as_ref().and_then(|c| c.interval))
+    }
+}
+
+/// A count written as a number or as a string of digits (`5000` or `"5000"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IntOrString {
+    /// `5000`.
+    Int(u64),
+    /// `"5000"`.
+    Str(String),
+}
+
+impl IntOrString {
+    /// The value, when it is a whole number.
+    pub fn value(&self) -> Option<u64> {
+        match self {
+            IntOrString::Int(v) => Some(*v),
+            IntOrString::Str(s) => s.trim().parse().ok(),
+        }
+    }
+}
+
+impl JsonSchema for IntOrString {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrString".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [{"type": "integer"}, {"type": "string", "pattern": "^[0-9]+$"}],
+            "description": "A whole number, or its digits in a string"
+        })
+    }
 }
 
 /// Metrics and logging.
@@ -529,13 +928,35 @@ pub struct ProcessingConfig {
 pub struct Monitoring {
     /// Port of `/metrics`, `/healthz`, `/readyz`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "read by finlake-ingest, which is not built yet"))]
     pub metrics_port: Option<u16>,
     /// `json` or `pretty`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "read by finlake-ingest, which is not built yet"))]
     pub log_format: Option<String>,
     /// Consumer lag (seconds) above which the pipeline is unhealthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "read by finlake-ingest, which is not built yet"))]
     pub max_lag: Option<Duration>,
+    /// The guide's quality dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "dashboards are Grafana's, provisioned from deploy/ on finlake's metrics; the widgets are not drawn by finlake"))]
+    pub dashboard: Option<Dashboard>,
+}
+
+/// A dashboard's settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Dashboard {
+    /// On or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// How often it refreshes (`5s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_rate: Option<Duration>,
+    /// Panels shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub widgets: Vec<String>,
 }
 
 /// TLS and credentials, passed to librdkafka and the object store.
@@ -544,13 +965,111 @@ pub struct Monitoring {
 pub struct Security {
     /// `PLAINTEXT`, `SSL`, `SASL_SSL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "read by finlake-ingest, which is not built yet"))]
     pub protocol: Option<String>,
     /// `PLAIN`, `SCRAM-SHA-512`, `OAUTHBEARER`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "read by finlake-ingest, which is not built yet"))]
     pub sasl_mechanism: Option<String>,
     /// Kubernetes secret holding the credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "read by finlake-ingest, which is not built yet"))]
     pub credentials_secret: Option<String>,
+    /// Encryption in transit and at rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "TLS to Kafka comes from `protocol` (librdkafka); encryption at rest is the object store's (SSE-KMS), not finlake's"))]
+    pub encryption: Option<Encryption>,
+    /// How clients authenticate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "finlake authenticates to Kafka with `protocol`/`sasl_mechanism` and to storage with its credentials; mutual TLS between services is the mesh's"))]
+    pub authentication: Option<Authentication>,
+    /// Who may read and write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-finlake-unenforced" = "access to tables and topics is granted by the object store's and Kafka's ACLs; finlake does not check roles"))]
+    pub authorization: Option<Authorization>,
+    /// Sensitivity of the data (`confidential`).
+    #[serde(
+        default,
+        rename = "dataClassification",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(extend("x-finlake-unenforced" = "recorded only: finlake does not yet tag tables with their classification"))]
+    pub data_classification: Option<String>,
+    /// Handling the classification requires.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-finlake-unenforced" = "recorded only: the requirements are met by the platform (encryption, audit logs, retention, regions)"))]
+    pub handling_requirements: Vec<String>,
+}
+
+/// Encryption settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    /// TLS on every connection.
+    #[serde(default, rename = "inTransit", skip_serializing_if = "Option::is_none")]
+    pub in_transit: Option<bool>,
+    /// TLS versions (`TLSv1.3`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protocols: Vec<String>,
+    /// Cipher suites.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
+    /// Encrypted storage.
+    #[serde(default, rename = "atRest", skip_serializing_if = "Option::is_none")]
+    pub at_rest: Option<bool>,
+    /// Key manager (`vault`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_management: Option<String>,
+    /// How often keys rotate (`90d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rotation: Option<Duration>,
+    /// Cipher (`AES-256-GCM`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Authentication {
+    /// On or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Method (`mutual-tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The CA (`internal-ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<String>,
+    /// How often certificates rotate (`30d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_rotation: Option<Duration>,
+}
+
+/// Authorization settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    /// On or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Role bindings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rbac: Vec<RoleBinding>,
+}
+
+/// One role binding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBinding {
+    /// Role (`data-reader`).
+    pub role: String,
+    /// What it may do (`read`, `write`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<String>,
+    /// Who holds it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<String>,
 }
 
 /// A duration written as `10ms`, `5s`, `1m`, `1h30m`.

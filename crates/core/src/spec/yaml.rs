@@ -290,6 +290,30 @@ impl Node {
         }
     }
 
+    /// Replaces the text of the scalar at `path` (used to write an enum value in its canonical
+    /// spelling); does nothing when no scalar is there.
+    pub fn set_scalar(&mut self, path: &[String], text: &str) {
+        let Some((first, rest)) = path.split_first() else {
+            if let NodeKind::Scalar { value, .. } = &mut self.kind {
+                *value = text.to_string();
+            }
+            return;
+        };
+        match &mut self.kind {
+            NodeKind::Map(entries) => {
+                if let Some((_, _, n)) = entries.iter_mut().find(|(k, _, _)| k == first) {
+                    n.set_scalar(rest, text);
+                }
+            }
+            NodeKind::Seq(items) => {
+                if let Some(n) = first.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                    n.set_scalar(rest, text);
+                }
+            }
+            NodeKind::Scalar { .. } => {}
+        }
+    }
+
     /// The node at a JSON-pointer-like path (`["spec", "sources", "0", "name"]`), if present.
     pub fn at(&self, path: &[String]) -> Option<&Node> {
         let Some((first, rest)) = path.split_first() else {

@@ -101,8 +101,11 @@ fn missing_environment_variable_is_named() {
     );
     let ok = spec::load_str(Path::new("p.yaml"), &with_default, &no_env).unwrap();
     assert_eq!(
-        ok.pipeline.spec.sources[0].config.bootstrap_servers,
-        "k:9092"
+        ok.pipeline.spec.sources[0]
+            .config
+            .bootstrap_servers
+            .as_deref(),
+        Some("k:9092")
     );
 }
 
@@ -132,7 +135,7 @@ fn unenforced_sections_warn_instead_of_passing_silently() {
     assert!(loaded
         .warnings
         .iter()
-        .any(|w| w.message.contains("cep_patterns") && w.message.contains("not enforced")));
+        .any(|w| w.message.contains("cep_patterns") && w.message.contains("not acted on")));
 }
 
 #[test]
@@ -162,4 +165,20 @@ fn sample_avro_schemas_are_the_built_in_ones() {
             "samples/avro/{file}.avsc is stale"
         );
     }
+}
+
+#[test]
+fn enum_values_are_matched_without_regard_to_case() {
+    let text = MINIMAL
+        .replace("format: JSON", "format: Json")
+        .replace("type: trade", "type: Trade");
+    let loaded = spec::load_str(Path::new("p.yaml"), &text, &no_env).unwrap();
+    assert_eq!(loaded.pipeline.spec.sources[0].format, spec::Format::Json);
+    assert_eq!(
+        loaded.pipeline.spec.sources[0].source_type,
+        spec::SourceType::Trade
+    );
+    // a value that is not a variant in any case stays an error with a hint
+    let errs = errors(&MINIMAL.replace("format: JSON", "format: Jsn"));
+    assert!(errs[0].message.contains("unknown value `Jsn`"), "{errs:?}");
 }
