@@ -50,6 +50,12 @@ pub enum Fault {
     NumericTimestamp,
     /// An exact repeat of an earlier message (lands; dedup is the rule engine's job).
     Duplicate,
+    /// JSON only: an integer field written with a fraction (`"quantity": 100.7`).
+    FractionalInteger,
+    /// JSON only: the same key twice with different values (`"side":"B","side":"S"`).
+    DuplicateKey,
+    /// Avro only: a `timestamp-micros` value outside any representable date.
+    TimestampOutOfRange,
 }
 
 /// One message's expected outcome.
@@ -94,6 +100,8 @@ pub struct Generated {
     pub messages: Vec<Vec<u8>>,
     /// One expectation per message.
     pub manifest: Vec<Expected>,
+    /// The planned event time of each message (UTC µs), in message order: non-decreasing.
+    pub event_times: Vec<i64>,
 }
 
 fn currency_of(mic: &str) -> &'static str {
@@ -163,6 +171,8 @@ pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalen
                     Fault::ExcessPrecision,
                     Fault::NumericTimestamp,
                     Fault::Duplicate,
+                    Fault::FractionalInteger,
+                    Fault::DuplicateKey,
                 ],
                 WireFormat::Avro => &[
                     Fault::BadBytes,
@@ -170,6 +180,7 @@ pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalen
                     Fault::UnknownSymbol,
                     Fault::NegativePrice,
                     Fault::Duplicate,
+                    Fault::TimestampOutOfRange,
                 ],
             };
             kinds[rng.random_range(0..kinds.len())]
@@ -275,6 +286,32 @@ pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalen
                     Some(("timestamp", (ts / 1_000_000).to_string())),
                 )
             }
+            Some(Fault::FractionalInteger) => {
+                let j = fields
+                    .iter()
+                    .position(|f| matches!(f.kind, Kind::I64 | Kind::I32))
+                    .expect("every generated type has an integer field");
+                reject("decode", Some(fields[j].name));
+                let whole = match &rec[j] {
+                    Some(Val::Int(v)) => *v,
+                    _ => 100,
+                };
+                encode_json(fields, &rec, Some((fields[j].name, format!("{whole}.7"))))
+            }
+            Some(Fault::DuplicateKey) => {
+                // the key again at the end, with another value: `..."symbol":"AAPL",...,"symbol":"ZZZQ"}`
+                reject("decode", Some("symbol"));
+                let mut out = encode_json(fields, &rec, None);
+                out.pop();
+                out.extend_from_slice(b",\"symbol\":\"ZZZQ\"}");
+                out
+            }
+            Some(Fault::TimestampOutOfRange) => {
+                let j = field_idx(schema::EVENT_TIME).expect("every type has the event time");
+                rec[j] = Some(Val::Ts(i64::MAX - i as i64));
+                reject("decode", Some(schema::EVENT_TIME));
+                encode_avro(fields, &rec)
+            }
             Some(Fault::BadBytes) => {
                 reject("decode", None);
                 let full = encode(opts.format, fields, &rec);
@@ -295,7 +332,26 @@ pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalen
         messages.push(bytes);
         manifest.push(expected);
     }
-    Generated { messages, manifest }
+    Generated {
+        messages,
+        manifest,
+        event_times: plan.iter().map(|p| p.1).collect(),
+    }
+}
+
+/// Simulated arrival (ingest) times for a feed: each message a few hundred milliseconds
+/// (100 to 600 ms, seeded) after its event time, never before the message ahead of it, as a
+/// live feed handler delivers them.
+pub fn arrivals(event_times: &[i64], seed: u64) -> Vec<i64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xA771);
+    let mut last = i64::MIN;
+    event_times
+        .iter()
+        .map(|&t| {
+            last = last.max(t + rng.random_range(100_000..600_000));
+            last
+        })
+        .collect()
 }
 
 fn encode(format: WireFormat, fields: &[schema::FieldSpec], rec: &[Option<Val>]) -> Vec<u8> {
@@ -405,16 +461,19 @@ fn encode_avro(fields: &[schema::FieldSpec], rec: &[Option<Val>]) -> Vec<u8> {
     out
 }
 
-/// Minute-by-minute FX rates to USD for the day and the day before, as an `fx_rate` batch.
+/// Minute-by-minute FX rates against USD for the day and the day before, as an `fx_rate`
+/// batch, quoted as the market quotes them: EUR/USD and GBP/USD (USD per unit), USD/JPY and
+/// USD/CHF (units per USD).
 pub fn fx_rates(date: NaiveDate, seed: u64) -> arrow::array::RecordBatch {
     use arrow::array::{Decimal128Builder, StringBuilder, TimestampMicrosecondBuilder};
     use std::sync::Arc;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xF0F0);
+    // (base, quote, opening rate at scale 10)
     let pairs = [
-        ("EUR", 10_850_000_000i128),
-        ("GBP", 12_700_000_000),
-        ("JPY", 66_000_000),
-        ("CHF", 11_300_000_000),
+        ("EUR", "USD", 10_850_000_000i128),
+        ("GBP", "USD", 12_700_000_000),
+        ("USD", "JPY", 1_515_000_000_000),
+        ("USD", "CHF", 8_850_000_000),
     ];
     let start = chrono::Utc
         .from_utc_datetime(
@@ -433,13 +492,13 @@ pub fn fx_rates(date: NaiveDate, seed: u64) -> arrow::array::RecordBatch {
         Decimal128Builder::with_capacity(n).with_data_type(schema::arrow_type(schema::RATE));
     let mut source = StringBuilder::with_capacity(n, 4 * n);
     let mut ts = TimestampMicrosecondBuilder::with_capacity(n);
-    for (ccy, start_rate) in pairs {
+    for (b, q, start_rate) in pairs {
         let mut r = start_rate;
         for m in 0..minutes {
             let step = r / 5000;
             r += rng.random_range(-step..=step);
-            base.append_value(ccy);
-            quote.append_value("USD");
+            base.append_value(b);
+            quote.append_value(q);
             rate.append_value(r);
             source.append_value("generator");
             ts.append_value(start + m as i64 * 60_000_000);

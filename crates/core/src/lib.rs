@@ -26,6 +26,8 @@ pub mod embedded {
     pub const EXCHANGE_HOURS: &str = include_str!("../../../samples/exchange_hours.csv");
     /// `samples/exchange_holidays.csv`.
     pub const EXCHANGE_HOLIDAYS: &str = include_str!("../../../samples/exchange_holidays.csv");
+    /// `samples/market-data-stream.yaml`: the demo's pipeline.
+    pub const MARKET_DATA_STREAM: &str = include_str!("../../../samples/market-data-stream.yaml");
 }
 
 /// The finlake version, recorded in commits and reports.

@@ -2,6 +2,9 @@
 //! `decode -> trade_date -> transform -> check -> split`. Each stage removes the rows it rejects
 //! and records why; the result is the landed rows in the table schema plus quarantine rows
 //! holding each reject's raw bytes. For every input message exactly one of the two holds it.
+// Data path: no unwrap/expect on anything derived from message bytes; each remaining one
+// says why it cannot fail.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +37,9 @@ pub struct BatchContext<'a> {
     pub correlation_id: &'a str,
     /// Ingest time, UTC microseconds.
     pub ingested_at: i64,
+    /// Ingest time of each message, when they differ (a replayed or simulated feed):
+    /// overrides `ingested_at` row by row.
+    pub arrivals: Option<&'a [i64]>,
 }
 
 /// One reject, by message index.
@@ -94,6 +100,78 @@ impl Stages {
             fx,
             table_schema,
         }
+    }
+
+    /// Builds the stages of source `index` of a spec, as the spec configures them: the
+    /// decoder of its format (Avro with `avro_schema`, a path relative to the spec file, or the
+    /// source type's built-in schema), `normalize` with its `mapping_table` and
+    /// `fallback_strategy` (default `reject`), and currency conversion (`currency_conversion`,
+    /// or the guide's `enrich` with `base_currency`) with its rate table, base currency
+    /// (default USD) and `previous_day` fallback. Reference tables are resolved by `refdata`.
+    /// The one constructor the demo, the tests and the ingestor use.
+    pub fn from_spec(
+        spec: &crate::spec::LoadedSpec,
+        index: usize,
+        refdata: &crate::transform::RefData,
+    ) -> Result<Stages> {
+        use crate::spec::{FallbackStrategy, Format, TransformType};
+        let file = spec.file.display();
+        let p = &spec.pipeline.spec;
+        let src = p.sources.get(index).ok_or_else(|| {
+            crate::Error::Usage(format!("{file}: the pipeline has no source #{index}"))
+        })?;
+        let t = src.source_type;
+        let decoder = match src.format {
+            Format::Json => SourceDecoder::json(t),
+            format => {
+                let avsc = match &src.config.avro_schema {
+                    Some(rel) => {
+                        let path = spec
+                            .file
+                            .parent()
+                            .unwrap_or_else(|| std::path::Path::new("."))
+                            .join(rel);
+                        std::fs::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?
+                    }
+                    None => schema::avro_schema(t),
+                };
+                SourceDecoder::for_format(t, format, Some(&avsc), src.config.schema_id).map_err(
+                    |e| crate::Error::Usage(format!("{file}: source `{}`: {e}", src.name)),
+                )?
+            }
+        };
+        let mut normalizer = None;
+        let mut fx = None;
+        for tr in &p.transformations {
+            let c = &tr.config;
+            match tr.transform_type {
+                TransformType::Normalize => {
+                    let table = c.mapping_table.as_deref().unwrap_or("symbol_mapping");
+                    normalizer = Some(Normalizer {
+                        name: tr.name.clone(),
+                        map: Arc::new(refdata.symbol_map(table)?),
+                        fallback: c.fallback_strategy.unwrap_or(FallbackStrategy::Reject),
+                    });
+                }
+                TransformType::CurrencyConversion | TransformType::Enrich => {
+                    let base = c.base_currency.as_deref().unwrap_or("USD");
+                    let table = c.rate_table().unwrap_or("fx_rates");
+                    let rates =
+                        crate::transform::FxRates::from_batch(base, &refdata.fx_rates(table)?)?;
+                    fx = Some(FxConverter {
+                        name: tr.name.clone(),
+                        rates: Arc::new(rates),
+                        previous_day: c.rate_fallback() == Some("previous_day"),
+                    });
+                }
+            }
+        }
+        Ok(Stages::new(
+            decoder,
+            Arc::new(refdata.calendar()?),
+            normalizer,
+            fx,
+        ))
     }
 
     /// The landed table's schema.
@@ -172,7 +250,7 @@ impl Stages {
             )?;
         }
         // basic checks: positive amounts
-        let checks = self.positive_checks(&batch);
+        let checks = self.positive_checks(&batch)?;
         apply(
             &mut batch,
             &mut index,
@@ -211,7 +289,7 @@ impl Stages {
     fn trade_dates(&self, batch: &RecordBatch) -> Result<(Date32Array, Vec<RowReject>)> {
         let ts = batch
             .column_by_name(schema::EVENT_TIME)
-            .expect("every source schema has the event time")
+            .ok_or_else(|| missing_column(schema::EVENT_TIME))?
             .as_primitive::<TimestampMicrosecondType>();
         let mics = batch
             .column_by_name("exchange")
@@ -230,16 +308,28 @@ impl Stages {
                         Some((m, tz)) if m == mic => Some(tz),
                         _ => self.calendar.get(mic).map(|e| e.tz),
                     };
-                    match tz {
-                        Some(tz) => {
+                    match (tz, chrono::DateTime::from_timestamp_micros(t)) {
+                        (Some(tz), Some(utc)) => {
                             last = Some((mic, tz));
-                            let utc = chrono::DateTime::from_timestamp_micros(t)
-                                .expect("valid timestamp");
                             crate::transform::symbols::epoch_days(
                                 tz.from_utc_datetime(&utc.naive_utc()).date_naive(),
                             )
                         }
-                        None => {
+                        // Decode refuses such values; a batch built elsewhere gets a reject.
+                        (Some(_), None) => {
+                            rejects.push(RowReject {
+                                row,
+                                rule: "decode".into(),
+                                field: schema::EVENT_TIME.into(),
+                                reason: format!(
+                                    "field `{}`: {t} microseconds since the epoch is outside the \
+                                     representable range",
+                                    schema::EVENT_TIME
+                                ),
+                            });
+                            0
+                        }
+                        (None, _) => {
                             rejects.push(RowReject {
                                 row,
                                 rule: "exchange_calendar".into(),
@@ -258,13 +348,15 @@ impl Stages {
         Ok((Date32Array::from(days), rejects))
     }
 
-    fn positive_checks(&self, batch: &RecordBatch) -> Vec<RowReject> {
+    fn positive_checks(&self, batch: &RecordBatch) -> Result<Vec<RowReject>> {
         let mut out = Vec::new();
         for spec in schema::source_fields(self.source_type())
             .iter()
             .filter(|f| f.positive)
         {
-            let col = batch.column_by_name(spec.name).expect("source column");
+            let col = batch
+                .column_by_name(spec.name)
+                .ok_or_else(|| missing_column(spec.name))?;
             let bad: BooleanArray = match spec.kind {
                 Kind::Dec(..) => {
                     let zero = arrow::array::Decimal128Array::from(vec![0i128])
@@ -273,8 +365,7 @@ impl Stages {
                 }
                 Kind::I64 => arrow::compute::kernels::cmp::lt_eq(col, &Int64Array::new_scalar(0)),
                 _ => continue,
-            }
-            .expect("same types");
+            }?;
             for row in bad
                 .iter()
                 .enumerate()
@@ -290,7 +381,7 @@ impl Stages {
         }
         out.sort_by_key(|r| r.row);
         out.dedup_by_key(|r| r.row);
-        out
+        Ok(out)
     }
 
     fn assemble(
@@ -303,7 +394,9 @@ impl Stages {
         let n = batch.num_rows();
         let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
         let mut extra = extra.into_iter();
-        let trade_date = extra.next().expect("trade_date is always computed");
+        let trade_date = extra
+            .next()
+            .ok_or_else(|| missing_column(schema::TRADE_DATE))?;
         cols.extend(extra);
         let offsets = Int64Array::from(ctx.offsets.to_vec());
         cols.push(Arc::new(StringArray::from_iter_values(
@@ -311,15 +404,30 @@ impl Stages {
         )));
         cols.push(Arc::new(Int32Array::from_value(ctx.partition, n)));
         cols.push(take(&offsets, index, None)?);
-        cols.push(Arc::new(
-            TimestampMicrosecondArray::from_value(ctx.ingested_at, n).with_timezone(schema::UTC),
-        ));
+        cols.push(match ctx.arrivals {
+            Some(arrivals) => take(
+                &TimestampMicrosecondArray::from(arrivals.to_vec()).with_timezone(schema::UTC),
+                index,
+                None,
+            )?,
+            None => Arc::new(
+                TimestampMicrosecondArray::from_value(ctx.ingested_at, n)
+                    .with_timezone(schema::UTC),
+            ),
+        });
         cols.push(Arc::new(StringArray::from_iter_values(
             std::iter::repeat_n(ctx.correlation_id, n),
         )));
         cols.push(trade_date);
         Ok(RecordBatch::try_new(self.table_schema.clone(), cols)?)
     }
+}
+
+/// A column the chain itself put in place is missing: a bug, never bad data.
+fn missing_column(name: &str) -> crate::Error {
+    crate::Error::Arrow(arrow::error::ArrowError::SchemaError(format!(
+        "internal: the batch has no `{name}` column"
+    )))
 }
 
 /// Removes a stage's rejected rows from the batch, the index and the extra columns.
@@ -380,6 +488,7 @@ pub fn quarantine_batch(
     let mut reason = StringBuilder::with_capacity(n, n * 64);
     let mut raw = BinaryBuilder::with_capacity(n, n * 128);
     let mut offsets = Vec::with_capacity(n);
+    let mut ingested = Vec::with_capacity(n);
     for r in rejects {
         stage.append_value(r.stage);
         rule.append_value(&r.rule);
@@ -387,17 +496,23 @@ pub fn quarantine_batch(
         reason.append_value(&r.reason);
         raw.append_value(msgs[r.index as usize]);
         offsets.push(ctx.offsets[r.index as usize]);
+        ingested.push(
+            ctx.arrivals
+                .and_then(|a| a.get(r.index as usize).copied())
+                .unwrap_or(ctx.ingested_at),
+        );
     }
-    let ingest_day = ctx.ingested_at.div_euclid(86_400_000_000) as i32;
+    let ingest_days: Vec<i32> = ingested
+        .iter()
+        .map(|t| t.div_euclid(86_400_000_000) as i32)
+        .collect();
     let cols: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
             ctx.topic, n,
         ))),
         Arc::new(Int32Array::from_value(ctx.partition, n)),
         Arc::new(Int64Array::from(offsets)),
-        Arc::new(
-            TimestampMicrosecondArray::from_value(ctx.ingested_at, n).with_timezone(schema::UTC),
-        ),
+        Arc::new(TimestampMicrosecondArray::from(ingested).with_timezone(schema::UTC)),
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
             ctx.correlation_id,
             n,
@@ -407,7 +522,7 @@ pub fn quarantine_batch(
         Arc::new(field.finish()),
         Arc::new(reason.finish()),
         Arc::new(raw.finish()),
-        Arc::new(Date32Array::from_value(ingest_day, n)),
+        Arc::new(Date32Array::from(ingest_days)),
     ];
     Ok(RecordBatch::try_new(schema::quarantine_schema(), cols)?)
 }

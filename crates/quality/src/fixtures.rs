@@ -76,7 +76,7 @@ pub fn trade_day(
         &symbols,
         &calendar,
     );
-    let stages = finlake_core::demo::trade_stages(symbols, calendar.clone(), date, seed)?;
+    let stages = finlake_core::demo::trade_stages(date, seed)?;
     let msgs: Vec<&[u8]> = generated.messages.iter().map(Vec::as_slice).collect();
     let offsets: Vec<i64> = (0..msgs.len() as i64).collect();
     let clean = stages
@@ -88,6 +88,7 @@ pub fn trade_day(
                 offsets: &offsets,
                 correlation_id: "fixture",
                 ingested_at: 0,
+                arrivals: None,
             },
         )?
         .good;

@@ -19,45 +19,54 @@ pub fn read_csv(path: &Path, expected_header: &[&str]) -> Result<Vec<(usize, Vec
     parse_csv(&text, path, expected_header)
 }
 
-/// Parses CSV text; `path` names it in errors.
+/// Parses CSV text (the `csv` crate: quoting, `#` comment lines, blank lines, trimmed
+/// fields); `path` names it in errors, each with its line number.
 pub fn parse_csv(
     text: &str,
     path: &Path,
     expected_header: &[&str],
 ) -> Result<Vec<(usize, Vec<String>)>> {
-    let mut lines = text.lines().enumerate();
-    let header: Vec<&str> = lines
-        .next()
-        .map(|(_, l)| l.split(',').map(str::trim).collect())
-        .unwrap_or_default();
+    let err = |message: String| Error::RefData {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .comment(Some(b'#'))
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| err(format!("line 1: {e}")))?
+        .iter()
+        .map(str::to_string)
+        .collect();
     if header != expected_header {
-        return Err(Error::RefData {
-            path: path.to_path_buf(),
-            message: format!(
-                "line 1: header is `{}`, expected `{}`",
-                header.join(","),
-                expected_header.join(",")
-            ),
-        });
+        return Err(err(format!(
+            "line 1: header is `{}`, expected `{}`",
+            header.join(","),
+            expected_header.join(",")
+        )));
     }
     let mut rows = Vec::new();
-    for (i, line) in lines {
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let fields: Vec<String> = line.split(',').map(|f| f.trim().to_string()).collect();
-        if fields.len() != expected_header.len() {
-            return Err(Error::RefData {
-                path: path.to_path_buf(),
-                message: format!(
-                    "line {}: {} fields, expected {}",
-                    i + 1,
-                    fields.len(),
-                    expected_header.len()
-                ),
-            });
-        }
-        rows.push((i + 1, fields));
+    for record in reader.records() {
+        let record = record.map_err(|e| match e.kind() {
+            csv::ErrorKind::UnequalLengths {
+                pos: Some(pos),
+                len,
+                ..
+            } => err(format!(
+                "line {}: {len} fields, expected {}",
+                pos.line(),
+                expected_header.len()
+            )),
+            _ => err(match e.position() {
+                Some(pos) => format!("line {}: {e}", pos.line()),
+                None => e.to_string(),
+            }),
+        })?;
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        rows.push((line, record.iter().map(str::to_string).collect()));
     }
     Ok(rows)
 }
@@ -114,6 +123,8 @@ impl ExchangeCalendar {
 
     /// The calendar shipped with finlake: `samples/exchange_hours.csv` and
     /// `samples/exchange_holidays.csv`.
+    // Compiled-in files, not message bytes; a unit test parses them.
+    #[allow(clippy::expect_used)]
     pub fn embedded() -> Self {
         let mut cal = Self::parse(
             crate::embedded::EXCHANGE_HOURS,
@@ -226,35 +237,50 @@ fn parse_time(s: &str, path: &Path, line: usize) -> Result<NaiveTime> {
 
 type Loader<T> = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<T>> + Send>> + Send + Sync>;
 
-/// A reference-data value loaded on first use and refreshed after `ttl`, single-flight:
-/// callers arriving during a load wait for it instead of starting their own. When a refresh
-/// fails and an older value exists, the older value is served and the failure logged.
+/// A reference-data value loaded on first use and refreshed after `ttl`, single-flight (many
+/// batches asking at once during a cold start or a refresh cause one load: moka's
+/// `try_get_with`). When a load fails the failure is remembered for `backoff`: callers in
+/// that time get the previous value if there is one (logged), else the error, without
+/// calling the loader again, so a broken source is not hammered by every batch.
 pub struct RefCache<T> {
     name: String,
-    ttl: Duration,
+    backoff: Duration,
     loader: Loader<T>,
-    state: tokio::sync::Mutex<Option<(Instant, Arc<T>)>>,
+    cache: moka::future::Cache<(), Arc<T>>,
+    last_good: std::sync::Mutex<Option<Arc<T>>>,
+    last_failure: std::sync::Mutex<Option<(Instant, String)>>,
 }
 
 impl<T: Send + Sync + 'static> RefCache<T> {
-    /// A cache named `name` (for logs) that calls `loader` at most once per `ttl`.
-    pub fn new<F, Fut>(name: impl Into<String>, ttl: Duration, loader: F) -> Self
+    /// A cache named `name` (for logs) that calls `loader` at most once per `ttl`, and after
+    /// a failure not again for `backoff`.
+    pub fn new<F, Fut>(name: impl Into<String>, ttl: Duration, backoff: Duration, loader: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         RefCache {
             name: name.into(),
-            ttl,
+            backoff,
             loader: Box::new(move || Box::pin(loader())),
-            state: tokio::sync::Mutex::new(None),
+            cache: moka::future::Cache::builder()
+                .max_capacity(1)
+                .time_to_live(ttl)
+                .build(),
+            last_good: std::sync::Mutex::new(None),
+            last_failure: std::sync::Mutex::new(None),
         }
     }
 
-    /// A cache over a file, loaded with `parse`.
-    pub fn file(path: PathBuf, ttl: Duration, parse: fn(&Path) -> Result<T>) -> Self {
+    /// A cache over a file, loaded with `parse` off the async reactor.
+    pub fn file(
+        path: PathBuf,
+        ttl: Duration,
+        backoff: Duration,
+        parse: fn(&Path) -> Result<T>,
+    ) -> Self {
         let name = path.display().to_string();
-        RefCache::new(name, ttl, move || {
+        RefCache::new(name, ttl, backoff, move || {
             let path = path.clone();
             async move {
                 tokio::task::spawn_blocking(move || parse(&path))
@@ -264,27 +290,174 @@ impl<T: Send + Sync + 'static> RefCache<T> {
         })
     }
 
-    /// The current value, loading or refreshing it if needed.
-    pub async fn get(&self) -> Result<Arc<T>> {
-        let mut state = self.state.lock().await;
-        if let Some((at, value)) = state.as_ref() {
-            if at.elapsed() < self.ttl {
-                return Ok(value.clone());
+    fn stale_or(&self, message: String) -> Result<Arc<T>> {
+        let good = self.last_good.lock().map(|g| g.clone()).unwrap_or(None);
+        match good {
+            Some(old) => {
+                tracing::warn!(cache = %self.name, error = %message, "reference data refresh failed; serving the previous version");
+                Ok(old)
             }
-        }
-        match (self.loader)().await {
-            Ok(v) => {
-                let v = Arc::new(v);
-                *state = Some((Instant::now(), v.clone()));
-                Ok(v)
-            }
-            Err(e) => match state.as_ref() {
-                Some((_, old)) => {
-                    tracing::warn!(cache = %self.name, error = %e, "reference data refresh failed; serving the previous version");
-                    Ok(old.clone())
-                }
-                None => Err(e),
-            },
+            None => Err(Error::RefData {
+                path: PathBuf::from(&self.name),
+                message,
+            }),
         }
     }
+
+    /// The current value, loading or refreshing it if needed.
+    pub async fn get(&self) -> Result<Arc<T>> {
+        if let Some(v) = self.cache.get(&()).await {
+            return Ok(v);
+        }
+        let recent_failure = self
+            .last_failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .filter(|(at, _)| at.elapsed() < self.backoff);
+        if let Some((_, message)) = recent_failure {
+            return self.stale_or(message);
+        }
+        let loaded = self
+            .cache
+            .try_get_with((), async { (self.loader)().await.map(Arc::new) })
+            .await;
+        match loaded {
+            Ok(v) => {
+                if let Ok(mut g) = self.last_good.lock() {
+                    *g = Some(v.clone());
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if let Ok(mut f) = self.last_failure.lock() {
+                    *f = Some((Instant::now(), message.clone()));
+                }
+                self.stale_or(message)
+            }
+        }
+    }
+}
+
+/// Where a pipeline's reference tables come from, by the names a spec gives them
+/// (`mapping_table: symbol_mapping`, `rate_source: fx_rates`):
+/// 1. tables handed over in memory (`with_table`: the demo's generated rates);
+/// 2. `<dir>/<name>.csv` when a reference data directory is given;
+/// 3. the copies shipped with finlake (`symbol_mapping`, and the exchange calendar).
+///
+/// A name none of them has is a configuration error naming the file looked for.
+#[derive(Debug, Clone, Default)]
+pub struct RefData {
+    /// The reference data directory, if any.
+    pub dir: Option<PathBuf>,
+    tables: HashMap<String, arrow::array::RecordBatch>,
+}
+
+impl RefData {
+    /// Reference data from `dir` (or the shipped copies when `None`).
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        RefData {
+            dir,
+            tables: HashMap::new(),
+        }
+    }
+
+    /// Hands over an in-memory table under `name` (it wins over files).
+    pub fn with_table(mut self, name: &str, batch: arrow::array::RecordBatch) -> Self {
+        self.tables.insert(name.to_string(), batch);
+        self
+    }
+
+    fn file(&self, name: &str, ext: &str) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join(format!("{name}.{ext}")))
+    }
+
+    /// The exchange calendar: `<dir>/exchange_hours.csv` (and holidays beside it) when that
+    /// file exists, else the shipped one.
+    pub fn calendar(&self) -> Result<ExchangeCalendar> {
+        match self.file("exchange_hours", "csv").filter(|p| p.exists()) {
+            Some(path) => ExchangeCalendar::load(&path),
+            None => Ok(ExchangeCalendar::embedded()),
+        }
+    }
+
+    /// The symbol mapping called `name`.
+    pub fn symbol_map(&self, name: &str) -> Result<super::SymbolMap> {
+        if let Some(path) = self.file(name, "csv").filter(|p| p.exists()) {
+            return super::SymbolMap::load(&path);
+        }
+        if name == "symbol_mapping" {
+            return super::SymbolMap::parse(
+                crate::embedded::SYMBOL_MAPPING,
+                Path::new("<embedded>/symbol_mapping.csv"),
+            );
+        }
+        Err(self.missing(name, "a symbol mapping"))
+    }
+
+    /// The FX rates called `name` (a table handed over, or a CSV with the `fx_rate` columns).
+    pub fn fx_rates(&self, name: &str) -> Result<arrow::array::RecordBatch> {
+        if let Some(batch) = self.tables.get(name) {
+            return Ok(batch.clone());
+        }
+        if let Some(path) = self.file(name, "csv").filter(|p| p.exists()) {
+            return read_fx_csv(&path);
+        }
+        Err(self.missing(name, "FX rates"))
+    }
+
+    fn missing(&self, name: &str, what: &str) -> Error {
+        Error::RefData {
+            path: self
+                .file(name, "csv")
+                .unwrap_or_else(|| PathBuf::from(format!("<refdata>/{name}.csv"))),
+            message: format!(
+                "no reference table `{name}` ({what}): give a reference data directory \
+                 holding {name}.csv"
+            ),
+        }
+    }
+}
+
+/// Reads FX rates from a CSV with header `base_currency,quote_currency,rate,timestamp`
+/// (rates as decimals, timestamps RFC 3339).
+pub fn read_fx_csv(path: &Path) -> Result<arrow::array::RecordBatch> {
+    use arrow::array::{Decimal128Builder, StringBuilder, TimestampMicrosecondBuilder};
+    let rows = read_csv(
+        path,
+        &["base_currency", "quote_currency", "rate", "timestamp"],
+    )?;
+    let n = rows.len();
+    let mut base = StringBuilder::with_capacity(n, 3 * n);
+    let mut quote = StringBuilder::with_capacity(n, 3 * n);
+    let mut rate = Decimal128Builder::with_capacity(n)
+        .with_data_type(crate::schema::arrow_type(crate::schema::RATE));
+    let mut source = StringBuilder::with_capacity(n, 8 * n);
+    let mut ts = TimestampMicrosecondBuilder::with_capacity(n);
+    let crate::schema::Kind::Dec(p, s) = crate::schema::RATE else {
+        unreachable!("RATE is a decimal kind")
+    };
+    for (line, f) in rows {
+        base.append_value(&f[0]);
+        quote.append_value(&f[1]);
+        rate.append_value(
+            crate::decode::parse_decimal(&f[2], p, s)
+                .map_err(|e| bad_line(path, line, format!("rate `{}`: {e:?}", f[2])))?,
+        );
+        source.append_value(path.display().to_string());
+        ts.append_value(
+            crate::decode::parse_timestamp_micros(&f[3]).map_err(|e| bad_line(path, line, e))?,
+        );
+    }
+    Ok(arrow::array::RecordBatch::try_new(
+        crate::schema::source_schema(crate::spec::SourceType::FxRate),
+        vec![
+            Arc::new(base.finish()),
+            Arc::new(quote.finish()),
+            Arc::new(rate.finish()),
+            Arc::new(source.finish()),
+            Arc::new(ts.finish().with_timezone(crate::schema::UTC)),
+        ],
+    )?)
 }

@@ -26,7 +26,8 @@ pub struct SymbolMap {
 }
 
 fn epoch() -> NaiveDate {
-    NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")
+    // `NaiveDate::default()` is 1970-01-01
+    NaiveDate::default()
 }
 
 /// Days since 1970-01-01 of a date.

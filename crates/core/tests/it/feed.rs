@@ -66,6 +66,7 @@ fn check_against_manifest(g: &Generated, stages: &Stages) -> (usize, usize) {
             offsets: &offsets,
             correlation_id: "test:1",
             ingested_at: 0,
+            arrivals: None,
         };
         let out = stages.process(&msgs, &ctx).unwrap();
         for i in out.good_index.values() {
@@ -123,11 +124,61 @@ fn check_against_manifest(g: &Generated, stages: &Stages) -> (usize, usize) {
     (landed, rejected)
 }
 
+/// Every listed fault kind occurs in the feed, so the manifest check covers each of them.
+fn assert_faults_present(g: &Generated, kinds: &[&str]) {
+    for kind in kinds {
+        let n = g
+            .manifest
+            .iter()
+            .filter(|e| e.fault.as_deref() == Some(*kind))
+            .count();
+        assert!(n > 0, "no {kind} fault in the feed");
+    }
+}
+
+/// Landed rows in JPY (quoted USD/JPY by the market, so inverted), EUR and GBP.
+fn assert_currencies_landed(g: &Generated, stages: &Stages, currencies: &[&str]) {
+    // every 20th message: the feed is in event-time order, Tokyo first, London and New York later
+    let msgs: Vec<&[u8]> = g.messages.iter().step_by(20).map(Vec::as_slice).collect();
+    let offsets: Vec<i64> = (0..msgs.len() as i64).collect();
+    let ctx = BatchContext {
+        topic: "t",
+        partition: 0,
+        offsets: &offsets,
+        correlation_id: "test:1",
+        ingested_at: 0,
+        arrivals: None,
+    };
+    let out = stages.process(&msgs, &ctx).unwrap();
+    let ccy = out
+        .good
+        .column_by_name("currency")
+        .unwrap()
+        .as_string::<i32>();
+    for c in currencies {
+        assert!(
+            ccy.iter().any(|v| v == Some(*c)),
+            "no {c} trade landed: {:?}",
+            out.rejects.iter().find(|r| r.reason.contains(c))
+        );
+    }
+}
+
 #[test]
 fn json_feed_of_100k_with_faults_matches_the_manifest_message_by_message() {
     let g = feed(WireFormat::Json, 100_000, 0.01, 11);
-    let (landed, rejected) =
-        check_against_manifest(&g, &stages(SourceDecoder::json(SourceType::Trade)));
+    assert_faults_present(
+        &g,
+        &[
+            "FractionalInteger",
+            "DuplicateKey",
+            "ExcessPrecision",
+            "NumericTimestamp",
+        ],
+    );
+    let stages = stages(SourceDecoder::json(SourceType::Trade));
+    assert_currencies_landed(&g, &stages, &["JPY", "EUR", "GBP"]);
+    let (landed, rejected) = check_against_manifest(&g, &stages);
     assert_eq!(landed + rejected, 100_000);
     let expected_rejects = g
         .manifest
@@ -144,6 +195,7 @@ fn json_feed_of_100k_with_faults_matches_the_manifest_message_by_message() {
 #[test]
 fn avro_feed_of_100k_with_faults_matches_the_manifest_message_by_message() {
     let g = feed(WireFormat::Avro, 100_000, 0.01, 12);
+    assert_faults_present(&g, &["TimestampOutOfRange", "MissingField", "BadBytes"]);
     let (landed, rejected) = check_against_manifest(&g, &stages(avro()));
     assert_eq!(landed + rejected, 100_000);
     assert_eq!(

@@ -2,7 +2,10 @@
 
 mod delta;
 mod feed;
+mod guide;
+mod refcache;
 mod spec;
+mod stages;
 
 /// The repository root.
 pub fn root() -> std::path::PathBuf {
