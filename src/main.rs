@@ -1,6 +1,8 @@
 //! `finlake`: the umbrella command. Parses arguments, sets up telemetry and calls one library
 //! function per subcommand; exit codes come from the error class in one place.
 
+mod bench_rules;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,6 +103,9 @@ enum Command {
         /// Seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Messages per micro-batch (one commit to each table per batch).
+        #[arg(long, default_value_t = 10_000)]
+        batch_size: usize,
     },
     /// Is a day's data right? The same as `data-quality-check` (try `finlake dq --help`).
     #[command(disable_help_flag = true)]
@@ -137,14 +142,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("finlake: {err:#}");
-            let code = err
-                .downcast_ref::<finlake_core::Error>()
-                .map(|e| e.class().exit_code())
-                .or_else(|| {
-                    err.downcast_ref::<finlake_quality::QualityError>()
-                        .map(|e| e.class().exit_code())
-                })
-                .unwrap_or(70);
+            let code = finlake_quality::error::class_of(err.as_ref()).exit_code();
             ExitCode::from(code as u8)
         }
     }
@@ -162,7 +160,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             batch_rows,
             threads,
         } => {
-            use finlake_quality::bench;
+            use crate::bench_rules as bench;
             if !parquet.exists() {
                 eprintln!("writing {rows} trades to {}", parquet.display());
                 bench::write_input(&parquet, rows, 7)?;
@@ -279,6 +277,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             rows,
             faults,
             seed,
+            batch_size,
         } => {
             let rt = tokio::runtime::Runtime::new()?;
             let opts = finlake_core::demo::DemoOptions {
@@ -286,10 +285,28 @@ fn run(command: Command) -> anyhow::Result<u8> {
                 rows,
                 faults,
                 seed,
-                ..Default::default()
+                batch_size,
             };
             let report = rt.block_on(finlake_core::demo::run(&opts))?;
             let rejected: u64 = report.rejects.iter().map(|(_, n)| n).sum();
+            if report.generated == 0 {
+                println!(
+                    "finlake demo: {} messages (seed {seed}), all already in the lake at txn \
+                     version {} of {}; nothing written (Delta version {})",
+                    report.feed,
+                    report.already_landed,
+                    report.trades_uri.display(),
+                    report.trades_version
+                );
+                return Ok(0);
+            }
+            if report.already_landed > 0 {
+                println!(
+                    "finlake demo: {} of {} messages already in the lake (txn version {}); \
+                     processing the rest",
+                    report.already_landed, report.feed, report.already_landed
+                );
+            }
             println!(
                 "finlake demo: {} messages generated (seed {seed}, {:.1}% faults)",
                 report.generated,
@@ -313,6 +330,16 @@ fn run(command: Command) -> anyhow::Result<u8> {
                 "  landed + rejected = {total} of {} messages; {} differ from the manifest",
                 report.generated, report.manifest_mismatches
             );
+            let c = &report.commit_seconds;
+            if c.len() >= 200 {
+                let avg = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64 * 1e3;
+                println!(
+                    "  commits  {:>8} to the trades table; first 100 took {:.1} ms each, last 100 {:.1} ms",
+                    c.len(),
+                    avg(&c[..100]),
+                    avg(&c[c.len() - 100..])
+                );
+            }
             if total != report.generated as u64 || report.manifest_mismatches > 0 {
                 anyhow::bail!("the demo lost or misrouted messages: this is a bug");
             }

@@ -66,14 +66,10 @@ impl DeltaError {
             | DeltaError::TxnRetention { .. }
             | DeltaError::SchemaChange { .. } => ErrorClass::Config,
             DeltaError::Table { source, .. } => match source.as_ref() {
-                DeltaTableError::ObjectStore { .. } | DeltaTableError::Io { .. } => {
-                    ErrorClass::Transient
-                }
-                other if is_unreachable(&other.to_string()) => ErrorClass::Transient,
                 DeltaTableError::NotATable(_) | DeltaTableError::InvalidTableLocation(_) => {
                     ErrorClass::Config
                 }
-                _ => ErrorClass::Internal,
+                other => storage_class(other).unwrap_or(ErrorClass::Internal),
             },
         }
     }
@@ -81,18 +77,94 @@ impl DeltaError {
 
 type Result<T> = std::result::Result<T, DeltaError>;
 
-/// Whether an error's text says the store could not be reached. delta-kernel wraps storage
-/// failures in its own error type and DataFusion in its own, so the text is all that is left
-/// to tell a dead endpoint from a broken table.
-pub fn is_unreachable(text: &str) -> bool {
-    [
-        "Error interacting with object store",
-        "Generic S3 error",
-        "error sending request",
-        "Connection refused",
-    ]
-    .iter()
-    .any(|m| text.contains(m))
+/// The class of a storage failure found anywhere in an error's `source()` chain, or `None`
+/// when the chain holds no storage error.
+///
+/// delta-kernel and DataFusion wrap object_store's errors in their own, so the chain is walked
+/// and each link downcast (the kernel's `ObjectStore` variant has no `source()`, so it is
+/// opened by name); the first link that says something decides:
+/// - `object_store::Error::NotFound`, `PermissionDenied`, `Unauthenticated` (HTTP 404, 403,
+///   401), a bad path or configuration key: [`ErrorClass::Config`]: fix the URI or the
+///   credentials, a retry will not help;
+/// - an HTTP error while connecting, sending, or waiting (`HttpErrorKind::Connect`,
+///   `Request`, `Timeout`, `Interrupted`) and an I/O error such as a refused or reset
+///   connection: [`ErrorClass::Transient`];
+/// - a local I/O error that is not found or permission denied: [`ErrorClass::Config`];
+/// - a request that got an HTTP status: 4xx (but 408 and 429) config, 5xx, 408, 429
+///   transient. object_store keeps that status in a crate-private type for some requests
+///   (an S3 list of a missing bucket is `Generic`), so there it is read from the innermost
+///   link's own rendering of the status code, `Server returned non-2xx status code: 404`.
+pub fn storage_class(err: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
+    use object_store::client::{HttpError, HttpErrorKind};
+    use std::io::ErrorKind;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut innermost = err;
+    while let Some(e) = cur {
+        innermost = e;
+        if let Some(k) = e.downcast_ref::<buoyant_kernel::Error>() {
+            match k {
+                buoyant_kernel::Error::ObjectStore(inner) => {
+                    cur = Some(inner);
+                    continue;
+                }
+                buoyant_kernel::Error::FileNotFound(_) => return Some(ErrorClass::Config),
+                _ => {}
+            }
+        }
+        if let Some(os) = e.downcast_ref::<object_store::Error>() {
+            match os {
+                object_store::Error::NotFound { .. }
+                | object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+                | object_store::Error::InvalidPath { .. }
+                | object_store::Error::UnknownConfigurationKey { .. } => {
+                    return Some(ErrorClass::Config)
+                }
+                // Generic and the rest: the cause is further down the chain.
+                _ => {}
+            }
+        } else if let Some(http) = e.downcast_ref::<HttpError>() {
+            return Some(match http.kind() {
+                HttpErrorKind::Connect
+                | HttpErrorKind::Request
+                | HttpErrorKind::Timeout
+                | HttpErrorKind::Interrupted => ErrorClass::Transient,
+                _ => ErrorClass::Internal,
+            });
+        } else if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ErrorKind::NotFound | ErrorKind::PermissionDenied | ErrorKind::InvalidInput => {
+                    return Some(ErrorClass::Config)
+                }
+                ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::NotConnected
+                | ErrorKind::TimedOut
+                | ErrorKind::BrokenPipe
+                | ErrorKind::Interrupted
+                | ErrorKind::HostUnreachable
+                | ErrorKind::NetworkUnreachable
+                | ErrorKind::NetworkDown => return Some(ErrorClass::Transient),
+                _ => {}
+            }
+        }
+        cur = e.source();
+    }
+    if let Some(status) = http_status(&innermost.to_string()) {
+        return Some(match status {
+            408 | 429 => ErrorClass::Transient,
+            400..=499 => ErrorClass::Config,
+            _ => ErrorClass::Transient,
+        });
+    }
+    None
+}
+
+/// The status in object_store's `Server returned non-2xx status code: 404 Not Found: ...`.
+fn http_status(text: &str) -> Option<u16> {
+    let rest = text.split("non-2xx status code: ").nth(1)?;
+    rest.get(..3)?.parse().ok()
 }
 
 /// What a table should look like, and how to reach it.
@@ -167,12 +239,46 @@ pub async fn open_or_create(spec: &TableSpec) -> Result<DeltaTable> {
                 Some(n.to_string()),
             );
         }
+        // Min/max statistics mean nothing for raw bytes (quarantine's `raw_payload`): name
+        // the columns that get them, so the writer neither computes nor warns about the rest.
+        if let Some(columns) = stats_columns(&spec.schema, &spec.partition_by) {
+            create = create.with_configuration_property(
+                deltalake::TableProperty::DataSkippingStatsColumns,
+                Some(columns),
+            );
+        }
         create.await.map_err(table_err(&spec.uri, "create"))?
     } else {
         table
     };
     check_txn_retention(&table, &spec.uri)?;
     Ok(table)
+}
+
+/// The columns that get data-skipping statistics when a schema has binary columns: every
+/// other top-level column but the partition columns (which have none). `None` when no column
+/// is binary (Delta's default then applies).
+fn stats_columns(schema: &Schema, partition_by: &[String]) -> Option<String> {
+    use arrow::datatypes::DataType;
+    let binary = |dt: &DataType| {
+        matches!(
+            dt,
+            DataType::Binary
+                | DataType::LargeBinary
+                | DataType::BinaryView
+                | DataType::FixedSizeBinary(_)
+        )
+    };
+    if !schema.fields().iter().any(|f| binary(f.data_type())) {
+        return None;
+    }
+    let names: Vec<&str> = schema
+        .fields()
+        .iter()
+        .filter(|f| !binary(f.data_type()) && !partition_by.contains(f.name()))
+        .map(|f| f.name().as_str())
+        .collect();
+    Some(names.join(","))
 }
 
 /// Refuses a table whose transaction retention would expire exactly-once versions.
@@ -242,8 +348,13 @@ pub struct CommitExtras {
 }
 
 impl CommitExtras {
+    /// The commit's properties. Expired-log cleanup is off: delta-rs would otherwise list
+    /// `_delta_log` after every commit (its default follows `delta.enableExpiredLogCleanup`),
+    /// a cost that grows with the table's history; [`cleanup_logs`] does it on its own
+    /// cadence. Checkpoints still come every `checkpoint_interval` commits and bound replay.
     fn properties(&self) -> CommitProperties {
         CommitProperties::default()
+            .with_cleanup_expired_logs(Some(false))
             .with_application_transactions(
                 self.txns
                     .iter()
@@ -252,6 +363,25 @@ impl CommitExtras {
             )
             .with_metadata(self.metadata.clone())
     }
+}
+
+/// Removes log files older than the table's log retention that a checkpoint covers: the
+/// maintenance that commits no longer do inline. Returns how many files were removed.
+pub async fn cleanup_logs(table: &DeltaTable) -> Result<usize> {
+    use deltalake::table::config::TablePropertiesExt;
+    let uri = table.table_url().to_string();
+    let snapshot = table.snapshot().map_err(table_err(&uri, "read snapshot"))?;
+    let version = snapshot.version();
+    let cutoff = chrono::Utc::now().timestamp_millis()
+        - snapshot.table_config().log_retention_duration().as_millis() as i64;
+    deltalake::protocol::checkpoints::cleanup_expired_logs_for(
+        version,
+        table.log_store().as_ref(),
+        cutoff,
+        None,
+    )
+    .await
+    .map_err(table_err(&uri, "clean up expired logs"))
 }
 
 /// The table's schema as Arrow.
@@ -285,6 +415,7 @@ pub async fn append(
             Err(message) => return Err(DeltaError::SchemaChange { uri, message }),
         }
     }
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut write = table
         .write(batches)
         .with_save_mode(SaveMode::Append)
@@ -292,7 +423,12 @@ pub async fn append(
     if let Some(m) = mode {
         write = write.with_schema_mode(m);
     }
-    write.await.map_err(table_err(&uri, "append"))
+    let table = write.await.map_err(table_err(&uri, "append"))?;
+    crate::telemetry::Metrics::global()
+        .rows_written
+        .with_label_values(&[uri.as_str()])
+        .inc_by(rows as u64);
+    Ok(table)
 }
 
 /// Replaces the rows of one partition (`column = value`, a SQL literal) with `batches`, in one

@@ -51,7 +51,8 @@ pub enum Error {
     /// Arrow computation failed (a bug, or data that broke an Arrow invariant).
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
-    /// Local file IO failed.
+    /// Local file IO failed (a missing or unreadable file, an unwritable path): the
+    /// configuration is wrong, a retry will not help.
     #[error("{path}: {source}")]
     Io {
         /// The file involved.
@@ -71,7 +72,7 @@ impl Error {
             Error::Spec(_) | Error::RefData { .. } | Error::Usage(_) => ErrorClass::Config,
             Error::Delta(e) => e.class(),
             Error::Arrow(_) => ErrorClass::Internal,
-            Error::Io { .. } => ErrorClass::Transient,
+            Error::Io { .. } => ErrorClass::Config,
         }
     }
 

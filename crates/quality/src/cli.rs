@@ -8,8 +8,9 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use crate::{dqc, report};
+use crate::{dqc, report, QualityError};
 use clap::{Parser, ValueEnum};
+use finlake_core::ErrorClass;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Format {
@@ -89,9 +90,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    std::panic::set_hook(Box::new(|info| {
+    let internal = ErrorClass::Internal.exit_code();
+    std::panic::set_hook(Box::new(move |info| {
         eprintln!("data-quality-check: internal error: {info}");
-        std::process::exit(70);
+        std::process::exit(internal);
     }));
     let args = Args::parse_from(argv);
     finlake_core::telemetry::init(args.log_format);
@@ -103,12 +105,20 @@ where
         Ok(r) => r,
         Err(e) => {
             eprintln!("data-quality-check: cannot start the runtime: {e}");
-            std::process::exit(70);
+            std::process::exit(internal);
         }
     };
     let code = run(&args, &runtime);
     let _ = std::io::stdout().flush();
     std::process::exit(code);
+}
+
+/// Reports an error once, on stderr, and returns its exit code (decided by
+/// [`crate::error::class_of`], the one mapping).
+fn fail(e: &QualityError) -> i32 {
+    let code = crate::error::class_of(e).exit_code();
+    eprintln!("data-quality-check: {e}");
+    code
 }
 
 fn run(args: &Args, runtime: &tokio::runtime::Runtime) -> i32 {
@@ -131,12 +141,7 @@ fn run(args: &Args, runtime: &tokio::runtime::Runtime) -> i32 {
     let result = runtime.block_on(dqc::run(&opts));
     let report = match result {
         Ok(r) => r,
-        Err(e) => {
-            let code = e.class().exit_code();
-            tracing::error!(exit_code = code, "{e}");
-            eprintln!("data-quality-check: {e}");
-            return code;
-        }
+        Err(e) => return fail(&e),
     };
     let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
     let body = match args.format {
@@ -148,21 +153,20 @@ fn run(args: &Args, runtime: &tokio::runtime::Runtime) -> i32 {
         Format::Html => report::html(&report),
         Format::Junit => report::junit(&report),
     };
+    let io = |path: String| move |source| QualityError::Io { path, source };
     let written = match &args.output {
-        Some(path) => std::fs::write(path, body).map_err(|e| format!("{}: {e}", path.display())),
+        Some(path) => std::fs::write(path, body).map_err(io(path.display().to_string())),
         None => std::io::stdout()
             .write_all(body.as_bytes())
-            .map_err(|e| format!("stdout: {e}")),
+            .map_err(io("stdout".into())),
     };
     if let Err(e) = written {
-        eprintln!("data-quality-check: {e}");
-        return 75;
+        return fail(&e);
     }
     if let Some(path) = &args.metrics_file {
         let text = finlake_core::telemetry::Metrics::global().render();
-        if let Err(e) = std::fs::write(path, text) {
-            eprintln!("data-quality-check: {}: {e}", path.display());
-            return 75;
+        if let Err(e) = std::fs::write(path, text).map_err(io(path.display().to_string())) {
+            return fail(&e);
         }
     }
     let code = report.exit_code(args.fail_on == FailOn::Warn);

@@ -67,7 +67,9 @@ impl QualityError {
             QualityError::Core(e) => e.class(),
             QualityError::Spec(_) | QualityError::Usage(_) => ErrorClass::Config,
             QualityError::RuleFailed { .. } => ErrorClass::Data,
-            QualityError::Unreachable { .. } | QualityError::Io { .. } => ErrorClass::Transient,
+            QualityError::Unreachable { .. } => ErrorClass::Transient,
+            // A local file (spec, refdata, --output, --dead-letter): fix the path.
+            QualityError::Io { .. } => ErrorClass::Config,
             QualityError::Query { .. } | QualityError::Evaluate { .. } | QualityError::Arrow(_) => {
                 ErrorClass::Internal
             }
@@ -79,6 +81,29 @@ impl From<finlake_core::delta::DeltaError> for QualityError {
     fn from(e: finlake_core::delta::DeltaError) -> Self {
         QualityError::Core(e.into())
     }
+}
+
+/// The one mapping from an error to its class (and so its exit code) for every finlake
+/// binary: the first finlake error in the `source()` chain decides; a storage error found in
+/// the chain decides next; anything else is internal (70). Never 1.
+pub fn class_of(err: &(dyn std::error::Error + 'static)) -> ErrorClass {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(q) = e.downcast_ref::<QualityError>() {
+            return q.class();
+        }
+        if let Some(c) = e.downcast_ref::<finlake_core::Error>() {
+            return c.class();
+        }
+        if let Some(d) = e.downcast_ref::<finlake_core::delta::DeltaError>() {
+            return d.class();
+        }
+        if e.downcast_ref::<finlake_core::spec::SpecError>().is_some() {
+            return ErrorClass::Config;
+        }
+        cur = e.source();
+    }
+    finlake_core::delta::storage_class(err).unwrap_or(ErrorClass::Internal)
 }
 
 /// Result alias.

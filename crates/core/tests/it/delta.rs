@@ -340,3 +340,37 @@ async fn s3_tables_on_a_real_endpoint_keep_txn_versions() {
     assert_eq!(prices, (0..9).sum::<i128>() * 1_000_000);
     assert!(reopened.version().unwrap() >= 2);
 }
+
+#[tokio::test]
+async fn storage_errors_are_classed_by_their_cause_not_their_text() {
+    // a bucket that does not exist answers 404: fix the URI, a retry will not help (exit 2);
+    // before, the text "Error interacting with object store" made every such error transient
+    let moto = start_moto();
+    let opts: HashMap<String, String> = [
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", moto.1)),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_S3_ALLOW_UNSAFE_RENAME", "true".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let s = spec("s3://no-such-bucket/market/trades", None, opts);
+    let err = delta::open_or_create(&s).await.unwrap_err();
+    assert_eq!(
+        err.class(),
+        finlake_core::ErrorClass::Config,
+        "{err} ({:?})",
+        err
+    );
+    assert!(err.to_string().contains("no-such-bucket"), "{err}");
+    // a refused connection anywhere in the chain is transient
+    let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+    assert_eq!(
+        delta::storage_class(&io),
+        Some(finlake_core::ErrorClass::Transient)
+    );
+}
