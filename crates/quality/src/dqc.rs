@@ -129,7 +129,7 @@ pub fn canonical_schema(spec: &LoadedSpec) -> SchemaRef {
     finlake_core::schema::table_schema(
         st,
         has(TransformType::Normalize),
-        has(TransformType::CurrencyConversion),
+        has(TransformType::CurrencyConversion) || has(TransformType::Enrich),
     )
 }
 
@@ -227,6 +227,13 @@ pub async fn run(opts: &Options) -> Result<Report> {
         )));
     }
     let spec = Arc::new(spec);
+    // a dead-letter file that cannot be written fails now, not after the scan
+    if let Some(target) = opts.dead_letter.as_deref().filter(|t| is_file_target(t)) {
+        std::fs::File::create(target).map_err(|e| QualityError::Io {
+            path: target.into(),
+            source: e,
+        })?;
+    }
     let canonical = canonical_schema(&spec);
     // compile at load: a bad rule fails here, before the lake is touched
     let rules = RuleSet::compile(&spec, crate::enrich::enriched_schema(&canonical))?;
@@ -265,7 +272,10 @@ pub async fn run(opts: &Options) -> Result<Report> {
         .results
         .clone()
         .unwrap_or_else(|| sibling(&uri, "quality_results"));
-    let spec_sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+    // The spec as read (after `${VAR}` expansion): the same file with another LAKE_URI or
+    // threshold from the environment is another spec.
+    let expanded = serde_json::to_vec(&spec.pipeline).unwrap_or_default();
+    let spec_sha256 = hex::encode(sha2::Sha256::digest(&expanded));
     let work = check_table(
         opts,
         spec,
@@ -277,10 +287,43 @@ pub async fn run(opts: &Options) -> Result<Report> {
         results_uri,
         spec_sha256,
     );
-    match tokio::time::timeout(opts.timeout, work).await {
+    work.await
+}
+
+/// What cached measurements depend on besides the partition's files: the expanded spec, the
+/// reference data the rules read (the exchange calendar: session columns) and the finlake
+/// version (a fix to a check must not be hidden by an old cached value).
+fn cache_key(spec_sha256: &str, opts: &Options) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update(spec_sha256.as_bytes());
+    h.update(finlake_core::VERSION.as_bytes());
+    match &opts.refdata {
+        Some(dir) => {
+            for name in ["exchange_hours.csv", "exchange_holidays.csv"] {
+                h.update(name.as_bytes());
+                h.update(std::fs::read(dir.join(name)).unwrap_or_default());
+            }
+        }
+        None => {
+            h.update(finlake_core::embedded::EXCHANGE_HOURS.as_bytes());
+            h.update(finlake_core::embedded::EXCHANGE_HOLIDAYS.as_bytes());
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+/// Runs one step that reaches the lake (opening a table, reading its log) under `--timeout`.
+/// Only these steps are bounded as a whole: a scan of a reachable lake may take as long as it
+/// takes (each storage request keeps its own timeout), and a slow one is reported as slow.
+async fn reach<T>(
+    opts: &Options,
+    uri: &str,
+    step: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(opts.timeout, step).await {
         Ok(r) => r,
         Err(_) => Err(QualityError::Unreachable {
-            uri,
+            uri: uri.into(),
             message: format!("no answer within {:?} (--timeout)", opts.timeout),
         }),
     }
@@ -304,6 +347,9 @@ struct Measure {
     distinct_keys: Option<(Vec<String>, u64)>,
     newest: Option<i64>,
     seen: BTreeMap<String, BTreeMap<String, bool>>,
+    /// The exchanges (MICs) in the partition: freshness is judged against their closes.
+    #[serde(default)]
+    exchanges: std::collections::BTreeSet<String>,
 }
 
 /// A partition's cached measurements.
@@ -327,7 +373,7 @@ async fn check_table(
 ) -> Result<Report> {
     let run_at = chrono::Utc::now().timestamp_micros();
     let now = opts.now.unwrap_or(run_at);
-    let table = open_table(&uri, &storage).await?;
+    let table = reach(opts, &uri, open_table(&uri, &storage)).await?;
     let version = table.version().unwrap_or_default();
     let table_schema = finlake_core::delta::arrow_schema(&table, &uri)?;
     let pipeline = spec.pipeline.metadata.name.clone();
@@ -335,20 +381,14 @@ async fn check_table(
         .await
         .map_err(|e| query_err(&uri, e))?;
     let state_uri = sibling(&results_uri, "quality_state");
-    let state_table = results::open_state(&state_uri, &storage).await?;
+    let state_table = reach(opts, &state_uri, results::open_state(&state_uri, &storage)).await?;
+    let key = cache_key(&spec_sha256, opts);
     let cached = if opts.rescan || opts.dead_letter.is_some() {
         None
     } else {
-        results::cached_state(
-            &state_table,
-            &pipeline,
-            &uri,
-            opts.date,
-            &spec_sha256,
-            &fingerprint,
-        )
-        .await?
-        .and_then(|json| serde_json::from_str::<Cached>(&json).ok())
+        results::cached_state(&state_table, &pipeline, &uri, opts.date, &key, &fingerprint)
+            .await?
+            .and_then(|json| serde_json::from_str::<Cached>(&json).ok())
     };
     let table_checks = spec
         .pipeline
@@ -368,6 +408,7 @@ async fn check_table(
             (c.measure, c.stats)
         }
         None => {
+            let started = std::time::Instant::now();
             let (m, stats) = scan(
                 opts,
                 &spec,
@@ -380,6 +421,14 @@ async fn check_table(
                 &mut dead,
             )
             .await?;
+            let took = started.elapsed();
+            if took > opts.timeout {
+                tracing::warn!(
+                    seconds = took.as_secs_f64(),
+                    rows = m.rows,
+                    "the scan was slow: longer than --timeout, but the lake answered throughout"
+                );
+            }
             let cached = Cached { measure: m, stats };
             let json = serde_json::to_string(&cached).expect("serialisable");
             results::append_state(
@@ -387,7 +436,7 @@ async fn check_table(
                 &pipeline,
                 &uri,
                 opts.date,
-                &spec_sha256,
+                &key,
                 &fingerprint,
                 version as i64,
                 &json,
@@ -410,7 +459,7 @@ async fn check_table(
             warn: None,
             error: None,
             detail: format!(
-                "{} of {} rows fail `{}` (action {}, severity {}); {} NULL ({})",
+                "{} of {} rows fail `{}` (action {}, severity {}); {} NULL ({}){}",
                 s.failed,
                 s.rows,
                 rule.condition,
@@ -424,6 +473,14 @@ async fn check_table(
                     crate::rules::NullPolicy::Fails => "counted as failures",
                     crate::rules::NullPolicy::NotChecked => "not checked",
                     crate::rules::NullPolicy::UnknownFails => "unknown, counted as failures",
+                },
+                if s.error_rows > 0 {
+                    format!(
+                        "; {} could not be evaluated (counted as failures)",
+                        s.error_rows
+                    )
+                } else {
+                    String::new()
                 }
             ),
         });
@@ -456,7 +513,7 @@ async fn check_table(
             });
         }
     }
-    let history_table = results::open(&results_uri, &storage).await?;
+    let history_table = reach(opts, &results_uri, results::open(&results_uri, &storage)).await?;
     let from = opts.date - chrono::Days::new(60);
     let history = results::history(
         &history_table,
@@ -491,10 +548,11 @@ async fn check_table(
         rows: m.rows,
     };
     results::append(history_table, &run, &out).await?;
+    // The gauges hold the latest checked date's values; dates are in quality_results, not in
+    // label values (a long-running process would grow a series per day).
     let metrics = QualityMetrics::global();
-    let date = opts.date.to_string();
     for r in &out {
-        let labels = [run.pipeline.as_str(), r.name.as_str(), date.as_str()];
+        let labels = [run.pipeline.as_str(), r.name.as_str()];
         metrics.check_value.with_label_values(&labels).set(r.value);
         metrics
             .check_status
@@ -624,18 +682,22 @@ fn canonical_nullable(s: &SchemaRef) -> SchemaRef {
     ))
 }
 
-fn query_err(uri: &str, e: impl std::fmt::Display) -> QualityError {
+/// A failed query: unreachable when a storage error in its chain is transient, a usage error
+/// when storage says not found or forbidden, otherwise a query error.
+fn query_err(uri: &str, e: impl std::error::Error + 'static) -> QualityError {
     let message = e.to_string();
-    if finlake_core::delta::is_unreachable(&message) {
-        QualityError::Unreachable {
+    match finlake_core::delta::storage_class(&e) {
+        Some(finlake_core::ErrorClass::Transient) => QualityError::Unreachable {
             uri: uri.into(),
             message,
+        },
+        Some(finlake_core::ErrorClass::Config) => {
+            QualityError::Usage(format!("table {uri}: {message}"))
         }
-    } else {
-        QualityError::Query {
+        _ => QualityError::Query {
             table: uri.into(),
             message,
-        }
+        },
     }
 }
 
@@ -666,6 +728,14 @@ fn measure(m: &mut Measure, batch: &RecordBatch) -> Result<()> {
     if let Some(ts) = batch.column_by_name(finlake_core::schema::EVENT_TIME) {
         if let Some(max) = arrow::compute::max(ts.as_primitive::<TimestampMicrosecondType>()) {
             m.newest = Some(m.newest.map_or(max, |n: i64| n.max(max)));
+        }
+    }
+    if let Some(ex) = batch.column_by_name("exchange") {
+        let ex = cast(ex, &DataType::Utf8)?;
+        for mic in ex.as_string::<i32>().iter().flatten() {
+            if !m.exchanges.contains(mic) {
+                m.exchanges.insert(mic.to_string());
+            }
         }
     }
     for (col, expected) in m.seen.iter_mut() {
@@ -743,7 +813,7 @@ fn table_check(
             ),
         },
         TableCheckKind::Freshness => {
-            let reference = freshness_reference(calendar, date, now);
+            let reference = freshness_reference(calendar, date, now, &m.exchanges);
             match m.newest {
                 Some(t) => {
                     let lag = ((reference - t).max(0)) as f64 / 1e6;
@@ -858,11 +928,19 @@ fn same_type(a: &DataType, b: &DataType) -> bool {
 }
 
 /// The instant freshness is measured against: now, or for a past date the last close of that
-/// date's sessions (data that stops at noon is stale even when checked a week later).
-fn freshness_reference(calendar: &ExchangeCalendar, date: NaiveDate, now: i64) -> i64 {
+/// date's sessions (data that stops at noon is stale even when checked a week later). Only
+/// the exchanges in the partition count (a Tokyo-only pipeline is not judged against New
+/// York's close); with none known (no `exchange` column), every exchange in the calendar.
+fn freshness_reference(
+    calendar: &ExchangeCalendar,
+    date: NaiveDate,
+    now: i64,
+    exchanges: &std::collections::BTreeSet<String>,
+) -> i64 {
     let last_close = calendar
         .mics()
         .iter()
+        .filter(|m| exchanges.is_empty() || exchanges.contains(**m))
         .filter_map(|m| match calendar.session(m, date) {
             Some(Session::Open(_, c)) => Some(c),
             _ => None,
@@ -939,15 +1017,19 @@ fn dead_letters(
     Ok(out)
 }
 
+/// A `--dead-letter` target that is a local JSON-lines file rather than a Delta table.
+fn is_file_target(target: &str) -> bool {
+    [".jsonl", ".ndjson", ".json"]
+        .iter()
+        .any(|e| target.ends_with(e))
+}
+
 async fn write_dead_letters(
     target: &str,
     batches: &[RecordBatch],
     storage: &HashMap<String, String>,
 ) -> Result<()> {
-    let is_file = [".jsonl", ".ndjson", ".json"]
-        .iter()
-        .any(|e| target.ends_with(e));
-    if is_file {
+    if is_file_target(target) {
         let file = std::fs::File::create(target).map_err(|e| QualityError::Io {
             path: target.into(),
             source: e,

@@ -6,6 +6,9 @@
 //! Routing precedence for a row that fails several rules: `fail` (the batch errors) over
 //! `dead_letter` over `drop` over `flag`. Counts per rule are taken from the rule's own
 //! mask, so a row failing two rules counts once for each.
+// Data path: no unwrap/expect on anything derived from message bytes; each remaining one
+// says why it cannot fail.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +39,9 @@ pub struct RuleStats {
     pub failed: u64,
     /// Rows with NULL (not checked, or unknown).
     pub null_rows: u64,
+    /// Rows on which the rule could not be evaluated (they fail it).
+    #[serde(default)]
+    pub error_rows: u64,
 }
 
 impl RuleStats {
@@ -44,6 +50,7 @@ impl RuleStats {
         self.rows += o.rows;
         self.failed += o.failed;
         self.null_rows += o.null_rows;
+        self.error_rows += o.error_rows;
     }
 }
 
@@ -259,6 +266,7 @@ impl RuleEngine {
                     rows: n as u64,
                     failed: res.failed_rows,
                     null_rows: res.null_rows,
+                    error_rows: res.error_rows,
                 },
             );
             self.metrics
@@ -289,12 +297,17 @@ impl RuleEngine {
         let mut rejects = Vec::new();
         for row in 0..n {
             if fate[row] == 2 {
-                let rule = &rules.rules[decided_by[row] as usize];
+                let i = decided_by[row] as usize;
+                let rule = &rules.rules[i];
+                let reason = match &results[i].errors {
+                    Some((mask, e)) if mask.value(row) => RuleSet::error_reason(rule, e),
+                    _ => RuleSet::reason(rule),
+                };
                 rejects.push(Reject {
                     row: row as u32,
                     rule: rule.name.clone(),
                     field: rule.column.clone(),
-                    reason: RuleSet::reason(rule),
+                    reason,
                 });
             }
         }

@@ -60,7 +60,7 @@ impl QualityMetrics {
             reg(Box::new(recompiles.clone()));
             let check_value = GaugeVec::new(
                 Opts::new(CHECK_VALUE, "The value a quality check measured."),
-                &["pipeline", "check", "date"],
+                &["pipeline", "check"],
             )
             .expect("valid metric");
             reg(Box::new(check_value.clone()));
@@ -69,7 +69,7 @@ impl QualityMetrics {
                     CHECK_STATUS,
                     "A quality check's verdict: 0 pass, 1 warn, 2 error, 3 insufficient history.",
                 ),
-                &["pipeline", "check", "date"],
+                &["pipeline", "check"],
             )
             .expect("valid metric");
             reg(Box::new(check_status.clone()));

@@ -158,51 +158,33 @@ fn xml_escape(s: &str) -> String {
 /// JUnit XML: one test suite per run, one test case per check; errors are failures, warnings
 /// pass with their detail in `system-out`.
 pub fn junit(r: &Report) -> String {
-    let (_, _, failures) = r.counts();
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let suite = xml_escape(&format!("{} {}", r.run.pipeline, r.run.date));
-    let _ = writeln!(
-        out,
-        "<testsuites name=\"data-quality-check\" tests=\"{}\" failures=\"{failures}\">",
-        r.results.len()
-    );
-    let _ = writeln!(
-        out,
-        "  <testsuite name=\"{suite}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\">",
-        r.results.len()
-    );
+    use quick_junit::{NonSuccessKind, Report as Junit, TestCase, TestCaseStatus, TestSuite};
+    let mut suite = TestSuite::new(format!("{} {}", r.run.pipeline, r.run.date));
     for c in &r.results {
-        let _ = write!(
-            out,
-            "    <testcase classname=\"{}.{}\" name=\"{}\">",
-            xml_escape(&r.run.pipeline),
-            xml_escape(&c.kind),
-            xml_escape(&c.name)
-        );
-        match c.status {
+        let status = match c.status {
             Status::Error => {
-                let _ = write!(
-                    out,
-                    "<failure message=\"{}\" type=\"{}\">{}</failure>",
-                    xml_escape(&format!("{} = {}", c.name, value_text(c))),
-                    xml_escape(&c.kind),
-                    xml_escape(&c.detail)
-                );
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_message(format!("{} = {}", c.name, value_text(c)))
+                    .set_type(c.kind.as_str())
+                    .set_description(c.detail.as_str());
+                s
             }
-            Status::Warn | Status::InsufficientHistory => {
-                let _ = write!(
-                    out,
-                    "<system-out>{}: {}</system-out>",
-                    c.status,
-                    xml_escape(&c.detail)
-                );
-            }
-            Status::Pass => {}
+            _ => TestCaseStatus::success(),
+        };
+        let mut case = TestCase::new(c.name.as_str(), status);
+        case.set_classname(format!("{}.{}", r.run.pipeline, c.kind));
+        if matches!(c.status, Status::Warn | Status::InsufficientHistory) {
+            case.set_system_out(format!("{}: {}", c.status, c.detail));
         }
-        out.push_str("</testcase>\n");
+        suite.add_test_case(case);
     }
-    out.push_str("  </testsuite>\n</testsuites>\n");
-    out
+    let mut report = Junit::new("data-quality-check");
+    report.add_test_suite(suite);
+    // Serialising an in-memory model to a String cannot fail on I/O; an error here would be a
+    // bug in the model, reported in the output rather than by a panic.
+    report
+        .to_string()
+        .unwrap_or_else(|e| format!("<!-- junit serialisation failed: {e} -->\n"))
 }
 
 /// One self-contained HTML page: summary, a row per check, a 30-day chart per check.

@@ -115,12 +115,12 @@ pub fn batch(run: &RunInfo, results: &[CheckResult]) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema(), cols)?)
 }
 
-/// Opens (or creates) the results table.
+/// Opens (or creates) the results table, partitioned by pipeline.
 pub async fn open(uri: &str, storage_options: &HashMap<String, String>) -> Result<DeltaTable> {
     Ok(delta::open_or_create(&TableSpec {
         uri: uri.to_string(),
         schema: schema(),
-        partition_by: vec![],
+        partition_by: vec!["pipeline".into()],
         checkpoint_interval: Some(20),
         storage_options: storage_options.clone(),
     })
@@ -141,6 +141,41 @@ pub async fn append(
         ],
     };
     Ok(delta::append(table, vec![batch(run, results)?], &extras).await?)
+}
+
+/// The rows of `table` for one pipeline and dataset with `date` in `[lo, hi)` (epoch days):
+/// the predicate goes to the scan, so other pipelines' partitions are pruned and file
+/// statistics skip other dates, instead of reading the whole table on every run.
+async fn scan_for(
+    table: &DeltaTable,
+    pipeline: &str,
+    dataset: &str,
+    lo: i32,
+    hi: i32,
+) -> Result<Vec<RecordBatch>> {
+    use datafusion::prelude::{col, lit};
+    use datafusion::scalar::ScalarValue;
+    let uri = table.table_url().to_string();
+    let err = |e: datafusion::error::DataFusionError| QualityError::Query {
+        table: uri.clone(),
+        message: e.to_string(),
+    };
+    let ctx = delta::sql_context(table, "t").await?;
+    let date = |d: i32| lit(ScalarValue::Date32(Some(d)));
+    ctx.table("t")
+        .await
+        .map_err(err)?
+        .filter(
+            col("pipeline")
+                .eq(lit(pipeline))
+                .and(col("dataset").eq(lit(dataset)))
+                .and(col("date").gt_eq(date(lo)))
+                .and(col("date").lt(date(hi))),
+        )
+        .map_err(err)?
+        .collect()
+        .await
+        .map_err(err)
 }
 
 /// Column `name` of a scanned batch, cast to its type in `schema` (scans may return string
@@ -176,9 +211,9 @@ pub async fn history(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<BTreeMap<String, Vec<Point>>> {
-    let batches = delta::read_all(table).await?;
-    let mut latest: BTreeMap<(String, i32), (i64, Option<f64>, i64)> = BTreeMap::new();
     let (lo, hi) = (epoch_days(from), epoch_days(to));
+    let batches = scan_for(table, pipeline, dataset, lo, hi).await?;
+    let mut latest: BTreeMap<(String, i32), (i64, Option<f64>, i64)> = BTreeMap::new();
     for b in &batches {
         let col = |name: &str| column_as(b, name, &schema(), "quality_results");
         let (p, d, c, date, at, v, rows) = (
@@ -243,22 +278,32 @@ pub fn state_schema() -> SchemaRef {
     ]))
 }
 
-/// The partition's fingerprint: sha256 of its data files' paths, sorted.
+/// The partition's fingerprint: sha256 over its data files, sorted by path, each with its
+/// size and its deletion vector (another writer deleting rows changes the fingerprint even
+/// when no file is added or removed).
 pub async fn partition_fingerprint(
     table: &DeltaTable,
     date: NaiveDate,
 ) -> std::result::Result<String, deltalake::DeltaTableError> {
     use sha2::Digest;
     let day = date.to_string();
-    let mut files: Vec<String> = table
-        .get_files_by_partitions(&[(
-            schema::TRADE_DATE,
-            deltalake::FilterOp::Eq,
-            deltalake::FilterValue::Scalar(&day),
-        )])
-        .await?
+    let snapshot = table.snapshot()?;
+    let mut files: Vec<String> = snapshot
+        .log_data()
         .into_iter()
-        .map(|p| p.to_string())
+        .filter(|f| {
+            f.partition_values_map()
+                .get(schema::TRADE_DATE)
+                .is_some_and(|v| v.as_deref() == Some(day.as_str()))
+        })
+        .map(|f| {
+            format!(
+                "{}\t{}\t{:?}",
+                f.path(),
+                f.size(),
+                f.deletion_vector_descriptor()
+            )
+        })
         .collect();
     files.sort();
     let mut h = sha2::Sha256::new();
@@ -269,12 +314,12 @@ pub async fn partition_fingerprint(
     Ok(hex::encode(h.finalize()))
 }
 
-/// Opens (or creates) the state table.
+/// Opens (or creates) the state table, partitioned by pipeline.
 pub async fn open_state(uri: &str, storage: &HashMap<String, String>) -> Result<DeltaTable> {
     Ok(delta::open_or_create(&TableSpec {
         uri: uri.to_string(),
         schema: state_schema(),
-        partition_by: vec![],
+        partition_by: vec!["pipeline".into()],
         checkpoint_interval: Some(20),
         storage_options: storage.clone(),
     })
@@ -291,7 +336,7 @@ pub async fn cached_state(
     fingerprint: &str,
 ) -> Result<Option<String>> {
     let day = epoch_days(date);
-    for b in delta::read_all(table).await? {
+    for b in scan_for(table, pipeline, dataset, day, day + 1).await? {
         let col = |name: &str| column_as(&b, name, &state_schema(), "quality_state");
         let (p, d, dt, sha, fp, st) = (
             col("pipeline")?,

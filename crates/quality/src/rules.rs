@@ -21,6 +21,9 @@
 //! give a live batch and last year's table different answers), aggregates, window functions and
 //! subqueries (rules are row-local; state belongs to dedup and `cep_patterns`). Every error
 //! names the spec file, line and column of the rule.
+// Data path: no unwrap/expect on anything derived from message bytes; each remaining one
+// says why it cannot fail.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,6 +104,8 @@ pub enum Origin {
     Validation(usize),
     /// `spec.business_rules[i]`.
     Business(usize),
+    /// `spec.validation.table_checks[i]`.
+    TableCheck(usize),
 }
 
 impl Origin {
@@ -108,6 +113,7 @@ impl Origin {
         match self {
             Origin::Validation(i) => ["validation".into(), "rules".into(), i.to_string()],
             Origin::Business(i) => ["business_rules".into(), i.to_string(), String::new()],
+            Origin::TableCheck(i) => ["validation".into(), "table_checks".into(), i.to_string()],
         }
     }
 
@@ -156,6 +162,11 @@ pub struct RuleResult {
     pub failed_rows: u64,
     /// Rows whose value was NULL (not checked, or an unknown condition; see the module docs).
     pub null_rows: u64,
+    /// Rows on which the rule could not be evaluated (a division by zero, a failed CAST):
+    /// they fail the rule and are counted here.
+    pub error_rows: u64,
+    /// Where the rule could not be evaluated, and the batch's error text (for the reason).
+    pub errors: Option<(BooleanArray, String)>,
 }
 
 /// The dedup business rule, told apart from row rules at load.
@@ -445,10 +456,10 @@ impl RuleSet {
                     }
                 },
                 kind => {
-                    let Some(idx) = c.column(origin, col, &r.name) else {
+                    let (Some(idx), Some(col)) = (c.column(origin, col, &r.name), col) else {
                         continue;
                     };
-                    let q = quote_ident(col.expect("checked"));
+                    let q = quote_ident(col);
                     let cond = match kind {
                         RuleKind::NotNull => format!("{q} IS NOT NULL"),
                         RuleKind::Range => {
@@ -707,6 +718,7 @@ impl RuleSet {
                 column_index: None,
             });
         }
+        check_table_checks(&mut c, dedup.is_some());
         if !c.errors.is_empty() {
             c.errors.sort_by_key(|d| (d.pos.line, d.pos.col));
             return Err(SpecError::Invalid {
@@ -724,19 +736,30 @@ impl RuleSet {
 
     /// Evaluates every rule on `batch`, whose schema must be the bound one (see
     /// [`crate::engine::RuleEngine`], which projects or recompiles).
+    ///
+    /// A rule that cannot be evaluated on the batch (division by zero, a CAST that fails on
+    /// some value) is evaluated again row by row: the rows it fails on fail the rule and are
+    /// counted in [`RuleResult::error_rows`]; the others get their real verdict. Bad data
+    /// never stops the stream.
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<Vec<RuleResult>> {
         let n = batch.num_rows();
         self.rules
             .iter()
             .map(|rule| {
-                let value = rule
-                    .expr
-                    .evaluate(batch)
-                    .and_then(|v| v.into_array(n))
-                    .map_err(|e| QualityError::Evaluate {
-                        rule: rule.name.clone(),
-                        message: e.to_string(),
-                    })?;
+                let (value, errored) = match rule.expr.evaluate(batch).and_then(|v| v.into_array(n))
+                {
+                    Ok(v) => (v, None),
+                    Err(e) => {
+                        let (v, errored) = evaluate_by_row(rule, batch)?;
+                        tracing::warn!(
+                            rule = %rule.name,
+                            rows = errored.true_count(),
+                            error = %e,
+                            "rule could not be evaluated on some rows; they fail the rule"
+                        );
+                        (v, Some((errored, e.to_string())))
+                    }
+                };
                 let value = value
                     .as_boolean_opt()
                     .ok_or_else(|| QualityError::Evaluate {
@@ -754,13 +777,38 @@ impl RuleSet {
                     (NullPolicy::Fails, Some(c)) => (not_true, batch.column(c).null_count() as u64),
                     _ => (not_true, value.null_count() as u64),
                 };
+                let (failed, null_rows, error_rows) = match &errored {
+                    None => (failed, null_rows, 0),
+                    Some((rows, _)) => {
+                        let k = rows.true_count() as u64;
+                        // an errored row is NULL in `value`: count it as an error, not a NULL
+                        let nulls = if rule.column_index.is_none() {
+                            null_rows.saturating_sub(k)
+                        } else {
+                            null_rows
+                        };
+                        (or_kleene(&failed, rows)?, nulls, k)
+                    }
+                };
                 Ok(RuleResult {
                     failed_rows: failed.true_count() as u64,
                     failed,
                     null_rows,
+                    error_rows,
+                    errors: errored,
                 })
             })
             .collect()
+    }
+
+    /// The reason a row failed `rule` because it could not be evaluated there.
+    pub fn error_reason(rule: &Rule, error: &str) -> String {
+        format!(
+            "rule `{}` ({}): `{}` could not be evaluated on this row: {error}",
+            rule.name,
+            kind_name(rule.kind),
+            rule.condition
+        )
     }
 
     /// The reason a row failed `rule`, as written to quarantine and dead letters.
@@ -785,5 +833,104 @@ pub fn kind_name(kind: RuleKind) -> &'static str {
         RuleKind::Currency => "currency",
         RuleKind::TimestampSkew => "timestamp_skew",
         RuleKind::Sql => "sql",
+    }
+}
+
+/// Evaluates `rule` one row at a time (zero-copy slices): the slow path, taken only when the
+/// whole batch failed. Returns the values (NULL where the row errored) and the errored rows.
+fn evaluate_by_row(rule: &Rule, batch: &RecordBatch) -> Result<(ArrayRef, BooleanArray)> {
+    let n = batch.num_rows();
+    let mut values = arrow::array::BooleanBuilder::with_capacity(n);
+    let mut errored = arrow::array::BooleanBuilder::with_capacity(n);
+    for row in 0..n {
+        let one = batch.slice(row, 1);
+        let v = rule.expr.evaluate(&one).and_then(|v| v.into_array(1));
+        match v.as_ref().ok().and_then(|a| a.as_boolean_opt()) {
+            Some(b) => {
+                values.append_option(b.is_valid(0).then(|| b.value(0)));
+                errored.append_value(false);
+            }
+            None => {
+                values.append_null();
+                errored.append_value(true);
+            }
+        }
+    }
+    Ok((Arc::new(values.finish()), errored.finish()))
+}
+
+/// Refuses, at load, a table check that could only ever pass or never run: a column the
+/// table does not have (a misspelt `missing_percent` column would measure 0 %), a kind that
+/// needs a column or values without them, a threshold that does not parse, and a
+/// `duplicate_count` with no dedup keys to count by.
+fn check_table_checks(c: &mut Compiler<'_>, has_dedup: bool) {
+    use finlake_core::spec::TableCheckKind as K;
+    let Some(v) = c.spec.pipeline.spec.validation.as_ref() else {
+        return;
+    };
+    for (i, t) in v.table_checks.iter().enumerate() {
+        let origin = Origin::TableCheck(i);
+        let kind = crate::checks::kind_name(t.kind);
+        let needs_column = matches!(t.kind, K::MissingPercent | K::Completeness);
+        match (&t.column, needs_column) {
+            (None, true) => c.error(
+                origin,
+                "",
+                format!("table check `{}` ({kind}) needs a `column`", t.name),
+                None,
+            ),
+            (Some(col), _) if c.schema.index_of(col).is_err() => {
+                let names: Vec<&str> = c
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
+                let hint = spec::suggest(col, &names);
+                c.error(
+                    origin,
+                    "column",
+                    format!("table check `{}` ({kind}): unknown column `{col}`", t.name),
+                    Some(hint),
+                );
+            }
+            _ => {}
+        }
+        if t.kind == K::Completeness && t.expected.is_empty() {
+            c.error(
+                origin,
+                "",
+                format!(
+                    "table check `{}` (completeness) needs `expected` values",
+                    t.name
+                ),
+                None,
+            );
+        }
+        if t.kind == K::DuplicateCount && !has_dedup {
+            c.error(
+                origin,
+                "",
+                format!(
+                    "table check `{}` (duplicate_count) counts by the keys of a `deduplicate` \
+                     business rule, and the pipeline has none",
+                    t.name
+                ),
+                None,
+            );
+        }
+        let minimum = crate::checks::is_minimum(t.kind);
+        for (field, value) in [("warn", &t.warn), ("error", &t.error)] {
+            if let Some(text) = value {
+                if let Err(e) = crate::checks::parse_threshold(text, minimum) {
+                    c.error(
+                        origin,
+                        field,
+                        format!("table check `{}`: {field} threshold {e}", t.name),
+                        None,
+                    );
+                }
+            }
+        }
     }
 }

@@ -274,3 +274,27 @@ fn a_restarted_dedup_seeded_from_the_table_tail_still_catches_duplicates() {
         );
     }
 }
+
+#[test]
+fn a_retry_processed_under_new_reference_data_is_a_duplicate_not_a_conflict() {
+    use arrow::array::{Array, Decimal128Array};
+    use arrow::compute::concat_batches;
+    let day = common::day(50, 5, Injected::default());
+    let first = day.batch.slice(0, 1);
+    // the same message again, converted with a newer FX rate: only derived columns differ
+    let mut cols = first.columns().to_vec();
+    for name in ["price_base", "fx_rate"] {
+        let i = first.schema().index_of(name).unwrap();
+        let old = cols[i].as_primitive::<arrow::datatypes::Decimal128Type>();
+        let bumped =
+            Decimal128Array::from(vec![old.value(0) + 1]).with_data_type(old.data_type().clone());
+        cols[i] = Arc::new(bumped);
+    }
+    let retry = RecordBatch::try_new(first.schema(), cols).unwrap();
+    let both = concat_batches(&first.schema(), &[first.clone(), retry]).unwrap();
+    let mut engine = RuleEngine::new(sample_spec(), both.schema(), calendar()).unwrap();
+    let out = engine.process(&both).unwrap();
+    assert_eq!(out.stats.dedup.duplicate_rows, 1, "{:?}", out.stats.dedup);
+    assert_eq!(out.stats.dedup.conflicting_duplicates, 0);
+    assert_eq!(out.landed.num_rows(), 1);
+}

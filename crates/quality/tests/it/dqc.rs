@@ -547,3 +547,156 @@ fn completeness_schema_freshness_and_duplicate_count_checks() {
     assert_eq!(status(&r, "dup-keys"), "error");
     assert_eq!(out.status.code(), Some(65));
 }
+
+#[test]
+fn a_misspelt_table_check_column_is_refused_at_load_not_measured_as_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(common::root().join("samples/market-data-stream.yaml"))
+        .unwrap()
+        .replace(
+            "type: missing_percent, column: isin",
+            "type: missing_percent, column: isn",
+        )
+        .replace("warn: \"50000\"", "warn: \"lots\"");
+    let spec = dir.path().join("typo.yaml");
+    std::fs::write(&spec, &text).unwrap();
+    let line = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let out = dqc(
+        dir.path(),
+        "2026-11-20",
+        &["--spec", spec.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("typo.yaml:{}:", line("column: isn")))
+            && err.contains("unknown column `isn`")
+            && err.contains("did you mean `isin`?"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("typo.yaml:{}:", line("warn: \"lots\""))) && err.contains("`lots`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn local_file_problems_exit_2_so_a_scheduler_does_not_retry_them() {
+    let lake = tempfile::tempdir().unwrap();
+    common::write_trades(lake.path(), common::day(300, 7, Injected::default()).batch);
+    let missing = dqc(
+        lake.path(),
+        "2026-11-20",
+        &["--spec", "/nonexistent/typo.yaml"],
+    );
+    assert_eq!(
+        missing.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/typo.yaml"));
+    let refdata = dqc(
+        lake.path(),
+        "2026-11-20",
+        &["--refdata", "/nonexistent/refdata"],
+    );
+    assert_eq!(
+        refdata.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&refdata.stderr)
+    );
+    let unwritable = dqc(
+        lake.path(),
+        "2026-11-20",
+        &["--dead-letter", "/nonexistent/dir/dead.jsonl"],
+    );
+    let err = String::from_utf8_lossy(&unwritable.stderr);
+    assert_eq!(unwritable.status.code(), Some(2), "{err}");
+    // one clear line, not a log line and then the message again
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.contains("/nonexistent/dir"))
+            .count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn freshness_is_judged_against_the_exchanges_in_the_partition() {
+    use arrow::array::AsArray;
+    let lake = tempfile::tempdir().unwrap();
+    let day = common::day(3000, 606, Injected::default());
+    // a Tokyo-only pipeline: its day ends at the Tokyo close, 15 hours before New York's
+    let ex = day
+        .batch
+        .column_by_name("exchange")
+        .unwrap()
+        .as_string::<i32>();
+    let tokyo: arrow::array::BooleanArray = ex.iter().map(|v| Some(v == Some("XTKS"))).collect();
+    let batch = arrow::compute::filter_record_batch(&day.batch, &tokyo).unwrap();
+    assert!(batch.num_rows() > 50);
+    common::write_trades(lake.path(), batch);
+    let text = std::fs::read_to_string(common::root().join("samples/market-data-stream.yaml"))
+        .unwrap()
+        .replace(
+            "      - {name: volume, type: volume_anomaly}",
+            "      - {name: volume, type: volume_anomaly}\n      - {name: fresh, type: freshness, warn: \"30m\", error: \"2h\"}",
+        );
+    let spec = lake.path().join("tokyo.yaml");
+    std::fs::write(&spec, text).unwrap();
+    let out = dqc(
+        lake.path(),
+        "2026-11-20",
+        &["--format", "json", "--spec", spec.to_str().unwrap()],
+    );
+    let r = results(&out);
+    assert_eq!(
+        status(&r, "fresh"),
+        "pass",
+        "{:?}",
+        r.iter().find(|x| x["name"] == "fresh")
+    );
+    assert!(value(&r, "fresh") < 1800.0);
+}
+
+#[test]
+fn the_textfile_metrics_carry_no_date_label_and_count_rows_written() {
+    let lake = tempfile::tempdir().unwrap();
+    let day = common::day(1500, 8, Injected::default());
+    let rows = day.batch.num_rows();
+    common::write_trades(lake.path(), day.batch);
+    let prom = lake.path().join("dq.prom");
+    let out = dqc(
+        lake.path(),
+        "2026-11-20",
+        &["--metrics-file", prom.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&prom).unwrap();
+    let value_line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("finlake_quality_check_value{") && l.contains("check=\"enough-trades\"")
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(value_line.ends_with(&format!(" {rows}")), "{value_line}");
+    assert!(
+        !text.contains("date=\""),
+        "a date label grows a series per day: {text}"
+    );
+    // the results rows this run appended are counted
+    let written = text
+        .lines()
+        .find(|l| l.starts_with("finlake_rows_written_total{") && l.contains("quality_results"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let n: f64 = written.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n > 0.0, "{written}");
+}

@@ -278,3 +278,34 @@ fn a_schema_change_recompiles_and_a_lost_column_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn an_evaluation_error_fails_only_the_rows_it_concerns() {
+    // quantity = 100 divides by zero; every other row gets its real verdict
+    let text = with_rules(
+        "      - {name: ratio, type: sql, condition: \"quantity / (quantity - 100) >= 0\", action: dead_letter}",
+        NO_BUSINESS,
+    );
+    let spec = Arc::new(common::spec("div0.yaml", &text).unwrap());
+    let day = common::day(400, 21, Injected::default());
+    let qty = day
+        .batch
+        .column_by_name("quantity")
+        .unwrap()
+        .as_primitive::<arrow::datatypes::Int64Type>();
+    let zero_rows = qty.iter().filter(|q| *q == Some(100)).count();
+    assert!(zero_rows > 0, "the fixture must hold a quantity of 100");
+    let mut engine = RuleEngine::new(spec, day.batch.schema(), calendar()).unwrap();
+    let out = engine
+        .process(&day.batch)
+        .expect("a division by zero on some rows must not fail the batch");
+    let stats = out.stats.rules["ratio"];
+    assert_eq!(stats.error_rows, zero_rows as u64);
+    // generated quantities are multiples of 100 from 100 up: every other row passes
+    assert_eq!(out.rejects.len(), zero_rows);
+    assert!(out
+        .rejects
+        .iter()
+        .all(|r| r.reason.contains("could not be evaluated") && r.reason.contains("zero")));
+    assert_eq!(out.landed.num_rows(), 400 - zero_rows);
+}
