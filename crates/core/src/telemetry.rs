@@ -38,8 +38,12 @@ pub fn init(format: LogFormat) {
              buoyant_kernel::snapshot::builder=off",
         )
     });
+    // Colour only on a terminal: a pipe or a file (`2>log`) gets plain text; NO_COLOR wins.
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder
