@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 
-use crate::engine::{EngineStats, RuleEngine};
-use crate::error::{QualityError, Result};
-use crate::fixtures::{self, Injected};
+use finlake_quality::engine::{EngineStats, RuleEngine};
+use finlake_quality::error::{QualityError, Result};
+use finlake_quality::fixtures::{self, Injected};
 
 /// The bench pipeline.
-pub const SPEC: &str = include_str!("../benches/rules-bench.yaml");
+pub const SPEC: &str = include_str!("../crates/quality/benches/rules-bench.yaml");
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> QualityError + '_ {
     move |source| QualityError::Io {
@@ -43,7 +43,7 @@ pub fn write_input(path: &Path, rows: usize, seed: u64) -> Result<()> {
         60_000_000,
     )?;
     let calendar = finlake_core::transform::ExchangeCalendar::embedded();
-    let batch = crate::enrich::add_session_columns(&day.batch, &calendar)?;
+    let batch = finlake_quality::enrich::add_session_columns(&day.batch, &calendar)?;
     let file = std::fs::File::create(path).map_err(io(path))?;
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::SNAPPY)

@@ -6,10 +6,9 @@
 //! (the stateful rule), [`engine`] (masks to the split and counts), then the table side:
 //! [`checks`] (checks over a partition), [`results`] (the `quality_results` table),
 //! [`report`] (text, JSON, JUnit, HTML), [`dqc`] (the command) and [`cli`] (its arguments and
-//! exit codes). [`fixtures`] writes
-//! trade tables with known injected faults for tests and benchmarks.
+//! exit codes). `fixtures` (feature `fixtures`, not part of the library's API) writes
+//! trade tables with known injected faults for the tests and `finlake bench-rules`.
 
-pub mod bench;
 pub mod checks;
 pub mod cli;
 pub mod dedup;
@@ -17,6 +16,7 @@ pub mod dqc;
 pub mod engine;
 pub mod enrich;
 pub mod error;
+#[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod metrics;
 pub mod report;
