@@ -700,3 +700,44 @@ fn the_textfile_metrics_carry_no_date_label_and_count_rows_written() {
     let n: f64 = written.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(n > 0.0, "{written}");
 }
+
+#[test]
+fn changed_reference_data_invalidates_cached_metrics_and_results_are_partitioned() {
+    let lake = tempfile::tempdir().unwrap();
+    common::write_trades(lake.path(), common::day(1200, 9, Injected::default()).batch);
+    let refdata = tempfile::tempdir().unwrap();
+    for f in ["exchange_hours.csv", "exchange_holidays.csv"] {
+        std::fs::copy(
+            common::root().join("samples").join(f),
+            refdata.path().join(f),
+        )
+        .unwrap();
+    }
+    let args = [
+        "--format",
+        "json",
+        "--refdata",
+        refdata.path().to_str().unwrap(),
+    ];
+    assert_eq!(metrics_from(&dqc(lake.path(), "2026-11-20", &args)), "scan");
+    assert_eq!(
+        metrics_from(&dqc(lake.path(), "2026-11-20", &args)),
+        "cache"
+    );
+    // a session hour changes: the session columns the rules read change, so must the metrics
+    let hours = refdata.path().join("exchange_hours.csv");
+    let text = std::fs::read_to_string(&hours).unwrap();
+    let changed = text.replacen("16:00", "15:30", 1);
+    assert_ne!(changed, text);
+    std::fs::write(&hours, changed).unwrap();
+    assert_eq!(metrics_from(&dqc(lake.path(), "2026-11-20", &args)), "scan");
+    // quality_results and quality_state are partitioned by pipeline, so a run reads its own
+    for table in ["quality_results", "quality_state"] {
+        let dir = lake.path().join("market").join(table);
+        assert!(
+            dir.join("pipeline=market-data-stream").is_dir(),
+            "{} has no pipeline partition",
+            dir.display()
+        );
+    }
+}
