@@ -103,7 +103,8 @@ pub fn trade_stages(date: NaiveDate, seed: u64) -> Result<Stages> {
 /// Runs the demo.
 pub async fn run(opts: &DemoOptions) -> Result<DemoReport> {
     let (symbols, calendar) = embedded_refdata()?;
-    let generated = generate::generate(
+    // The feed streams: a chunk is generated, processed and committed before the next.
+    let mut feed = generate::FeedGenerator::new(
         &GenOptions {
             rows: opts.rows,
             faults: opts.faults,
@@ -138,15 +139,26 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport> {
     // Rerunning the demo on the same lake skips what it already landed (exactly-once).
     let start = delta::txn_version(&trades, &app_id).await?.unwrap_or(0) as usize;
     let mut landed = 0;
-    let mut all_rejects = Vec::new();
+    let mut reject_totals: std::collections::BTreeMap<(String, String), u64> =
+        std::collections::BTreeMap::new();
     let mut mismatches = 0;
     let mut commit_seconds = Vec::new();
-    let msgs: Vec<&[u8]> = generated.messages.iter().map(Vec::as_slice).collect();
+    let total = feed.remaining();
     // A fresh feed: each message ingested a few hundred ms after its event, so the sample
     // spec's clock-skew rule sees what a live feed shows.
-    let arrivals = generate::arrivals(&generated.event_times, opts.seed);
-    for chunk_start in (start..msgs.len()).step_by(opts.batch_size.max(1)) {
-        let end = (chunk_start + opts.batch_size).min(msgs.len());
+    let mut arrivals = generate::Arrivals::new(opts.seed);
+    // What an earlier run landed is generated again (the same bytes) but not processed.
+    let mut chunk_start = 0;
+    while chunk_start < start.min(total) {
+        let skipped = feed.next_chunk((start - chunk_start).min(10_000));
+        arrivals.next(&skipped.event_times);
+        chunk_start += skipped.messages.len();
+    }
+    while feed.remaining() > 0 {
+        let generated = feed.next_chunk(opts.batch_size.max(1));
+        let msgs: Vec<&[u8]> = generated.messages.iter().map(Vec::as_slice).collect();
+        let arrivals = arrivals.next(&generated.event_times);
+        let end = chunk_start + msgs.len();
         let offsets: Vec<i64> = (chunk_start as i64..end as i64).collect();
         let correlation_id = crate::telemetry::correlation_id("demo");
         let span = tracing::info_span!("batch", correlation_id = %correlation_id);
@@ -156,18 +168,18 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport> {
             partition: 0,
             offsets: &offsets,
             correlation_id: &correlation_id,
-            ingested_at: arrivals[end - 1],
-            arrivals: Some(&arrivals[chunk_start..end]),
+            ingested_at: arrivals.last().copied().unwrap_or_default(),
+            arrivals: Some(&arrivals),
         };
-        let out = stages.process(&msgs[chunk_start..end], &ctx)?;
+        let out = stages.process(&msgs, &ctx)?;
         for r in &out.rejects {
-            let exp = &generated.manifest[chunk_start + r.index as usize];
+            let exp = &generated.manifest[r.index as usize];
             if exp.outcome != "rejected" || (exp.field.is_some() && exp.field != r.field) {
                 mismatches += 1;
             }
         }
         for i in out.good_index.values() {
-            if generated.manifest[chunk_start + *i as usize].outcome != "lands" {
+            if generated.manifest[*i as usize].outcome != "lands" {
                 mismatches += 1;
             }
         }
@@ -186,14 +198,17 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport> {
             rejected = out.rejects.len(),
             "batch committed"
         );
-        all_rejects.extend(out.rejects);
+        for (key, n) in reject_counts(&out.rejects) {
+            *reject_totals.entry(key).or_default() += n;
+        }
+        chunk_start = end;
     }
     Ok(DemoReport {
-        feed: msgs.len(),
-        already_landed: start.min(msgs.len()),
-        generated: msgs.len().saturating_sub(start),
+        feed: total,
+        already_landed: start.min(total),
+        generated: total.saturating_sub(start),
         landed,
-        rejects: reject_counts(&all_rejects).into_iter().collect(),
+        rejects: reject_totals.into_iter().collect(),
         trades_uri,
         quarantine_uri,
         trades_version: trades.version().unwrap_or_default(),

@@ -116,242 +116,316 @@ fn currency_of(mic: &str) -> &'static str {
 
 /// Generates trades or quotes for listed symbols, within each exchange's session.
 pub fn generate(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalendar) -> Generated {
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let day = crate::transform::symbols::epoch_days(opts.date);
-    let listed: Vec<(String, String)> = symbols
-        .valid_on(day)
-        .into_iter()
-        .filter(|(_, mic, _)| calendar.get(mic).is_some())
-        .map(|(s, m, _)| (s.to_string(), m.to_string()))
-        .collect();
-    assert!(
-        !listed.is_empty(),
-        "no symbol in the mapping is listed on a known exchange on {}",
-        opts.date
-    );
-    let mut prices: Vec<i128> = listed
-        .iter()
-        .map(|_| rng.random_range(20_000_000..500_000_000))
-        .collect();
-    // Event times first, sorted: a feed arrives roughly in event-time order, so the rule
-    // engine's watermark sees late rows only where a test puts them.
-    let mut plan: Vec<(usize, i64)> = {
-        let mut times = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x7135);
-        (0..opts.rows)
-            .map(|_| {
-                let k = times.random_range(0..listed.len());
-                let ex = calendar.get(&listed[k].1).expect("filtered above");
-                // a random instant in the regular session, in the exchange's own time zone
-                let session = (ex.close - ex.open).num_microseconds().unwrap_or(1).max(1);
-                let local = opts.date.and_time(ex.open)
-                    + chrono::Duration::microseconds(times.random_range(0..session));
-                let ts = ex
-                    .tz
-                    .from_local_datetime(&local)
-                    .earliest()
-                    .expect("sessions do not fall in DST gaps")
-                    .timestamp_micros();
-                (k, ts)
-            })
-            .collect()
-    };
-    plan.sort_by_key(|p| p.1);
-    let fields = schema::source_fields(opts.source_type);
-    let mut messages: Vec<Vec<u8>> = Vec::with_capacity(opts.rows);
-    let mut manifest = Vec::with_capacity(opts.rows);
-    let mut clean: Vec<usize> = Vec::new();
-    for (i, &(k, ts)) in plan.iter().enumerate() {
-        let fault = (rng.random::<f64>() < opts.faults).then(|| {
-            let kinds: &[Fault] = match opts.format {
-                WireFormat::Json => &[
-                    Fault::BadBytes,
-                    Fault::MissingField,
-                    Fault::UnknownSymbol,
-                    Fault::NegativePrice,
-                    Fault::ExcessPrecision,
-                    Fault::NumericTimestamp,
-                    Fault::Duplicate,
-                    Fault::FractionalInteger,
-                    Fault::DuplicateKey,
-                ],
-                WireFormat::Avro => &[
-                    Fault::BadBytes,
-                    Fault::MissingField,
-                    Fault::UnknownSymbol,
-                    Fault::NegativePrice,
-                    Fault::Duplicate,
-                    Fault::TimestampOutOfRange,
-                ],
-            };
-            kinds[rng.random_range(0..kinds.len())]
-        });
-        if fault == Some(Fault::Duplicate) && !clean.is_empty() {
-            // a producer retry: the previous good message again, moments later
-            let j = *clean.last().expect("checked non-empty");
-            messages.push(messages[j].clone());
-            manifest.push(Expected {
+    FeedGenerator::new(opts, symbols, calendar).next_chunk(opts.rows)
+}
+
+/// The same feed as [`generate`], produced a chunk at a time: only the planned event times
+/// (16 bytes a message) are held for the whole feed, so a feed of any size streams.
+/// Chunks concatenated are byte for byte what [`generate`] returns.
+pub struct FeedGenerator {
+    opts: GenOptions,
+    rng: ChaCha8Rng,
+    listed: Vec<(String, String)>,
+    prices: Vec<i128>,
+    plan: Vec<(usize, i64)>,
+    next: usize,
+    /// The last clean message and its index: what a producer retry repeats.
+    last_clean: Option<(usize, Vec<u8>)>,
+}
+
+impl FeedGenerator {
+    /// Plans the feed (symbols, event times); no message is encoded yet.
+    pub fn new(opts: &GenOptions, symbols: &SymbolMap, calendar: &ExchangeCalendar) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+        let day = crate::transform::symbols::epoch_days(opts.date);
+        let listed: Vec<(String, String)> = symbols
+            .valid_on(day)
+            .into_iter()
+            .filter(|(_, mic, _)| calendar.get(mic).is_some())
+            .map(|(s, m, _)| (s.to_string(), m.to_string()))
+            .collect();
+        assert!(
+            !listed.is_empty(),
+            "no symbol in the mapping is listed on a known exchange on {}",
+            opts.date
+        );
+        let prices: Vec<i128> = listed
+            .iter()
+            .map(|_| rng.random_range(20_000_000..500_000_000))
+            .collect();
+        // Event times first, sorted: a feed arrives roughly in event-time order, so the rule
+        // engine's watermark sees late rows only where a test puts them.
+        let mut plan: Vec<(usize, i64)> = {
+            let mut times = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x7135);
+            (0..opts.rows)
+                .map(|_| {
+                    let k = times.random_range(0..listed.len());
+                    let ex = calendar.get(&listed[k].1).expect("filtered above");
+                    // a random instant in the regular session, in the exchange's own time zone
+                    let session = (ex.close - ex.open).num_microseconds().unwrap_or(1).max(1);
+                    let local = opts.date.and_time(ex.open)
+                        + chrono::Duration::microseconds(times.random_range(0..session));
+                    let ts = ex
+                        .tz
+                        .from_local_datetime(&local)
+                        .earliest()
+                        .expect("sessions do not fall in DST gaps")
+                        .timestamp_micros();
+                    (k, ts)
+                })
+                .collect()
+        };
+        plan.sort_by_key(|p| p.1);
+        FeedGenerator {
+            opts: opts.clone(),
+            rng,
+            listed,
+            prices,
+            plan,
+            next: 0,
+            last_clean: None,
+        }
+    }
+
+    /// Messages not yet produced.
+    pub fn remaining(&self) -> usize {
+        self.plan.len() - self.next
+    }
+
+    /// Skips the next `n` messages without keeping them (a rerun resuming after what the lake
+    /// already holds); the random sequence advances exactly as if they were produced.
+    pub fn skip(&mut self, n: usize) {
+        let mut left = n.min(self.remaining());
+        while left > 0 {
+            let k = left.min(10_000);
+            let _ = self.next_chunk(k);
+            left -= k;
+        }
+    }
+
+    /// The next up to `n` messages, their manifest and event times.
+    pub fn next_chunk(&mut self, n: usize) -> Generated {
+        let start = self.next;
+        let end = (start + n).min(self.plan.len());
+        self.next = end;
+        let opts = &self.opts;
+        let rng = &mut self.rng;
+        let listed = &self.listed;
+        let prices = &mut self.prices;
+        let fields = schema::source_fields(opts.source_type);
+        let mut messages: Vec<Vec<u8>> = Vec::with_capacity(end - start);
+        let mut manifest = Vec::with_capacity(end - start);
+        for i in start..end {
+            let (k, ts) = self.plan[i];
+            let fault = (rng.random::<f64>() < opts.faults).then(|| {
+                let kinds: &[Fault] = match opts.format {
+                    WireFormat::Json => &[
+                        Fault::BadBytes,
+                        Fault::MissingField,
+                        Fault::UnknownSymbol,
+                        Fault::NegativePrice,
+                        Fault::ExcessPrecision,
+                        Fault::NumericTimestamp,
+                        Fault::Duplicate,
+                        Fault::FractionalInteger,
+                        Fault::DuplicateKey,
+                    ],
+                    WireFormat::Avro => &[
+                        Fault::BadBytes,
+                        Fault::MissingField,
+                        Fault::UnknownSymbol,
+                        Fault::NegativePrice,
+                        Fault::Duplicate,
+                        Fault::TimestampOutOfRange,
+                    ],
+                };
+                kinds[rng.random_range(0..kinds.len())]
+            });
+            if let (Some(Fault::Duplicate), Some((j, previous))) = (fault, &self.last_clean) {
+                // a producer retry: the previous good message again, moments later
+                let j = *j;
+                messages.push(previous.clone());
+                manifest.push(Expected {
+                    index: i as u64,
+                    outcome: "lands".into(),
+                    stage: None,
+                    field: None,
+                    fault: Some(format!("duplicate_of:{j}")),
+                });
+                continue;
+            }
+            let (sym, mic) = &listed[k];
+            // random walk of ±0.1%, prices in cents
+            let step = prices[k] / 1000;
+            prices[k] = (prices[k] + rng.random_range(-step..=step)).max(1_000_000);
+            let price = prices[k] / 10_000 * 10_000;
+            let mut rec: Vec<Option<Val>> = fields
+                .iter()
+                .map(|f| {
+                    Some(match (f.name, f.kind) {
+                        ("trade_id", _) => Val::Str(format!("T{}-{i:08}", opts.seed)),
+                        ("symbol", _) => Val::Str(sym.clone()),
+                        ("exchange", _) => Val::Str(mic.clone()),
+                        ("currency", _) => Val::Str(currency_of(mic).into()),
+                        ("side", _) => {
+                            Val::Str(if rng.random::<bool>() { "B" } else { "S" }.into())
+                        }
+                        ("price", _) => Val::Dec(price),
+                        ("bid_price", _) => Val::Dec(price - 10_000),
+                        ("ask_price", _) => Val::Dec(price + 10_000),
+                        (_, Kind::I64) => Val::Int(rng.random_range(1..100) * 100),
+                        (_, Kind::Ts) => Val::Ts(ts),
+                        (name, kind) => unreachable!("generator has no value for {name}: {kind:?}"),
+                    })
+                })
+                .collect();
+            let mut expected = Expected {
                 index: i as u64,
                 outcome: "lands".into(),
                 stage: None,
                 field: None,
-                fault: Some(format!("duplicate_of:{j}")),
-            });
-            continue;
+                fault: fault.map(|f| format!("{f:?}")),
+            };
+            let field_idx = |name: &str| fields.iter().position(|f| f.name == name);
+            let mut reject = |stage: &str, field: Option<&str>| {
+                expected.outcome = "rejected".into();
+                expected.stage = Some(stage.into());
+                expected.field = field.map(Into::into);
+            };
+            let mut bytes = match fault {
+                Some(Fault::MissingField) => {
+                    let required: Vec<usize> =
+                        (0..fields.len()).filter(|&j| fields[j].required).collect();
+                    let j = required[rng.random_range(0..required.len())];
+                    match opts.format {
+                        WireFormat::Json => {
+                            rec[j] = None;
+                            reject("decode", Some(fields[j].name));
+                            encode_json(fields, &rec, None)
+                        }
+                        WireFormat::Avro => {
+                            // a binary record cannot omit a field: the writer stopped short of it
+                            reject("decode", None);
+                            let full = encode_avro(fields, &rec);
+                            let prefix = encode_avro(&fields[..j], &rec[..j]);
+                            full[..prefix.len().min(full.len() - 1)].to_vec()
+                        }
+                    }
+                }
+                Some(Fault::UnknownSymbol) => {
+                    if let Some(j) = field_idx("symbol") {
+                        rec[j] = Some(Val::Str("ZZZQ".into()));
+                    }
+                    reject("normalize", Some("symbol"));
+                    encode(opts.format, fields, &rec)
+                }
+                Some(Fault::NegativePrice) => {
+                    let j = fields
+                        .iter()
+                        .position(|f| f.positive)
+                        .expect("every generated type has a price");
+                    rec[j] = Some(Val::Dec(-price));
+                    reject("check", Some(fields[j].name));
+                    encode(opts.format, fields, &rec)
+                }
+                Some(Fault::ExcessPrecision) => {
+                    reject("decode", Some("price"));
+                    encode_json(
+                        fields,
+                        &rec,
+                        Some(("price", format!("{}.1234567", price / 1_000_000))),
+                    )
+                }
+                Some(Fault::NumericTimestamp) => {
+                    reject("decode", Some("timestamp"));
+                    encode_json(
+                        fields,
+                        &rec,
+                        Some(("timestamp", (ts / 1_000_000).to_string())),
+                    )
+                }
+                Some(Fault::FractionalInteger) => {
+                    let j = fields
+                        .iter()
+                        .position(|f| matches!(f.kind, Kind::I64 | Kind::I32))
+                        .expect("every generated type has an integer field");
+                    reject("decode", Some(fields[j].name));
+                    let whole = match &rec[j] {
+                        Some(Val::Int(v)) => *v,
+                        _ => 100,
+                    };
+                    encode_json(fields, &rec, Some((fields[j].name, format!("{whole}.7"))))
+                }
+                Some(Fault::DuplicateKey) => {
+                    // the key again at the end, with another value: `..."symbol":"AAPL",...,"symbol":"ZZZQ"}`
+                    reject("decode", Some("symbol"));
+                    let mut out = encode_json(fields, &rec, None);
+                    out.pop();
+                    out.extend_from_slice(b",\"symbol\":\"ZZZQ\"}");
+                    out
+                }
+                Some(Fault::TimestampOutOfRange) => {
+                    let j = field_idx(schema::EVENT_TIME).expect("every type has the event time");
+                    rec[j] = Some(Val::Ts(i64::MAX - i as i64));
+                    reject("decode", Some(schema::EVENT_TIME));
+                    encode_avro(fields, &rec)
+                }
+                Some(Fault::BadBytes) => {
+                    reject("decode", None);
+                    let full = encode(opts.format, fields, &rec);
+                    if opts.format == WireFormat::Json && rng.random::<bool>() {
+                        let mut two = full.clone();
+                        two.extend_from_slice(&full);
+                        two
+                    } else {
+                        full[..full.len() / 2].to_vec()
+                    }
+                }
+                None | Some(Fault::Duplicate) => {
+                    let bytes = encode(opts.format, fields, &rec);
+                    self.last_clean = Some((i, bytes.clone()));
+                    bytes
+                }
+            };
+            bytes.shrink_to_fit();
+            messages.push(bytes);
+            manifest.push(expected);
         }
-        let (sym, mic) = &listed[k];
-        // random walk of ±0.1%, prices in cents
-        let step = prices[k] / 1000;
-        prices[k] = (prices[k] + rng.random_range(-step..=step)).max(1_000_000);
-        let price = prices[k] / 10_000 * 10_000;
-        let mut rec: Vec<Option<Val>> = fields
-            .iter()
-            .map(|f| {
-                Some(match (f.name, f.kind) {
-                    ("trade_id", _) => Val::Str(format!("T{}-{i:08}", opts.seed)),
-                    ("symbol", _) => Val::Str(sym.clone()),
-                    ("exchange", _) => Val::Str(mic.clone()),
-                    ("currency", _) => Val::Str(currency_of(mic).into()),
-                    ("side", _) => Val::Str(if rng.random::<bool>() { "B" } else { "S" }.into()),
-                    ("price", _) => Val::Dec(price),
-                    ("bid_price", _) => Val::Dec(price - 10_000),
-                    ("ask_price", _) => Val::Dec(price + 10_000),
-                    (_, Kind::I64) => Val::Int(rng.random_range(1..100) * 100),
-                    (_, Kind::Ts) => Val::Ts(ts),
-                    (name, kind) => unreachable!("generator has no value for {name}: {kind:?}"),
-                })
-            })
-            .collect();
-        let mut expected = Expected {
-            index: i as u64,
-            outcome: "lands".into(),
-            stage: None,
-            field: None,
-            fault: fault.map(|f| format!("{f:?}")),
-        };
-        let field_idx = |name: &str| fields.iter().position(|f| f.name == name);
-        let mut reject = |stage: &str, field: Option<&str>| {
-            expected.outcome = "rejected".into();
-            expected.stage = Some(stage.into());
-            expected.field = field.map(Into::into);
-        };
-        let mut bytes = match fault {
-            Some(Fault::MissingField) => {
-                let required: Vec<usize> =
-                    (0..fields.len()).filter(|&j| fields[j].required).collect();
-                let j = required[rng.random_range(0..required.len())];
-                match opts.format {
-                    WireFormat::Json => {
-                        rec[j] = None;
-                        reject("decode", Some(fields[j].name));
-                        encode_json(fields, &rec, None)
-                    }
-                    WireFormat::Avro => {
-                        // a binary record cannot omit a field: the writer stopped short of it
-                        reject("decode", None);
-                        let full = encode_avro(fields, &rec);
-                        let prefix = encode_avro(&fields[..j], &rec[..j]);
-                        full[..prefix.len().min(full.len() - 1)].to_vec()
-                    }
-                }
-            }
-            Some(Fault::UnknownSymbol) => {
-                if let Some(j) = field_idx("symbol") {
-                    rec[j] = Some(Val::Str("ZZZQ".into()));
-                }
-                reject("normalize", Some("symbol"));
-                encode(opts.format, fields, &rec)
-            }
-            Some(Fault::NegativePrice) => {
-                let j = fields
-                    .iter()
-                    .position(|f| f.positive)
-                    .expect("every generated type has a price");
-                rec[j] = Some(Val::Dec(-price));
-                reject("check", Some(fields[j].name));
-                encode(opts.format, fields, &rec)
-            }
-            Some(Fault::ExcessPrecision) => {
-                reject("decode", Some("price"));
-                encode_json(
-                    fields,
-                    &rec,
-                    Some(("price", format!("{}.1234567", price / 1_000_000))),
-                )
-            }
-            Some(Fault::NumericTimestamp) => {
-                reject("decode", Some("timestamp"));
-                encode_json(
-                    fields,
-                    &rec,
-                    Some(("timestamp", (ts / 1_000_000).to_string())),
-                )
-            }
-            Some(Fault::FractionalInteger) => {
-                let j = fields
-                    .iter()
-                    .position(|f| matches!(f.kind, Kind::I64 | Kind::I32))
-                    .expect("every generated type has an integer field");
-                reject("decode", Some(fields[j].name));
-                let whole = match &rec[j] {
-                    Some(Val::Int(v)) => *v,
-                    _ => 100,
-                };
-                encode_json(fields, &rec, Some((fields[j].name, format!("{whole}.7"))))
-            }
-            Some(Fault::DuplicateKey) => {
-                // the key again at the end, with another value: `..."symbol":"AAPL",...,"symbol":"ZZZQ"}`
-                reject("decode", Some("symbol"));
-                let mut out = encode_json(fields, &rec, None);
-                out.pop();
-                out.extend_from_slice(b",\"symbol\":\"ZZZQ\"}");
-                out
-            }
-            Some(Fault::TimestampOutOfRange) => {
-                let j = field_idx(schema::EVENT_TIME).expect("every type has the event time");
-                rec[j] = Some(Val::Ts(i64::MAX - i as i64));
-                reject("decode", Some(schema::EVENT_TIME));
-                encode_avro(fields, &rec)
-            }
-            Some(Fault::BadBytes) => {
-                reject("decode", None);
-                let full = encode(opts.format, fields, &rec);
-                if opts.format == WireFormat::Json && rng.random::<bool>() {
-                    let mut two = full.clone();
-                    two.extend_from_slice(&full);
-                    two
-                } else {
-                    full[..full.len() / 2].to_vec()
-                }
-            }
-            None | Some(Fault::Duplicate) => {
-                clean.push(i);
-                encode(opts.format, fields, &rec)
-            }
-        };
-        bytes.shrink_to_fit();
-        messages.push(bytes);
-        manifest.push(expected);
-    }
-    Generated {
-        messages,
-        manifest,
-        event_times: plan.iter().map(|p| p.1).collect(),
+        Generated {
+            messages,
+            manifest,
+            event_times: self.plan[start..end].iter().map(|p| p.1).collect(),
+        }
     }
 }
 
-/// Simulated arrival (ingest) times for a feed: each message a few hundred milliseconds
-/// (100 to 600 ms, seeded) after its event time, never before the message ahead of it, as a
-/// live feed handler delivers them.
-pub fn arrivals(event_times: &[i64], seed: u64) -> Vec<i64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xA771);
-    let mut last = i64::MIN;
-    event_times
-        .iter()
-        .map(|&t| {
-            last = last.max(t + rng.random_range(100_000..600_000));
-            last
-        })
-        .collect()
+/// Simulated arrival (ingest) times for a feed, chunk by chunk: each message a few hundred
+/// milliseconds (100 to 600 ms, seeded) after its event time, never before the message ahead
+/// of it, as a live feed handler delivers them.
+pub struct Arrivals {
+    rng: ChaCha8Rng,
+    last: i64,
+}
+
+impl Arrivals {
+    /// Arrivals for a feed generated with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Arrivals {
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0xA771),
+            last: i64::MIN,
+        }
+    }
+
+    /// The arrival times of the next messages, given their event times.
+    pub fn next(&mut self, event_times: &[i64]) -> Vec<i64> {
+        event_times
+            .iter()
+            .map(|&t| {
+                self.last = self.last.max(t + self.rng.random_range(100_000..600_000));
+                self.last
+            })
+            .collect()
+    }
 }
 
 fn encode(format: WireFormat, fields: &[schema::FieldSpec], rec: &[Option<Val>]) -> Vec<u8> {
