@@ -254,8 +254,8 @@ fn a_feed_generated_in_chunks_is_the_whole_feed_byte_for_byte() {
     assert_eq!(manifest, whole.manifest);
     assert_eq!(times, whole.event_times);
     // retries across a chunk boundary repeat the message before them
-    assert!(whole
-        .manifest
-        .iter()
-        .any(|e| e.fault.as_deref().is_some_and(|f| f.starts_with("duplicate_of:"))));
+    assert!(whole.manifest.iter().any(|e| e
+        .fault
+        .as_deref()
+        .is_some_and(|f| f.starts_with("duplicate_of:"))));
 }
