@@ -130,7 +130,30 @@ fn lineage(batch: &RecordBatch, row: usize) -> (Option<i32>, Option<i64>) {
 
 /// The state's keys are already hashes: use their low bits as they are.
 #[derive(Default, Clone, Copy)]
-struct Prehashed(u64);
+pub(crate) struct Prehashed(u64);
+
+/// A set of 128-bit key fingerprints (as dedup keys its state).
+pub(crate) type FingerprintSet =
+    std::collections::HashSet<u128, std::hash::BuildHasherDefault<Prehashed>>;
+
+/// Adds the 128-bit fingerprint of every row's `cols` to `set`, the same fingerprint dedup
+/// keys its state with (see the module docs for the collision odds); `scratch` is reused
+/// across batches so nothing is allocated per row.
+pub(crate) fn add_fingerprints(
+    cols: &[ArrayRef],
+    n: usize,
+    scratch: &mut [Vec<u64>; 2],
+    set: &mut FingerprintSet,
+) -> Result<()> {
+    let [a, b] = scratch;
+    fingerprints(cols, n, a, b)?;
+    set.extend(
+        a.iter()
+            .zip(b.iter())
+            .map(|(&x, &y)| (u128::from(x) << 64) | u128::from(y)),
+    );
+    Ok(())
+}
 
 impl std::hash::Hasher for Prehashed {
     fn finish(&self) -> u64 {

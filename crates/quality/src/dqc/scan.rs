@@ -2,13 +2,12 @@
 //! table checks on the way (row counts, NULLs, distinct keys, newest event, values seen,
 //! exchanges present).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
-use arrow::row::{RowConverter, SortField};
 use deltalake::DeltaTable;
 use finlake_core::spec::{self, TableCheckKind};
 use futures::StreamExt;
@@ -46,11 +45,12 @@ pub(super) fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordB
     Ok(RecordBatch::try_new(Arc::new(Schema::new(relaxed)), cols)?)
 }
 
-/// Key columns, their row converter, and the distinct keys seen.
+/// Key columns and the distinct keys seen, as the rule engine's dedup fingerprints them
+/// (128 bits a key, no allocation per row).
 pub(super) struct KeySet {
     columns: Vec<String>,
-    converter: RowConverter,
-    seen: HashSet<Box<[u8]>>,
+    scratch: [Vec<u64>; 2],
+    seen: crate::dedup::FingerprintSet,
 }
 
 /// What a scan of a partition measured; cached in `quality_state` with the rule counts.
@@ -116,18 +116,10 @@ pub(super) async fn scan(
             }
             TableCheckKind::DuplicateCount => {
                 let keys = dedup_keys.clone().unwrap_or_default();
-                let fields = keys
-                    .iter()
-                    .map(|k| {
-                        Ok(SortField::new(
-                            canonical.field_with_name(k)?.data_type().clone(),
-                        ))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
                 m.keys = Some(KeySet {
                     columns: keys,
-                    converter: RowConverter::new(fields)?,
-                    seen: HashSet::new(),
+                    scratch: Default::default(),
+                    seen: Default::default(),
                 });
             }
             TableCheckKind::Completeness => {
@@ -202,20 +194,15 @@ pub(super) fn measure(m: &mut Measure, batch: &RecordBatch) -> Result<()> {
     }
     if let Some(KeySet {
         columns: keys,
-        converter: conv,
-        seen: set,
+        scratch,
+        seen,
     }) = &mut m.keys
     {
         let cols = keys
             .iter()
             .map(|k| Ok(batch.column(batch.schema().index_of(k)?).clone()))
             .collect::<Result<Vec<_>>>()?;
-        let rows = conv.convert_columns(&cols)?;
-        for r in rows.iter() {
-            if !set.contains(r.as_ref()) {
-                set.insert(r.as_ref().into());
-            }
-        }
+        crate::dedup::add_fingerprints(&cols, batch.num_rows(), scratch, seen)?;
     }
     if let Some(ts) = batch.column_by_name(finlake_core::schema::EVENT_TIME) {
         if let Some(max) = arrow::compute::max(ts.as_primitive::<TimestampMicrosecondType>()) {
