@@ -18,7 +18,8 @@ import time
 
 import duckdb
 
-QUERY = """
+# The rule counts both formulations share; then the two ways of counting duplicates.
+RULES = """
 SELECT count(*) AS rows,
   count(*) FILTER (WHERE isin IS NULL) AS "isin-present",
   count(*) FILTER (WHERE trade_id IS NULL) AS "trade-id-present",
@@ -29,7 +30,9 @@ SELECT count(*) AS rows,
   count(*) FILTER (WHERE side IS NOT NULL AND side NOT IN ('B', 'S')) AS "side-known",
   count(*) FILTER (WHERE "timestamp" IS NOT NULL AND abs(epoch_us("timestamp") - epoch_us(_ingested_at)) > 300000000) AS "clock-skew",
   count(*) FILTER (WHERE (price * quantity < 1000000000) IS NOT TRUE) AS "notional-cap",
-  count(*) FILTER (WHERE ("timestamp" BETWEEN market_open AND market_close) IS NOT TRUE) AS "trading-hours",
+  count(*) FILTER (WHERE ("timestamp" BETWEEN market_open AND market_close) IS NOT TRUE) AS "trading-hours","""
+
+QUERY = RULES + """
   count(*) FILTER (WHERE prev_ts IS NOT NULL AND epoch_us("timestamp") - epoch_us(prev_ts) <= 60000000) AS duplicates
 FROM (
   SELECT *, lag("timestamp") OVER (PARTITION BY symbol, exchange, trade_id ORDER BY _offset) AS prev_ts
@@ -37,19 +40,7 @@ FROM (
 )
 """
 
-
-QUERY_DISTINCT = """
-SELECT count(*) AS rows,
-  count(*) FILTER (WHERE isin IS NULL) AS "isin-present",
-  count(*) FILTER (WHERE trade_id IS NULL) AS "trade-id-present",
-  count(*) FILTER (WHERE price IS NOT NULL AND NOT (price > 0 AND price < 1000000)) AS "price-range",
-  count(*) FILTER (WHERE quantity IS NOT NULL AND NOT (quantity >= 1 AND quantity <= 10000000)) AS "quantity-range",
-  count(*) FILTER (WHERE isin IS NOT NULL AND NOT regexp_matches(isin, '^[A-Z]{2}[A-Z0-9]{9}[0-9]$')) AS "isin-shape",
-  count(*) FILTER (WHERE currency IS NOT NULL AND currency NOT IN ('USD', 'EUR', 'GBP', 'JPY', 'CHF')) AS "currency-known",
-  count(*) FILTER (WHERE side IS NOT NULL AND side NOT IN ('B', 'S')) AS "side-known",
-  count(*) FILTER (WHERE "timestamp" IS NOT NULL AND abs(epoch_us("timestamp") - epoch_us(_ingested_at)) > 300000000) AS "clock-skew",
-  count(*) FILTER (WHERE (price * quantity < 1000000000) IS NOT TRUE) AS "notional-cap",
-  count(*) FILTER (WHERE ("timestamp" BETWEEN market_open AND market_close) IS NOT TRUE) AS "trading-hours",
+QUERY_DISTINCT = RULES + """
   count(*) - count(DISTINCT (symbol, exchange, trade_id)) AS duplicates
 FROM read_parquet(?)
 """

@@ -281,6 +281,17 @@ impl Compiler<'_> {
         self.errors.push(self.spec.error_at(&refs, message, hint));
     }
 
+    /// "did you mean" among the schema's columns.
+    fn column_hint(&self, name: &str) -> String {
+        let names: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        spec::suggest(name, &names)
+    }
+
     fn column(&mut self, origin: Origin, name: Option<&str>, rule: &str) -> Option<usize> {
         let Some(name) = name else {
             self.error(origin, "", format!("rule `{rule}` needs a `column`"), None);
@@ -289,17 +300,11 @@ impl Compiler<'_> {
         match self.schema.index_of(name) {
             Ok(i) => Some(i),
             Err(_) => {
-                let names: Vec<&str> = self
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect();
                 self.error(
                     origin,
                     "column",
                     format!("rule `{rule}`: unknown column `{name}`"),
-                    Some(spec::suggest(name, &names)),
+                    Some(self.column_hint(name)),
                 );
                 None
             }
@@ -880,13 +885,7 @@ fn check_table_checks(c: &mut Compiler<'_>, has_dedup: bool) {
                 None,
             ),
             (Some(col), _) if c.schema.index_of(col).is_err() => {
-                let names: Vec<&str> = c
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect();
-                let hint = spec::suggest(col, &names);
+                let hint = c.column_hint(col);
                 c.error(
                     origin,
                     "column",

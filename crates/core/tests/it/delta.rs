@@ -285,6 +285,22 @@ fn start_moto() -> Moto {
     panic!("moto_server did not listen on port {port}");
 }
 
+/// Storage options that point object_store at the moto endpoint on `port`.
+fn moto_options(port: u16) -> HashMap<String, String> {
+    [
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_S3_ALLOW_UNSAFE_RENAME", "true".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 fn create_bucket(port: u16, bucket: &str) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -298,18 +314,7 @@ fn create_bucket(port: u16, bucket: &str) {
 async fn s3_tables_on_a_real_endpoint_keep_txn_versions() {
     let moto = start_moto();
     create_bucket(moto.1, "lake");
-    let opts: HashMap<String, String> = [
-        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", moto.1)),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ALLOW_HTTP", "true".into()),
-        ("AWS_S3_ALLOW_UNSAFE_RENAME", "true".into()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let opts = moto_options(moto.1);
     let s = spec("s3://lake/market/trades", Some(2), opts.clone());
     let table = delta::open_or_create(&s).await.unwrap();
     let table = delta::append(table, vec![batch(0..5, 7)], &txn("p/t/0", 5))
@@ -346,18 +351,7 @@ async fn storage_errors_are_classed_by_their_cause_not_their_text() {
     // a bucket that does not exist answers 404: fix the URI, a retry will not help (exit 2);
     // before, the text "Error interacting with object store" made every such error transient
     let moto = start_moto();
-    let opts: HashMap<String, String> = [
-        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", moto.1)),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ALLOW_HTTP", "true".into()),
-        ("AWS_S3_ALLOW_UNSAFE_RENAME", "true".into()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let opts = moto_options(moto.1);
     let s = spec("s3://no-such-bucket/market/trades", None, opts);
     let err = delta::open_or_create(&s).await.unwrap_err();
     assert_eq!(

@@ -4,7 +4,7 @@ use arrow::array::AsArray;
 use finlake_core::decode::{AvroFraming, SourceDecoder};
 use finlake_core::demo::{demo_date, embedded_refdata};
 use finlake_core::generate::{self, GenOptions, Generated, WireFormat};
-use finlake_core::pipeline::{BatchContext, Stages};
+use finlake_core::pipeline::Stages;
 use finlake_core::spec::{FallbackStrategy, SourceType};
 use finlake_core::transform::{FxConverter, FxRates, Normalizer};
 
@@ -59,16 +59,7 @@ fn check_against_manifest(g: &Generated, stages: &Stages) -> (usize, usize) {
     for start in (0..g.messages.len()).step_by(5_000) {
         let end = (start + 5_000).min(g.messages.len());
         let msgs: Vec<&[u8]> = g.messages[start..end].iter().map(Vec::as_slice).collect();
-        let offsets: Vec<i64> = (start as i64..end as i64).collect();
-        let ctx = BatchContext {
-            topic: "t",
-            partition: 0,
-            offsets: &offsets,
-            correlation_id: "test:1",
-            ingested_at: 0,
-            arrivals: None,
-        };
-        let out = stages.process(&msgs, &ctx).unwrap();
+        let out = super::process(stages, &msgs, start as i64);
         for i in out.good_index.values() {
             let exp = &g.manifest[start + *i as usize];
             assert_eq!(
@@ -140,16 +131,7 @@ fn assert_faults_present(g: &Generated, kinds: &[&str]) {
 fn assert_currencies_landed(g: &Generated, stages: &Stages, currencies: &[&str]) {
     // every 20th message: the feed is in event-time order, Tokyo first, London and New York later
     let msgs: Vec<&[u8]> = g.messages.iter().step_by(20).map(Vec::as_slice).collect();
-    let offsets: Vec<i64> = (0..msgs.len() as i64).collect();
-    let ctx = BatchContext {
-        topic: "t",
-        partition: 0,
-        offsets: &offsets,
-        correlation_id: "test:1",
-        ingested_at: 0,
-        arrivals: None,
-    };
-    let out = stages.process(&msgs, &ctx).unwrap();
+    let out = super::process(stages, &msgs, 0);
     let ccy = out
         .good
         .column_by_name("currency")

@@ -6,7 +6,7 @@ use std::path::Path;
 use arrow::array::AsArray;
 use finlake_core::demo::{demo_date, embedded_refdata};
 use finlake_core::generate::{self, GenOptions, WireFormat};
-use finlake_core::pipeline::{BatchContext, Outcome, Stages};
+use finlake_core::pipeline::{Outcome, Stages};
 use finlake_core::spec::{self, SourceType};
 use finlake_core::transform::RefData;
 
@@ -30,20 +30,7 @@ fn run(spec_text: &str, refdata: &RefData, g: &generate::Generated) -> Outcome {
     let spec = spec::load_str(Path::new("p.yaml"), spec_text, &|_| None).unwrap();
     let stages = Stages::from_spec(&spec, 0, refdata).unwrap();
     let msgs: Vec<&[u8]> = g.messages.iter().map(Vec::as_slice).collect();
-    let offsets: Vec<i64> = (0..msgs.len() as i64).collect();
-    stages
-        .process(
-            &msgs,
-            &BatchContext {
-                topic: "t",
-                partition: 0,
-                offsets: &offsets,
-                correlation_id: "test:1",
-                ingested_at: 0,
-                arrivals: None,
-            },
-        )
-        .unwrap()
+    super::process(&stages, &msgs, 0)
 }
 
 fn refdata() -> RefData {
