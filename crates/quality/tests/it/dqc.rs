@@ -24,6 +24,19 @@ fn dqc(lake: &Path, date: &str, extra: &[&str]) -> Output {
         .expect("run data-quality-check")
 }
 
+/// The sample spec with `edits` applied, written as `dir/file`; its path and text.
+fn sample_with(dir: &Path, file: &str, edits: &[(&str, &str)]) -> (std::path::PathBuf, String) {
+    let mut text =
+        std::fs::read_to_string(common::root().join("samples/market-data-stream.yaml")).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "the sample has no `{from}`");
+        text = text.replace(from, to);
+    }
+    let path = dir.join(file);
+    std::fs::write(&path, &text).unwrap();
+    (path, text)
+}
+
 fn results(out: &Output) -> Vec<Value> {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -238,14 +251,14 @@ fn an_unknown_pipeline_exits_2_listing_the_known_ones() {
 #[test]
 fn a_bad_rule_is_refused_at_load_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(common::root().join("samples/market-data-stream.yaml"))
-        .unwrap()
-        .replace(
+    let (spec, _) = sample_with(
+        dir.path(),
+        "bad.yaml",
+        &[(
             "condition: \"price > 0 AND quantity > 0\"",
             "condition: \"price > 0 AND qty > 0 AND timestamp < now()\"",
-        );
-    let spec = dir.path().join("bad.yaml");
-    std::fs::write(&spec, text).unwrap();
+        )],
+    );
     let out = Command::new(BIN)
         .args([
             "--pipeline",
@@ -510,14 +523,7 @@ fn completeness_schema_freshness_and_duplicate_count_checks() {
         },
     );
     common::write_trades(lake.path(), day.batch);
-    let text = std::fs::read_to_string(common::root().join("samples/market-data-stream.yaml"))
-        .unwrap()
-        .replace(
-            "      - {name: volume, type: volume_anomaly}",
-            "      - {name: volume, type: volume_anomaly}\n      - {name: venues, type: completeness, column: exchange, expected: [XNAS, XNYS, XLON, XETR, XTKS, XPAR]}\n      - {name: columns, type: schema}\n      - {name: fresh, type: freshness, warn: \"30m\", error: \"2h\"}\n      - {name: dup-keys, type: duplicate_count}",
-        );
-    let spec = lake.path().join("checks.yaml");
-    std::fs::write(&spec, text).unwrap();
+    let (spec, _) = sample_with(lake.path(), "checks.yaml", &[("      - {name: volume, type: volume_anomaly}", "      - {name: volume, type: volume_anomaly}\n      - {name: venues, type: completeness, column: exchange, expected: [XNAS, XNYS, XLON, XETR, XTKS, XPAR]}\n      - {name: columns, type: schema}\n      - {name: fresh, type: freshness, warn: \"30m\", error: \"2h\"}\n      - {name: dup-keys, type: duplicate_count}")]);
     let out = dqc(
         lake.path(),
         "2026-11-20",
@@ -551,15 +557,17 @@ fn completeness_schema_freshness_and_duplicate_count_checks() {
 #[test]
 fn a_misspelt_table_check_column_is_refused_at_load_not_measured_as_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(common::root().join("samples/market-data-stream.yaml"))
-        .unwrap()
-        .replace(
-            "type: missing_percent, column: isin",
-            "type: missing_percent, column: isn",
-        )
-        .replace("warn: \"50000\"", "warn: \"lots\"");
-    let spec = dir.path().join("typo.yaml");
-    std::fs::write(&spec, &text).unwrap();
+    let (spec, text) = sample_with(
+        dir.path(),
+        "typo.yaml",
+        &[
+            (
+                "type: missing_percent, column: isin",
+                "type: missing_percent, column: isn",
+            ),
+            ("warn: \"50000\"", "warn: \"lots\""),
+        ],
+    );
     let line = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
     let out = dqc(
         dir.path(),
@@ -639,14 +647,7 @@ fn freshness_is_judged_against_the_exchanges_in_the_partition() {
     let batch = arrow::compute::filter_record_batch(&day.batch, &tokyo).unwrap();
     assert!(batch.num_rows() > 50);
     common::write_trades(lake.path(), batch);
-    let text = std::fs::read_to_string(common::root().join("samples/market-data-stream.yaml"))
-        .unwrap()
-        .replace(
-            "      - {name: volume, type: volume_anomaly}",
-            "      - {name: volume, type: volume_anomaly}\n      - {name: fresh, type: freshness, warn: \"30m\", error: \"2h\"}",
-        );
-    let spec = lake.path().join("tokyo.yaml");
-    std::fs::write(&spec, text).unwrap();
+    let (spec, _) = sample_with(lake.path(), "tokyo.yaml", &[("      - {name: volume, type: volume_anomaly}", "      - {name: volume, type: volume_anomaly}\n      - {name: fresh, type: freshness, warn: \"30m\", error: \"2h\"}")]);
     let out = dqc(
         lake.path(),
         "2026-11-20",
