@@ -68,6 +68,17 @@ fn failure(e: ArrowError) -> Failure {
     Failure { field, reason }
 }
 
+/// The reject for a message whose object gives a key twice, if it does.
+pub(crate) fn repeated_key_reject(msg: &[u8]) -> Option<(String, String)> {
+    duplicate_key(msg).map(|key| {
+        let reason = format!(
+            "field `{key}`: appears more than once in the object; which value is meant is \
+             ambiguous"
+        );
+        (key, reason)
+    })
+}
+
 /// The first top-level key that appears twice in a JSON object, if any.
 ///
 /// arrow-json keeps the last of two equal keys; which one the producer meant is ambiguous,
@@ -111,7 +122,13 @@ pub(crate) fn duplicate_key(msg: &[u8]) -> Option<String> {
                 }
             }
             b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                // only the first value: a second one is the decoder's error to report
+                if depth == 0 {
+                    break;
+                }
+            }
             _ => {}
         }
         if !msg[i].is_ascii_whitespace() && msg[i] != b':' {
@@ -164,15 +181,6 @@ impl Attempt for JsonAttempt {
         }
         if records == 0 {
             return Err(plain("the message holds no JSON object".into()));
-        }
-        if let Some(key) = duplicate_key(msg) {
-            return Err(Failure {
-                reason: format!(
-                    "field `{key}`: appears more than once in the object; which value is meant \
-                     is ambiguous"
-                ),
-                field: Some(key),
-            });
         }
         Ok(())
     }

@@ -168,7 +168,26 @@ impl SourceDecoder {
     pub fn decode(&self, msgs: &[&[u8]]) -> Result<Decoded, DecodeError> {
         let mut pieces: Vec<(u32, Vec<ArrayRef>)> = Vec::new();
         let mut rejects = Vec::new();
-        self.isolate(msgs, 0, &mut pieces, &mut rejects);
+        if matches!(self.inner, Inner::Json(_)) {
+            // A repeated key does not upset the decoder (it would keep the last value), so
+            // such messages are found before decoding and the runs between them decoded as
+            // they are: no decoder is thrown away and no prefix decoded again for them.
+            let mut run = 0;
+            for (i, msg) in msgs.iter().enumerate() {
+                if let Some((key, reason)) = json::repeated_key_reject(msg) {
+                    self.isolate(&msgs[run..i], run as u32, &mut pieces, &mut rejects);
+                    rejects.push(Reject {
+                        index: i as u32,
+                        field: Some(key),
+                        reason,
+                    });
+                    run = i + 1;
+                }
+            }
+            self.isolate(&msgs[run..], run as u32, &mut pieces, &mut rejects);
+        } else {
+            self.isolate(msgs, 0, &mut pieces, &mut rejects);
+        }
         rejects.sort_by_key(|r| r.index);
         // Piece columns are wire-level; convert each to canonical form with per-row checks.
         let mut batches = Vec::with_capacity(pieces.len());
