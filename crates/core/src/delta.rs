@@ -428,30 +428,7 @@ pub async fn append(
         .rows_written
         .with_label_values(&[uri.as_str()])
         .inc_by(rows as u64);
-    reload_at_checkpoint(table, &uri).await
-}
-
-/// After a commit that wrote a checkpoint, the table loaded afresh from that checkpoint.
-///
-/// delta-rs brings the in-memory snapshot forward commit by commit, and the cost of that
-/// grows with the commits applied since it was loaded: measured on a long-lived demo table,
-/// 34 ms per commit over the first 100 commits and 472 ms over commits 900 to 1,000, while a
-/// fresh process committed to the same 1,000-version table cheaply. Loading from the latest
-/// checkpoint every `checkpoint_interval` commits bounds that work.
-async fn reload_at_checkpoint(table: DeltaTable, uri: &str) -> Result<DeltaTable> {
-    use deltalake::table::config::TablePropertiesExt;
-    let snapshot = table.snapshot().map_err(table_err(uri, "read snapshot"))?;
-    let interval = snapshot.table_config().checkpoint_interval().get();
-    let version = snapshot.version();
-    if !(version + 1).is_multiple_of(interval) {
-        return Ok(table);
-    }
-    let mut fresh = DeltaTable::new(table.log_store());
-    fresh
-        .load()
-        .await
-        .map_err(table_err(uri, "reload from checkpoint"))?;
-    Ok(fresh)
+    Ok(table)
 }
 
 /// Replaces the rows of one partition (`column = value`, a SQL literal) with `batches`, in one
