@@ -62,7 +62,7 @@ def main() -> None:
                               "--lake", lake, "--spec-dir", "samples", "--rescan", "--format", "json"])
         results["finlake"].append(took)
         print(json.dumps({"engine": "finlake dq --rescan", "run": run, "seconds": took, "peak_rss_mib": rss / 1024}), flush=True)
-    files = f"{lake}/market/trades/**/*.parquet"
+    files = f"{lake}/market/trades/trade_date=*/*.parquet"
     for run in range(runs):
         took, rss, out = timed([sys.executable, "-c", DUCKDB, files, QUERY])
         inner = json.loads(out)
