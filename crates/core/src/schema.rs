@@ -214,13 +214,7 @@ pub fn json_wire_schema(t: SourceType) -> SchemaRef {
     Arc::new(Schema::new(
         source_fields(t)
             .iter()
-            .map(|f| {
-                let dt = match f.kind {
-                    Kind::Dec(..) | Kind::Ts | Kind::Date | Kind::I64 | Kind::I32 => DataType::Utf8,
-                    Kind::Str => DataType::Utf8,
-                };
-                Field::new(f.name, dt, true)
-            })
+            .map(|f| Field::new(f.name, DataType::Utf8, true))
             .collect::<Vec<_>>(),
     ))
 }

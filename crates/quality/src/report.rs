@@ -128,13 +128,8 @@ pub fn text(r: &Report, color: bool) -> String {
             c.detail
         );
     }
-    // spec warnings are rendered `file:line:col: warning: ...` already
     for warning in &r.warnings {
-        if warning.contains(": warning: ") {
-            let _ = writeln!(out, "{warning}");
-        } else {
-            let _ = writeln!(out, "warning: {warning}");
-        }
+        let _ = writeln!(out, "warning: {warning}");
     }
     let (p, wn, e) = r.counts();
     let _ = writeln!(

@@ -311,36 +311,29 @@ pub(crate) fn to_canonical(
             }
             (Kind::I64 | Kind::I32, DataType::Utf8) => {
                 let text = col.as_string::<i32>();
-                let (min, max) = if spec.kind == Kind::I32 {
+                let narrow = spec.kind == Kind::I32;
+                let (min, max) = if narrow {
                     (i64::from(i32::MIN), i64::from(i32::MAX))
                 } else {
                     (i64::MIN, i64::MAX)
                 };
-                let mut values = Vec::with_capacity(n);
-                let mut valid = Vec::with_capacity(n);
-                for row in 0..n {
-                    let parsed = if text.is_null(row) {
-                        None
-                    } else {
-                        let v = text.value(row);
-                        match parse_int(v, min, max) {
-                            Ok(x) => Some(x),
-                            Err(e) => {
-                                errs.set(row, spec.name, || int_reason(v, &e, spec.kind));
-                                None
-                            }
-                        }
-                    };
-                    values.push(parsed.unwrap_or_default());
-                    valid.push(parsed.is_some());
-                }
-                let nulls = Some(arrow::buffer::NullBuffer::from(valid));
-                if spec.kind == Kind::I32 {
-                    // In range by the check above.
-                    let narrow: Vec<i32> = values.iter().map(|&v| v as i32).collect();
-                    Arc::new(arrow::array::Int32Array::new(narrow.into(), nulls))
+                let mut parsed = |row: usize| -> Option<i64> {
+                    if text.is_null(row) {
+                        return None;
+                    }
+                    let v = text.value(row);
+                    parse_int(v, min, max)
+                        .map_err(|e| errs.set(row, spec.name, || int_reason(v, &e, spec.kind)))
+                        .ok()
+                };
+                if narrow {
+                    // in range by the check above
+                    let ints: arrow::array::Int32Array =
+                        (0..n).map(|row| parsed(row).map(|v| v as i32)).collect();
+                    Arc::new(ints)
                 } else {
-                    Arc::new(arrow::array::Int64Array::new(values.into(), nulls))
+                    let ints: arrow::array::Int64Array = (0..n).map(&mut parsed).collect();
+                    Arc::new(ints)
                 }
             }
             (Kind::Ts, DataType::Timestamp(..)) => {

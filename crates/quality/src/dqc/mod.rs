@@ -328,7 +328,20 @@ async fn check_table(job: Job<'_>) -> Result<Report> {
     if let Some(target) = &opts.dead_letter {
         write_dead_letters(target, &dead, storage).await?;
     }
-    let mut warnings: Vec<String> = spec.warnings.iter().map(|d| d.render(&spec.file)).collect();
+    // `file:line:col: message`: the report says "warning" itself
+    let mut warnings: Vec<String> = spec
+        .warnings
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}:{}: {}",
+                spec.file.display(),
+                d.pos.line,
+                d.pos.col,
+                d.message
+            )
+        })
+        .collect();
     if m.rows == 0 {
         warnings.push(format!(
             "partition {} = {} of {uri} is empty",
