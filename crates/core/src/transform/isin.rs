@@ -10,9 +10,24 @@ const NON_COUNTRY_PREFIXES: &[&str] = &["AN", "CS", "EU", "XA", "XB", "XC", "XD"
 /// True when the first two letters may begin an ISIN: an ISO 3166-1 alpha-2 country code (the
 /// `iso_country` crate's list) or one of [`NON_COUNTRY_PREFIXES`].
 pub fn is_isin_prefix(prefix: &str) -> bool {
-    prefix.len() == 2
-        && (NON_COUNTRY_PREFIXES.contains(&prefix)
-            || prefix.parse::<iso_country::Country>().is_ok())
+    // the list answered once for all 676 pairs of letters: a rule checks millions of rows,
+    // and the crate's parser is a string match (a fifth of the ISIN rule's time per row)
+    static PREFIXES: std::sync::LazyLock<[bool; 26 * 26]> = std::sync::LazyLock::new(|| {
+        let mut ok = [false; 26 * 26];
+        for (i, slot) in ok.iter_mut().enumerate() {
+            let pair = [b'A' + (i / 26) as u8, b'A' + (i % 26) as u8];
+            let pair = std::str::from_utf8(&pair).unwrap_or_default();
+            *slot = NON_COUNTRY_PREFIXES.contains(&pair)
+                || pair.parse::<iso_country::Country>().is_ok();
+        }
+        ok
+    });
+    match prefix.as_bytes() {
+        &[a @ b'A'..=b'Z', b @ b'A'..=b'Z'] => {
+            PREFIXES[usize::from(a - b'A') * 26 + usize::from(b - b'A')]
+        }
+        _ => false,
+    }
 }
 
 /// True when `s` is a 12-character ISIN with a valid check digit whose prefix is a country
