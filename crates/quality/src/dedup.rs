@@ -205,7 +205,7 @@ pub struct Deduplicator {
 /// (`_*`), the columns finlake derives (`trade_date`, `isin`, `price_base`, `fx_rate`,
 /// `fx_source`, ...) and the rule engine's session columns are not: a producer's retry
 /// processed under newer reference data is the same message, not a conflicting duplicate.
-fn is_payload(name: &str) -> bool {
+pub(crate) fn is_payload(name: &str) -> bool {
     !name.starts_with('_')
         && name != crate::enrich::MARKET_OPEN
         && name != crate::enrich::MARKET_CLOSE
@@ -329,13 +329,20 @@ impl Deduplicator {
             } else {
                 let [k1, k2] = &self.scratch;
                 let key = join(k1, k2, row);
-                let live = self
-                    .state
-                    .get_mut(&key)
-                    .filter(|e| watermark.is_none_or(|w| e.event_time >= w))
-                    .filter(|e| (t - e.event_time).abs() <= window);
-                match live {
-                    Some(e) => {
+                // one lookup per row: the entry is either live (a repeat) or free to take
+                // (vacant, or a stale version older than the watermark or the window)
+                let slot = self.state.entry(key);
+                let live = match &slot {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        let e = e.get();
+                        watermark.is_none_or(|w| e.event_time >= w)
+                            && (t - e.event_time).abs() <= window
+                    }
+                    std::collections::hash_map::Entry::Vacant(_) => false,
+                };
+                match slot {
+                    std::collections::hash_map::Entry::Occupied(mut o) if live => {
+                        let e = o.get_mut();
                         let first = !e.repeated;
                         e.repeated = true;
                         if first {
@@ -352,20 +359,17 @@ impl Deduplicator {
                             }
                         }
                     }
-                    None => {
+                    slot => {
                         match self.in_order.back() {
                             Some(&(last, _)) if t < last => self.stragglers.push(Reverse((t, key))),
                             _ => self.in_order.push_back((t, key)),
                         }
-                        self.state.insert(
-                            key,
-                            Entry {
-                                event_time: t,
-                                batch: shared.clone(),
-                                row: row as u32,
-                                repeated: false,
-                            },
-                        );
+                        slot.insert_entry(Entry {
+                            event_time: t,
+                            batch: shared.clone(),
+                            row: row as u32,
+                            repeated: false,
+                        });
                         Verdict::Unique
                     }
                 }
@@ -376,7 +380,18 @@ impl Deduplicator {
                 Verdict::Late { .. } => stats.late += 1,
                 Verdict::Unique => {}
             }
-            self.newest = Some(self.newest.map_or(t, |m| m.max(t)));
+            if self.newest.is_none_or(|m| t > m) {
+                self.newest = Some(t);
+                // evict as the watermark moves, not once a batch: the state stays one
+                // window's keys (thousands, cache-resident) instead of growing by a batch
+                if self
+                    .in_order
+                    .front()
+                    .is_some_and(|&(front, _)| front < t - window)
+                {
+                    self.evict();
+                }
+            }
             if !seeding {
                 out.push(verdict);
             }
