@@ -512,3 +512,91 @@ pub async fn read_all(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
     let df = ctx.table("t").await.map_err(|e| generic(e.to_string()))?;
     df.collect().await.map_err(|e| generic(e.to_string()))
 }
+
+/// A data file of a table read straight from its object store, for readers that want the
+/// file's own row order and a column projection without a query plan (the quality scan reads
+/// a partition's files in commit order this way). parquet's `ParquetObjectReader` is
+/// deprecated in favour of implementing [`AsyncFileReader`] (arrow-rs #10308); this is that
+/// implementation, with the file size known from the log so the footer is one ranged read.
+///
+/// [`AsyncFileReader`]: parquet::arrow::async_reader::AsyncFileReader
+#[derive(Clone, Debug)]
+pub struct DataFileReader {
+    store: deltalake::logstore::ObjectStoreRef,
+    path: object_store::path::Path,
+    size: u64,
+}
+
+impl DataFileReader {
+    /// `path` in `store` (the table's store: paths relative to the table root), `size` bytes.
+    pub fn new(
+        store: deltalake::logstore::ObjectStoreRef,
+        path: object_store::path::Path,
+        size: u64,
+    ) -> Self {
+        DataFileReader { store, path, size }
+    }
+}
+
+fn parquet_io(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl parquet::arrow::async_reader::AsyncFileReader for DataFileReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
+        use futures::{FutureExt, TryFutureExt};
+        use object_store::ObjectStoreExt;
+        self.store
+            .get_range(&self.path, range)
+            .map_err(parquet_io)
+            .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
+        use futures::FutureExt;
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(parquet_io)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<
+        'a,
+        parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>,
+    > {
+        use futures::FutureExt;
+        async move {
+            let size = self.size;
+            let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// Whether the table maps logical column names to other physical names in its files
+/// (`delta.columnMapping.mode` `name` or `id`): a reader that opens data files itself must
+/// then go through the log's mapping.
+pub fn maps_columns(table: &DeltaTable) -> std::result::Result<bool, DeltaTableError> {
+    use buoyant_kernel::table_features::ColumnMappingMode;
+    Ok(table
+        .snapshot()?
+        .table_config()
+        .column_mapping_mode
+        .is_some_and(|m| m != ColumnMappingMode::None))
+}

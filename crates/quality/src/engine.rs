@@ -136,6 +136,13 @@ pub struct Evaluated {
     rules: Arc<RuleSet>,
 }
 
+impl Evaluated {
+    /// The batch as it was evaluated (without the session columns).
+    pub fn batch(&self) -> &RecordBatch {
+        &self.batch
+    }
+}
+
 impl Evaluator {
     /// Binds the rules to `schema`: nothing when it is the bound schema, otherwise a
     /// recompile (a rule that no longer binds is an error naming the spec line).

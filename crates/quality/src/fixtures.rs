@@ -249,13 +249,15 @@ pub fn trade_day(
         .map(|a| Some(a.2))
         .collect::<TimestampMicrosecondArray>()
         .with_timezone(finlake_core::schema::UTC);
-    // ingest time: arrival after the newest event so far, 0.2 to 2 s later
-    let mut newest = i64::MIN;
+    // ingest time: arrival after the newest event so far, 0.2 to 2 s later, and never before
+    // the row that arrived ahead of it (a consumer reads a partition in offset order)
+    let (mut newest, mut last) = (i64::MIN, i64::MIN);
     let ingested: TimestampMicrosecondArray = arrival
         .iter()
         .map(|a| {
             newest = newest.max(a.2);
-            Some(newest + rng.random_range(200_000..2_000_000))
+            last = last.max(newest + rng.random_range(200_000..2_000_000));
+            Some(last)
         })
         .collect::<TimestampMicrosecondArray>()
         .with_timezone(finlake_core::schema::UTC);

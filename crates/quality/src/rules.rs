@@ -420,6 +420,15 @@ fn describe(e: &DataFusionError, schema: &Schema) -> (String, Option<String>) {
 }
 
 impl RuleSet {
+    /// The columns the row rules read, by name (session columns included).
+    pub fn columns(&self) -> std::collections::BTreeSet<String> {
+        self.rules
+            .iter()
+            .flat_map(|r| datafusion::physical_expr::utils::collect_columns(&r.expr))
+            .map(|c| c.name().to_string())
+            .collect()
+    }
+
     /// Compiles the spec's rules against `schema` (the table's canonical schema plus the
     /// enrichment columns, see [`crate::enrich`]). Every problem is reported at once, with the
     /// spec file and line.

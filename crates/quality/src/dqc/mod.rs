@@ -254,6 +254,11 @@ async fn check_table(job: Job<'_>) -> Result<Report> {
             let started = std::time::Instant::now();
             let (m, stats) = scan(&job, &table, &table_schema, &table_checks, &mut dead).await?;
             let took = started.elapsed();
+            tracing::info!(
+                rows = m.rows,
+                seconds = took.as_secs_f64(),
+                "scanned the partition"
+            );
             if took > opts.timeout {
                 tracing::warn!(
                     seconds = took.as_secs_f64(),

@@ -69,7 +69,76 @@ pub(super) struct Measure {
     pub(super) exchanges: std::collections::BTreeSet<String>,
 }
 
-/// Streams the partition through the rule engine, measuring the table checks on the way.
+impl Measure {
+    /// Nothing measured yet, for `checks`.
+    fn for_checks(checks: &[spec::TableCheck], dedup_keys: Option<Vec<String>>) -> Self {
+        let mut m = Measure::default();
+        for c in checks {
+            match c.kind {
+                TableCheckKind::MissingPercent => {
+                    if let Some(col) = &c.column {
+                        m.nulls.insert(col.clone(), 0);
+                    }
+                }
+                TableCheckKind::DuplicateCount => {
+                    m.keys = Some(KeySet {
+                        columns: dedup_keys.clone().unwrap_or_default(),
+                        scratch: Default::default(),
+                        seen: Default::default(),
+                    });
+                }
+                TableCheckKind::Completeness => {
+                    if let Some(col) = &c.column {
+                        m.seen.insert(
+                            col.clone(),
+                            c.expected.iter().map(|v| (v.clone(), false)).collect(),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        m
+    }
+}
+
+/// The arrival order: the order in which rows reached the lake.
+const ARRIVAL: [&str; 4] = ["_ingested_at", "_topic", "_partition", "_offset"];
+/// Rows per batch read from a data file.
+const BATCH_ROWS: usize = 32 * 1024;
+/// Data files read and evaluated ahead of the one being applied.
+const FILES_AHEAD: usize = 3;
+
+/// Why an ordered read stopped.
+enum Interrupt {
+    /// Rows are not in arrival order in file order: the partition must be sorted.
+    OutOfOrder(String),
+    Failed(QualityError),
+}
+
+impl From<QualityError> for Interrupt {
+    fn from(e: QualityError) -> Self {
+        Interrupt::Failed(e)
+    }
+}
+
+/// A data file of the partition, where it sits in arrival order.
+struct DataFile {
+    path: deltalake::Path,
+    size: u64,
+    first_arrival: Option<i64>,
+    modified: i64,
+}
+
+/// Streams the partition through the rule engine in arrival order, measuring the table
+/// checks on the way. Only the columns the rules, dedup and table checks read are read.
+///
+/// Arrival order comes from the log, not from a sort: data files in the order of their first
+/// arrival (`_ingested_at` minimum in the file's statistics), rows in file order, each file
+/// read and evaluated on its own task a few files ahead of the stateful half (dedup, counts),
+/// which sees them in order. The order is verified row by row as it is applied; a partition
+/// whose files interleave (another writer, a compaction that reordered rows) or that has
+/// deletion vectors or column mapping is read through a sorted query instead.
 pub(super) async fn scan(
     job: &Job<'_>,
     table: &DeltaTable,
@@ -77,72 +146,346 @@ pub(super) async fn scan(
     table_checks: &[spec::TableCheck],
     dead: &mut Vec<RecordBatch>,
 ) -> Result<(Measure, crate::engine::EngineStats)> {
-    let (opts, spec, canonical, calendar, uri) = (
-        job.opts,
-        &job.spec,
-        &job.canonical,
-        &job.calendar,
-        job.uri.as_str(),
+    let projected = projection(job, table_schema, table_checks)?;
+    if let Some(files) = files_in_arrival_order(table, job.opts.date)? {
+        let count = files.len();
+        let source = ordered_files(job, table, files, &projected)?;
+        match apply_in_order(job, table_checks, &projected, source, true, dead).await {
+            Ok(r) => return Ok(r),
+            Err(Interrupt::Failed(e)) => return Err(e),
+            Err(Interrupt::OutOfOrder(at)) => {
+                tracing::info!(
+                    files = count,
+                    %at,
+                    "the partition's files are not in arrival order; reading it sorted instead"
+                );
+                dead.clear();
+            }
+        }
+    } else {
+        tracing::info!(
+            "the partition has deletion vectors or mapped columns; reading it sorted instead"
+        );
+    }
+    let source = sorted_query(job, table, table_schema, &projected).await?;
+    match apply_in_order(job, table_checks, &projected, source, false, dead).await {
+        Ok(r) => Ok(r),
+        Err(Interrupt::Failed(e)) => Err(e),
+        Err(Interrupt::OutOfOrder(at)) => Err(QualityError::Query {
+            table: job.uri.clone(),
+            message: format!("sorted scan out of order at {at}"),
+        }),
+    }
+}
+
+/// The columns to read: what the row rules, dedup (keys, payload, lineage) and the table
+/// checks name, in the canonical schema's order; every column when failing rows are written
+/// out. All nullable: the table may hold NULLs in columns the canonical schema requires.
+fn projection(
+    job: &Job<'_>,
+    table_schema: &Schema,
+    table_checks: &[spec::TableCheck],
+) -> Result<SchemaRef> {
+    let full = canonical_nullable(&job.canonical);
+    if job.opts.dead_letter.is_some() {
+        return Ok(full);
+    }
+    let rules = &job.rules;
+    let mut need = rules.columns();
+    need.extend(
+        [
+            finlake_core::schema::TRADE_DATE,
+            finlake_core::schema::EVENT_TIME,
+            "exchange",
+        ]
+        .map(String::from),
     );
+    need.extend(ARRIVAL.map(String::from));
+    if let Some(d) = &rules.dedup {
+        need.extend(d.keys.iter().cloned());
+        need.extend(
+            full.fields()
+                .iter()
+                .map(|f| f.name())
+                .filter(|n| crate::dedup::is_payload(n))
+                .cloned(),
+        );
+    }
+    need.extend(table_checks.iter().filter_map(|c| c.column.clone()));
+    let fields: Vec<_> = full
+        .fields()
+        .iter()
+        .filter(|f| need.contains(f.name()) && table_schema.index_of(f.name()).is_ok())
+        .cloned()
+        .collect();
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The partition's data files in arrival order, or `None` when they cannot be read directly
+/// (deletion vectors, column mapping).
+fn files_in_arrival_order(
+    table: &DeltaTable,
+    date: chrono::NaiveDate,
+) -> Result<Option<Vec<DataFile>>> {
+    let uri = table.table_url().to_string();
+    if finlake_core::delta::maps_columns(table).map_err(|e| query_err(&uri, e))? {
+        return Ok(None);
+    }
+    let snapshot = table.snapshot().map_err(|e| query_err(&uri, e))?;
+    let day = date.to_string();
+    let mut files = Vec::new();
+    for f in snapshot.log_data().into_iter() {
+        let in_day = f
+            .partition_values_map()
+            .get(finlake_core::schema::TRADE_DATE)
+            .is_some_and(|v| v.as_deref() == Some(day.as_str()));
+        if !in_day {
+            continue;
+        }
+        if f.deletion_vector_descriptor().is_some() {
+            return Ok(None);
+        }
+        files.push(DataFile {
+            path: f.object_store_path(),
+            size: f.size() as u64,
+            first_arrival: f.stats().as_deref().and_then(first_arrival),
+            modified: f.modification_time(),
+        });
+    }
+    files.sort_by(|a, b| {
+        (a.first_arrival, a.modified, a.path.as_ref()).cmp(&(
+            b.first_arrival,
+            b.modified,
+            b.path.as_ref(),
+        ))
+    });
+    Ok(Some(files))
+}
+
+/// `minValues._ingested_at` of a file's statistics, in microseconds (Delta writes it to the
+/// millisecond; ties are resolved by the row check).
+fn first_arrival(stats: &str) -> Option<i64> {
+    let v: serde_json::Value = serde_json::from_str(stats).ok()?;
+    let ts = v.get("minValues")?.get(ARRIVAL[0])?.as_str()?;
+    Some(
+        chrono::DateTime::parse_from_rfc3339(ts)
+            .ok()?
+            .timestamp_micros(),
+    )
+}
+
+type Evaluations = tokio::sync::mpsc::Receiver<Result<crate::engine::Evaluated>>;
+
+/// Reads and evaluates the files, each on its own task, up to [`FILES_AHEAD`] ahead; hands
+/// the evaluated batches on in file order.
+fn ordered_files(
+    job: &Job<'_>,
+    table: &DeltaTable,
+    files: Vec<DataFile>,
+    projected: &SchemaRef,
+) -> Result<Evaluations> {
+    let evaluator =
+        RuleEngine::new(job.spec.clone(), projected.clone(), job.calendar.clone())?.evaluator();
+    let store = table.object_store();
+    let (out, rx) = tokio::sync::mpsc::channel(2);
+    let (projected, uri, date) = (projected.clone(), job.uri.clone(), job.opts.date);
+    tokio::spawn(async move {
+        let mut pending = std::collections::VecDeque::new();
+        let mut files = files.into_iter();
+        loop {
+            while pending.len() < FILES_AHEAD {
+                let Some(file) = files.next() else { break };
+                let (tx, rx) = tokio::sync::mpsc::channel(2);
+                let task = tokio::spawn(read_file(
+                    store.clone(),
+                    file,
+                    projected.clone(),
+                    date,
+                    evaluator.clone(),
+                    uri.clone(),
+                    tx,
+                ));
+                pending.push_back((task, rx));
+            }
+            let Some((_, mut rx)) = pending.pop_front() else {
+                break;
+            };
+            while let Some(item) = rx.recv().await {
+                let failed = item.is_err();
+                if out.send(item).await.is_err() || failed {
+                    for (task, _) in &pending {
+                        task.abort();
+                    }
+                    return;
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// One data file: the projected columns, conformed, evaluated batch by batch.
+async fn read_file(
+    store: deltalake::logstore::ObjectStoreRef,
+    file: DataFile,
+    projected: SchemaRef,
+    date: chrono::NaiveDate,
+    mut evaluator: crate::engine::Evaluator,
+    uri: String,
+    tx: tokio::sync::mpsc::Sender<Result<crate::engine::Evaluated>>,
+) {
+    use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+    let path = file.path.to_string();
+    let read = async {
+        let reader = finlake_core::delta::DataFileReader::new(store, file.path, file.size);
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let roots: Vec<usize> = projected
+            .fields()
+            .iter()
+            .filter_map(|f| builder.schema().index_of(f.name()).ok())
+            .collect();
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
+        builder
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+    };
+    let mut stream = match read.await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(Err(file_err(&uri, &path, e))).await;
+            return;
+        }
+    };
+    while let Some(batch) = stream.next().await {
+        let item = batch
+            .map_err(|e| file_err(&uri, &path, e))
+            .and_then(|b| conform_file(&b, &projected, date))
+            .and_then(|b| evaluator.evaluate(b));
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn file_err(uri: &str, path: &str, e: parquet::errors::ParquetError) -> QualityError {
+    match query_err(uri, e) {
+        QualityError::Query { table, message } => QualityError::Query {
+            table,
+            message: format!("data file {path}: {message}"),
+        },
+        other => other,
+    }
+}
+
+/// A file's batch in the projected schema: columns by name, cast where the file's type
+/// differs, NULL where the file predates the column (Delta's schema evolution), and the
+/// partition value `trade_date`, which is not in the file.
+fn conform_file(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+    date: chrono::NaiveDate,
+) -> Result<RecordBatch> {
+    let n = batch.num_rows();
+    let cols = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            Ok(match batch.column_by_name(f.name()) {
+                Some(c) if c.data_type() == f.data_type() => c.clone(),
+                Some(c) => cast(c, f.data_type())?,
+                None if f.name() == finlake_core::schema::TRADE_DATE => {
+                    let days = arrow::datatypes::Date32Type::from_naive_date(date);
+                    Arc::new(arrow::array::Date32Array::from_value(days, n)) as ArrayRef
+                }
+                None => arrow::array::new_null_array(f.data_type(), n),
+            })
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        cols,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
+    )?)
+}
+
+/// The fallback: the projected columns sorted by arrival in one query, evaluated on a task
+/// of its own.
+async fn sorted_query(
+    job: &Job<'_>,
+    table: &DeltaTable,
+    table_schema: &Schema,
+    projected: &SchemaRef,
+) -> Result<Evaluations> {
+    let uri = job.uri.as_str();
     let ctx = finlake_core::delta::sql_context(table, "t").await?;
-    let mut order = vec!["_ingested_at", "_topic", "_partition", "_offset"];
+    let mut order = ARRIVAL.to_vec();
     order.retain(|c| table_schema.index_of(c).is_ok());
     let order_by = if order.is_empty() {
         String::new()
     } else {
         format!(" ORDER BY {}", order.join(", "))
     };
+    let select = projected
+        .fields()
+        .iter()
+        .map(|f| format!("\"{}\"", f.name().replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = format!(
-        "SELECT * FROM t WHERE {} = DATE '{}'{order_by}",
+        "SELECT {select} FROM t WHERE {} = DATE '{}'{order_by}",
         finlake_core::schema::TRADE_DATE,
-        opts.date
+        job.opts.date
     );
     let df = ctx.sql(&sql).await.map_err(|e| query_err(uri, e))?;
     let mut stream = df.execute_stream().await.map_err(|e| query_err(uri, e))?;
-
-    let mut engine = RuleEngine::new(
-        spec.clone(),
-        canonical_nullable(canonical),
-        calendar.clone(),
-    )?;
-    let dedup_keys = engine.rules().dedup.as_ref().map(|d| d.keys.clone());
-    let mut m = Measure::default();
-    for c in table_checks {
-        match c.kind {
-            TableCheckKind::MissingPercent => {
-                if let Some(col) = &c.column {
-                    m.nulls.insert(col.clone(), 0);
-                }
+    let mut evaluator =
+        RuleEngine::new(job.spec.clone(), projected.clone(), job.calendar.clone())?.evaluator();
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let (projected, uri) = (projected.clone(), uri.to_string());
+    tokio::spawn(async move {
+        while let Some(batch) = stream.next().await {
+            let item = batch
+                .map_err(|e| query_err(&uri, e))
+                .and_then(|b| conform(&b, &projected))
+                .and_then(|b| evaluator.evaluate(b));
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
             }
-            TableCheckKind::DuplicateCount => {
-                let keys = dedup_keys.clone().unwrap_or_default();
-                m.keys = Some(KeySet {
-                    columns: keys,
-                    scratch: Default::default(),
-                    seen: Default::default(),
-                });
-            }
-            TableCheckKind::Completeness => {
-                if let Some(col) = &c.column {
-                    m.seen.insert(
-                        col.clone(),
-                        c.expected.iter().map(|v| (v.clone(), false)).collect(),
-                    );
-                }
-            }
-            _ => {}
         }
-    }
-    let relaxed = canonical_nullable(canonical);
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| query_err(uri, e))?;
+    });
+    Ok(rx)
+}
+
+/// The stateful half: applies the evaluated batches in order (routing, dedup, counts),
+/// measures the table checks, and, for a direct read, checks that the rows come in arrival
+/// order.
+async fn apply_in_order(
+    job: &Job<'_>,
+    table_checks: &[spec::TableCheck],
+    projected: &SchemaRef,
+    mut source: Evaluations,
+    check_order: bool,
+    dead: &mut Vec<RecordBatch>,
+) -> std::result::Result<(Measure, crate::engine::EngineStats), Interrupt> {
+    let mut engine = RuleEngine::new(job.spec.clone(), projected.clone(), job.calendar.clone())?;
+    let dedup_keys = engine.rules().dedup.as_ref().map(|d| d.keys.clone());
+    let mut m = Measure::for_checks(table_checks, dedup_keys);
+    let mut order = ArrivalCheck::new(projected);
+    while let Some(evaluated) = source.recv().await {
+        let evaluated = evaluated?;
+        let batch = evaluated.batch().clone();
         if batch.num_rows() == 0 {
             continue;
         }
-        let batch = conform(&batch, &relaxed)?;
+        if check_order {
+            order.check(&batch).map_err(Interrupt::OutOfOrder)?;
+        }
         measure(&mut m, &batch)?;
-        let out = engine.process(&batch)?;
-        if opts.dead_letter.is_some() {
+        let out = engine.apply(evaluated)?;
+        if job.opts.dead_letter.is_some() {
             dead.extend(dead_letters(
                 &batch,
                 engine.rules(),
@@ -155,6 +498,82 @@ pub(super) async fn scan(
         m.distinct_keys = Some((k.columns, k.seen.len() as u64));
     }
     Ok((m, engine.totals().clone()))
+}
+
+/// Checks that rows come in arrival order (`_ingested_at, _topic, _partition, _offset`,
+/// whichever of them the table has), across batches.
+struct ArrivalCheck {
+    columns: Vec<usize>,
+    last: Option<RecordBatch>,
+}
+
+impl ArrivalCheck {
+    fn new(schema: &Schema) -> Self {
+        ArrivalCheck {
+            columns: ARRIVAL
+                .iter()
+                .filter_map(|c| schema.index_of(c).ok())
+                .collect(),
+            last: None,
+        }
+    }
+
+    /// `Err` names the first row out of order.
+    fn check(&mut self, batch: &RecordBatch) -> std::result::Result<(), String> {
+        use arrow::compute::SortOptions;
+        use std::cmp::Ordering;
+        if self.columns.is_empty() {
+            return Ok(());
+        }
+        let n = batch.num_rows();
+        let cmp = |l: &RecordBatch| -> std::result::Result<Vec<_>, String> {
+            self.columns
+                .iter()
+                .map(|&i| {
+                    arrow::array::make_comparator(
+                        l.column(i),
+                        batch.column(i),
+                        SortOptions::default(),
+                    )
+                    .map_err(|e| e.to_string())
+                })
+                .collect()
+        };
+        let compare = |cs: &[arrow::array::DynComparator], a: usize, b: usize| {
+            cs.iter()
+                .map(|c| c(a, b))
+                .find(|o| *o != Ordering::Equal)
+                .unwrap_or(Ordering::Equal)
+        };
+        let describe = |row: usize| {
+            let col = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| arrow::util::display::array_value_to_string(c, row).ok())
+                    .unwrap_or_default()
+            };
+            format!(
+                "topic {} partition {} offset {}",
+                col("_topic"),
+                col("_partition"),
+                col("_offset")
+            )
+        };
+        if let Some(last) = &self.last {
+            let cs = cmp(last)?;
+            if compare(&cs, 0, 0) == Ordering::Greater {
+                return Err(describe(0));
+            }
+        }
+        let cs = cmp(batch)?;
+        for row in 1..n {
+            if compare(&cs, row - 1, row) == Ordering::Greater {
+                return Err(describe(row));
+            }
+        }
+        self.last = Some(batch.slice(n - 1, 1));
+        Ok(())
+    }
 }
 
 pub(super) fn canonical_nullable(s: &SchemaRef) -> SchemaRef {
