@@ -31,6 +31,7 @@ DUCKDB = """
 import json, sys, time, duckdb
 con = duckdb.connect()
 con.execute("SET threads TO 2")
+con.execute("SET enable_progress_bar = false")
 started = time.perf_counter()
 cur = con.execute(sys.argv[2], [sys.argv[1]])
 row = cur.fetchone()

@@ -23,8 +23,7 @@
 // says why it cannot fail.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -87,8 +86,9 @@ impl DedupStats {
 #[derive(Debug)]
 struct Entry {
     event_time: i64,
-    /// The batch the first version arrived in, and its row there.
-    batch: Arc<RecordBatch>,
+    /// The batch the first version arrived in (its id, see `Deduplicator::batches`), and
+    /// its row there.
+    batch: u64,
     row: u32,
     repeated: bool,
 }
@@ -171,6 +171,9 @@ impl std::hash::Hasher for Prehashed {
 
 type Map = HashMap<u128, Entry, std::hash::BuildHasherDefault<Prehashed>>;
 
+/// The state is not swept below this many keys.
+const SWEEP_AT_LEAST: usize = 4096;
+
 /// 128-bit fingerprints of `cols` for every row (two seeded 64-bit hash passes).
 fn fingerprints(cols: &[ArrayRef], n: usize, a: &mut Vec<u64>, b: &mut Vec<u64>) -> Result<()> {
     for (buf, seed) in [(a, 0x0f1e_2d3c_4b5a_6978u64), (b, 0x8796_a5b4_c3d2_e1f0u64)] {
@@ -192,10 +195,16 @@ pub struct Deduplicator {
     rule: DedupRule,
     payload: Option<Vec<String>>,
     state: Map,
-    /// Keys by event time, for eviction: rows in event-time order go to a FIFO (O(1));
-    /// the few out of order go to a heap. The minimum is the smaller of the two fronts.
-    in_order: VecDeque<(i64, u128)>,
-    stragglers: BinaryHeap<Reverse<(i64, u128)>>,
+    /// Keys left after the last sweep. Eviction is a sweep of the whole map (`retain`, in
+    /// memory order) once it holds twice that many: amortised O(1) a row, and no random
+    /// probe a row as removing each key in event-time order costs (a cache miss each once
+    /// the state outgrows L2; entries older than the watermark are never matched meanwhile).
+    swept: usize,
+    /// The batches first versions point into, oldest first, each with how many state entries
+    /// point into it; `first_batch` is the id of the front. Plain counts, not an `Arc` a row:
+    /// the atomic increment and decrement per row cost more than the rest of dedup.
+    batches: VecDeque<(RecordBatch, u32)>,
+    first_batch: u64,
     newest: Option<i64>,
     stats: DedupStats,
     scratch: [Vec<u64>; 2],
@@ -222,8 +231,9 @@ impl Deduplicator {
             rule,
             payload: None,
             state: Map::default(),
-            in_order: VecDeque::new(),
-            stragglers: BinaryHeap::new(),
+            swept: 0,
+            batches: VecDeque::new(),
+            first_batch: 0,
             newest: None,
             stats: DedupStats::default(),
             scratch: Default::default(),
@@ -303,7 +313,8 @@ impl Deduplicator {
             .map(column)
             .collect::<Result<Vec<_>>>()?;
         let payload = self.payload_columns(batch);
-        let shared = Arc::new(batch.clone());
+        let batch_id = self.first_batch + self.batches.len() as u64;
+        self.batches.push_back((batch.clone(), 0));
         let [k1, k2] = &mut self.scratch;
         fingerprints(&key_cols, n, k1, k2)?;
         let join = |a: &[u64], b: &[u64], i: usize| (u128::from(a[i]) << 64) | u128::from(b[i]);
@@ -348,10 +359,11 @@ impl Deduplicator {
                         if first {
                             stats.duplicate_keys += 1;
                         }
-                        if same_payload(&payload, &e.batch, e.row as usize, batch, row) {
+                        let first = &self.batches[(e.batch - self.first_batch) as usize].0;
+                        if same_payload(&payload, first, e.row as usize, batch, row) {
                             Verdict::Duplicate
                         } else {
-                            let (partition, offset) = lineage(&e.batch, e.row as usize);
+                            let (partition, offset) = lineage(first, e.row as usize);
                             Verdict::Conflict {
                                 partition,
                                 offset,
@@ -360,16 +372,24 @@ impl Deduplicator {
                         }
                     }
                     slot => {
-                        match self.in_order.back() {
-                            Some(&(last, _)) if t < last => self.stragglers.push(Reverse((t, key))),
-                            _ => self.in_order.push_back((t, key)),
-                        }
-                        slot.insert_entry(Entry {
+                        let entry = Entry {
                             event_time: t,
-                            batch: shared.clone(),
+                            batch: batch_id,
                             row: row as u32,
                             repeated: false,
-                        });
+                        };
+                        match slot {
+                            std::collections::hash_map::Entry::Occupied(mut stale) => {
+                                let old = stale.insert(entry);
+                                self.batches[(old.batch - self.first_batch) as usize].1 -= 1;
+                            }
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(entry);
+                            }
+                        }
+                        if let Some(b) = self.batches.back_mut() {
+                            b.1 += 1;
+                        }
                         Verdict::Unique
                     }
                 }
@@ -380,17 +400,11 @@ impl Deduplicator {
                 Verdict::Late { .. } => stats.late += 1,
                 Verdict::Unique => {}
             }
-            if self.newest.is_none_or(|m| t > m) {
-                self.newest = Some(t);
-                // evict as the watermark moves, not once a batch: the state stays one
-                // window's keys (thousands, cache-resident) instead of growing by a batch
-                if self
-                    .in_order
-                    .front()
-                    .is_some_and(|&(front, _)| front < t - window)
-                {
-                    self.evict();
-                }
+            self.newest = Some(self.newest.map_or(t, |m| m.max(t)));
+            // sweep as the state grows, not once a batch: it stays near one window's keys
+            // instead of growing by a batch between sweeps
+            if self.state.len() >= (2 * self.swept).max(SWEEP_AT_LEAST) {
+                self.evict();
             }
             if !seeding {
                 out.push(verdict);
@@ -400,25 +414,26 @@ impl Deduplicator {
             stats = DedupStats::default();
         }
         self.stats.merge(&stats);
-        self.evict();
         Ok(out)
     }
 
-    /// Drops state older than the watermark.
+    /// Drops state older than the watermark (a sweep of the map, see `swept`).
     fn evict(&mut self) {
         let Some(w) = self.watermark() else { return };
-        loop {
-            let fifo = self.in_order.front().map(|e| e.0);
-            let heap = self.stragglers.peek().map(|Reverse(e)| e.0);
-            let popped = match (fifo, heap) {
-                (Some(a), b) if a < w && b.is_none_or(|b| a <= b) => self.in_order.pop_front(),
-                (_, Some(b)) if b < w => self.stragglers.pop().map(|Reverse(e)| e),
-                _ => None,
-            };
-            let Some((t, key)) = popped else { break };
-            if self.state.get(&key).is_some_and(|e| e.event_time == t) {
-                self.state.remove(&key);
+        let (batches, first) = (&mut self.batches, self.first_batch);
+        self.state.retain(|_, e| {
+            let keep = e.event_time >= w;
+            if !keep {
+                batches[(e.batch - first) as usize].1 -= 1;
             }
+            keep
+        });
+        self.swept = self.state.len();
+        // release the batches nothing points into any more, oldest first; the newest stays
+        // (the batch being judged appends to it)
+        while self.batches.len() > 1 && self.batches.front().is_some_and(|b| b.1 == 0) {
+            self.batches.pop_front();
+            self.first_batch += 1;
         }
     }
 }

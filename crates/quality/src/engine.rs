@@ -182,6 +182,8 @@ pub struct RuleEngine {
     dedup: Option<Deduplicator>,
     totals: EngineStats,
     metrics: &'static QualityMetrics,
+    /// Build the landed batch (the ingestor writes it); a check that only counts does not.
+    landed: bool,
 }
 
 /// The landed schema: `base` plus `_flags`.
@@ -218,7 +220,16 @@ impl RuleEngine {
             dedup,
             totals: EngineStats::default(),
             metrics: QualityMetrics::global(),
+            landed: true,
         })
+    }
+
+    /// An engine that counts and routes but leaves [`BatchOutcome::landed`] empty (and
+    /// `landed_index` empty): `data-quality-check` needs the counts, failures and dedup
+    /// verdicts, not a copy of every surviving row with its flags.
+    pub fn counts_only(mut self) -> Self {
+        self.landed = false;
+        self
     }
 
     /// The compiled rules.
@@ -389,7 +400,6 @@ impl RuleEngine {
                 .set(dedup.state_entries() as i64);
         }
         // flags for the rows that land
-        let keep: BooleanArray = fate.iter().map(|&f| Some(f == 0)).collect();
         let landed_index: UInt32Array = (0..n as u32).filter(|&r| fate[r as usize] == 0).collect();
         let flag_rules: Vec<(usize, &str)> = rules
             .rules
@@ -400,6 +410,29 @@ impl RuleEngine {
                 _ => None,
             })
             .collect();
+        if !self.landed {
+            for &row in landed_index.values() {
+                let row = row as usize;
+                let any = late[row]
+                    || flag_rules
+                        .iter()
+                        .any(|&(i, _)| results[i].failed.value(row));
+                stats.flagged += any as u64;
+            }
+            stats.landed = landed_index.len() as u64;
+            stats.quarantined = rejects.len() as u64;
+            stats.dropped = n as u64 - stats.landed - stats.quarantined;
+            self.totals.merge(&stats);
+            return Ok(BatchOutcome {
+                landed: RecordBatch::new_empty(landed_schema(&schema)),
+                landed_index: UInt32Array::from(Vec::<u32>::new()),
+                rejects,
+                stats,
+                failed: results.into_iter().map(|r| r.failed).collect(),
+                dedup: judged,
+            });
+        }
+        let keep: BooleanArray = fate.iter().map(|&f| Some(f == 0)).collect();
         let mut flags = ListBuilder::with_capacity(
             StringBuilder::with_capacity(landed_index.len(), 0),
             landed_index.len(),

@@ -470,7 +470,8 @@ async fn apply_in_order(
     check_order: bool,
     dead: &mut Vec<RecordBatch>,
 ) -> std::result::Result<(Measure, crate::engine::EngineStats), Interrupt> {
-    let mut engine = RuleEngine::new(job.spec.clone(), projected.clone(), job.calendar.clone())?;
+    let mut engine =
+        RuleEngine::new(job.spec.clone(), projected.clone(), job.calendar.clone())?.counts_only();
     let dedup_keys = engine.rules().dedup.as_ref().map(|d| d.keys.clone());
     let mut m = Measure::for_checks(table_checks, dedup_keys);
     let mut order = ArrivalCheck::new(projected);
