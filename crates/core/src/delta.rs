@@ -453,7 +453,42 @@ pub async fn append(
         .rows_written
         .with_label_values(&[uri.as_str()])
         .inc_by(rows as u64);
-    Ok(table)
+    reopen_at_checkpoint(table, &uri).await
+}
+
+/// After a commit that wrote a checkpoint, the table opened afresh: a new log store, loaded
+/// from that checkpoint.
+///
+/// A long-lived `DeltaTable` gets slower to commit to with every commit: on the demo (2
+/// cores, release, 100-row commits, checkpoint every 10) 34 ms a commit over the first 100
+/// and 472 ms over commits 900 to 1,000, with the profile's shape unchanged (allocation and
+/// the kernel's schema work) and a fresh process committing to the same table cheaply.
+/// Loading a new `DeltaTable` on the *same* log store from the checkpoint did not help;
+/// opening by URL (a new log store, object store and engine) does, so the growth is state
+/// the log store keeps. Reopening every `delta.checkpointInterval` commits bounds it at the
+/// price of reading one checkpoint: 16 ms then 45 ms over the same 1,000 commits, and the
+/// remaining growth follows the table's file count (delta-rs re-materialises the file list
+/// on every commit; compacting the table brings a commit back down), which compaction bounds.
+async fn reopen_at_checkpoint(table: DeltaTable, uri: &str) -> Result<DeltaTable> {
+    use deltalake::table::config::TablePropertiesExt;
+    let (Some(version), Ok(snapshot)) = (table.version(), table.snapshot()) else {
+        return Ok(table);
+    };
+    let interval = snapshot.table_config().checkpoint_interval().get();
+    // delta-rs checkpoints after version v when v + 1 is a multiple of the interval
+    if !(version + 1).is_multiple_of(interval) {
+        return Ok(table);
+    }
+    let log_store = table.log_store();
+    let options: HashMap<String, String> = log_store
+        .config()
+        .options()
+        .raw()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    DeltaTable::try_from_url_with_storage_options(table.table_url().clone(), options)
+        .await
+        .map_err(table_err(uri, "reopen at checkpoint"))
 }
 
 /// Replaces the rows of one partition (`column = value`, a SQL literal) with `batches`, in one
