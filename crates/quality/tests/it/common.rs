@@ -61,9 +61,16 @@ pub fn day(rows: usize, seed: u64, faults: Injected) -> fixtures::Day {
 
 /// Writes `batch` as the trades table of a lake at `lake` (`<lake>/market/trades`).
 pub fn write_trades(lake: &Path, batch: RecordBatch) {
+    let n = batch.num_rows();
+    write_commits(lake, &batch, &[(0, n)]);
+}
+
+/// Writes `chunks` (offset, length) of `batch` as the trades table of a lake at `lake`, one
+/// commit each, in the order given.
+pub fn write_commits(lake: &Path, batch: &RecordBatch, chunks: &[(usize, usize)]) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let table = finlake_core::delta::open_or_create(&finlake_core::delta::TableSpec {
+        let mut table = finlake_core::delta::open_or_create(&finlake_core::delta::TableSpec {
             uri: lake.join("market/trades").display().to_string(),
             schema: batch.schema(),
             partition_by: vec!["trade_date".into()],
@@ -72,9 +79,15 @@ pub fn write_trades(lake: &Path, batch: RecordBatch) {
         })
         .await
         .unwrap();
-        finlake_core::delta::append(table, vec![batch], &Default::default())
+        for &(from, len) in chunks {
+            table = finlake_core::delta::append(
+                table,
+                vec![batch.slice(from, len)],
+                &Default::default(),
+            )
             .await
             .unwrap();
+        }
     });
 }
 

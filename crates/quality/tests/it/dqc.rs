@@ -743,31 +743,6 @@ fn changed_reference_data_invalidates_cached_metrics_and_results_are_partitioned
     }
 }
 
-/// Writes `chunks` of `batch` as one commit each, in the order given.
-fn write_commits(lake: &Path, batch: &arrow::array::RecordBatch, chunks: &[(usize, usize)]) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut table = finlake_core::delta::open_or_create(&finlake_core::delta::TableSpec {
-            uri: lake.join("market/trades").display().to_string(),
-            schema: batch.schema(),
-            partition_by: vec!["trade_date".into()],
-            checkpoint_interval: None,
-            storage_options: Default::default(),
-        })
-        .await
-        .unwrap();
-        for &(from, len) in chunks {
-            table = finlake_core::delta::append(
-                table,
-                vec![batch.slice(from, len)],
-                &Default::default(),
-            )
-            .await
-            .unwrap();
-        }
-    });
-}
-
 /// The late count depends on arrival order (a row is late only after a newer one was seen),
 /// so it is the witness that the scan applies rows in arrival order however the lake holds
 /// them: files committed in reverse arrival order are read in arrival order straight from
@@ -808,7 +783,7 @@ fn rows_are_checked_in_arrival_order_whatever_the_commit_or_row_order() {
     // three commits, the last rows to arrive committed first
     let third = n / 3;
     let lake = tempfile::tempdir().unwrap();
-    write_commits(
+    common::write_commits(
         lake.path(),
         &day.batch,
         &[(2 * third, n - 2 * third), (third, third), (0, third)],
@@ -824,7 +799,7 @@ fn rows_are_checked_in_arrival_order_whatever_the_commit_or_row_order() {
     )
     .unwrap();
     let lake = tempfile::tempdir().unwrap();
-    write_commits(lake.path(), &reversed, &[(0, n)]);
+    common::write_commits(lake.path(), &reversed, &[(0, n)]);
     let (r, log) = check(lake.path());
     exact(&r);
     assert!(
