@@ -3,6 +3,7 @@
 mod delta;
 mod feed;
 mod guide;
+mod moto;
 mod refcache;
 mod spec;
 mod stages;

@@ -68,14 +68,25 @@ pub fn write_trades(lake: &Path, batch: RecordBatch) {
 /// Writes `chunks` (offset, length) of `batch` as the trades table of a lake at `lake`, one
 /// commit each, in the order given.
 pub fn write_commits(lake: &Path, batch: &RecordBatch, chunks: &[(usize, usize)]) {
+    let uri = lake.join("market/trades").display().to_string();
+    write_commits_to(&uri, Default::default(), batch, chunks);
+}
+
+/// [`write_commits`] to the table at `uri` with `storage_options` (an S3 endpoint, say).
+pub fn write_commits_to(
+    uri: &str,
+    storage_options: std::collections::HashMap<String, String>,
+    batch: &RecordBatch,
+    chunks: &[(usize, usize)],
+) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut table = finlake_core::delta::open_or_create(&finlake_core::delta::TableSpec {
-            uri: lake.join("market/trades").display().to_string(),
+            uri: uri.to_string(),
             schema: batch.schema(),
             partition_by: vec!["trade_date".into()],
             checkpoint_interval: None,
-            storage_options: Default::default(),
+            storage_options,
         })
         .await
         .unwrap();

@@ -3,4 +3,6 @@
 mod common;
 mod dedup;
 mod dqc;
+#[path = "../../../core/tests/it/moto.rs"]
+mod moto;
 mod rules;
