@@ -171,6 +171,27 @@ impl std::hash::Hasher for Prehashed {
 
 type Map = HashMap<u128, Entry, std::hash::BuildHasherDefault<Prehashed>>;
 
+/// The 128-bit fingerprints of a batch's dedup keys (two 64-bit hash passes, row by row), made
+/// ahead of [`Deduplicator::process_rows_fingerprinted`], typically on another thread.
+#[derive(Debug, Default)]
+pub struct KeyFingerprints([Vec<u64>; 2]);
+
+impl KeyFingerprints {
+    /// Fingerprints `rule`'s key columns of `batch`.
+    pub fn of(rule: &DedupRule, batch: &RecordBatch) -> Result<Self> {
+        let schema = batch.schema();
+        let cols = rule
+            .keys
+            .iter()
+            .map(|k| Ok(batch.column(schema.index_of(k)?).clone()))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let mut out = KeyFingerprints::default();
+        let [a, b] = &mut out.0;
+        fingerprints(&cols, batch.num_rows(), a, b)?;
+        Ok(out)
+    }
+}
+
 /// The state is not swept below this many keys.
 const SWEEP_AT_LEAST: usize = 4096;
 
@@ -277,19 +298,30 @@ impl Deduplicator {
 
     /// Judges every row of `batch`, in order, and updates the state.
     pub fn process(&mut self, batch: &RecordBatch) -> Result<Vec<Verdict>> {
-        self.run(batch, None, false)
+        self.run(batch, None, false, None)
     }
 
     /// Judges the rows `rows` of `batch` (ascending), in order: the other rows were already
     /// routed elsewhere and are not seen. One verdict per listed row; no copy of the batch.
     pub fn process_rows(&mut self, batch: &RecordBatch, rows: &[u32]) -> Result<Vec<Verdict>> {
-        self.run(batch, Some(rows), false)
+        self.run(batch, Some(rows), false, None)
+    }
+
+    /// [`Deduplicator::process_rows`] with the keys already fingerprinted by
+    /// [`KeyFingerprints::of`] (on another thread: the rule engine's stateless half does it).
+    pub fn process_rows_fingerprinted(
+        &mut self,
+        batch: &RecordBatch,
+        rows: &[u32],
+        keys: KeyFingerprints,
+    ) -> Result<Vec<Verdict>> {
+        self.run(batch, Some(rows), false, Some(keys))
     }
 
     /// Seeds the state with rows that already landed (the tail of the table after a
     /// restart): they enter the state as first versions; nothing is counted.
     pub fn seed(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.run(batch, None, true).map(|_| ())
+        self.run(batch, None, true, None).map(|_| ())
     }
 
     fn run(
@@ -297,6 +329,7 @@ impl Deduplicator {
         batch: &RecordBatch,
         rows: Option<&[u32]>,
         seeding: bool,
+        keys: Option<KeyFingerprints>,
     ) -> Result<Vec<Verdict>> {
         let n = batch.num_rows();
         if n == 0 {
@@ -306,17 +339,22 @@ impl Deduplicator {
         let column = |name: &String| -> Result<ArrayRef> {
             Ok(batch.column(schema.index_of(name)?).clone())
         };
-        let key_cols = self
-            .rule
-            .keys
-            .iter()
-            .map(column)
-            .collect::<Result<Vec<_>>>()?;
         let payload = self.payload_columns(batch);
+        match keys {
+            Some(KeyFingerprints(k)) if k[0].len() == n && k[1].len() == n => self.scratch = k,
+            _ => {
+                let key_cols = self
+                    .rule
+                    .keys
+                    .iter()
+                    .map(column)
+                    .collect::<Result<Vec<_>>>()?;
+                let [k1, k2] = &mut self.scratch;
+                fingerprints(&key_cols, n, k1, k2)?;
+            }
+        }
         let batch_id = self.first_batch + self.batches.len() as u64;
         self.batches.push_back((batch.clone(), 0));
-        let [k1, k2] = &mut self.scratch;
-        fingerprints(&key_cols, n, k1, k2)?;
         let join = |a: &[u64], b: &[u64], i: usize| (u128::from(a[i]) << 64) | u128::from(b[i]);
         let times = batch
             .column(schema.index_of(finlake_core::schema::EVENT_TIME)?)

@@ -134,6 +134,8 @@ pub struct Evaluated {
     batch: RecordBatch,
     results: Vec<crate::rules::RuleResult>,
     rules: Arc<RuleSet>,
+    /// The dedup keys' fingerprints, made here so the stateful half does not hash.
+    keys: Option<crate::dedup::KeyFingerprints>,
 }
 
 impl Evaluated {
@@ -168,10 +170,15 @@ impl Evaluator {
         self.bind(&batch.schema())?;
         let enriched = enrich::add_session_columns(&batch, &self.calendar)?;
         let results = self.rules.evaluate(&enriched)?;
+        let keys = match &self.rules.dedup {
+            Some(rule) => Some(crate::dedup::KeyFingerprints::of(rule, &batch)?),
+            None => None,
+        };
         Ok(Evaluated {
             batch,
             results,
             rules: self.rules.clone(),
+            keys,
         })
     }
 }
@@ -265,6 +272,7 @@ impl RuleEngine {
             batch,
             results,
             rules,
+            keys,
         } = evaluated;
         let batch = &batch;
         let schema = batch.schema();
@@ -335,7 +343,10 @@ impl RuleEngine {
         if let Some(dedup) = self.dedup.as_mut() {
             let alive: Vec<u32> = (0..n as u32).filter(|&r| fate[r as usize] == 0).collect();
             let before = dedup.stats();
-            let verdicts = dedup.process_rows(batch, &alive)?;
+            let verdicts = match keys {
+                Some(keys) => dedup.process_rows_fingerprinted(batch, &alive, keys)?,
+                None => dedup.process_rows(batch, &alive)?,
+            };
             let after = dedup.stats();
             stats.dedup = DedupStats {
                 rows: after.rows - before.rows,

@@ -567,9 +567,33 @@ impl ArrivalCheck {
             }
         }
         let cs = cmp(batch)?;
-        for row in 1..n {
-            if compare(&cs, row - 1, row) == Ordering::Greater {
-                return Err(describe(row));
+        // the first key (`_ingested_at`) decides almost every pair: compare it on the values
+        // and fall back to the comparators only on a tie
+        let first = batch.column(self.columns[0]);
+        let times = (first.null_count() == 0)
+            .then(|| first.as_primitive_opt::<TimestampMicrosecondType>())
+            .flatten();
+        match times {
+            Some(t) => {
+                let v = t.values();
+                for row in 1..n {
+                    match v[row - 1].cmp(&v[row]) {
+                        Ordering::Less => {}
+                        Ordering::Greater => return Err(describe(row)),
+                        Ordering::Equal => {
+                            if compare(&cs[1..], row - 1, row) == Ordering::Greater {
+                                return Err(describe(row));
+                            }
+                        }
+                    }
+                }
+            }
+            None => {
+                for row in 1..n {
+                    if compare(&cs, row - 1, row) == Ordering::Greater {
+                        return Err(describe(row));
+                    }
+                }
             }
         }
         self.last = Some(batch.slice(n - 1, 1));
