@@ -312,7 +312,9 @@ fn additive_change(
     let mut problems = Vec::new();
     for f in table_schema.fields() {
         match batch_schema.field_with_name(f.name()) {
-            Ok(b) if b.data_type() == f.data_type() => {}
+            // nested field names differ by writer: arrow names a list element `item`, the
+            // Delta schema reads back as `element`
+            Ok(b) if b.data_type().equals_datatype(f.data_type()) => {}
             Ok(b) => problems.push(format!(
                 "column `{}` is {} in the table and {} in the batch",
                 f.name(),

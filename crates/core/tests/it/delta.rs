@@ -353,3 +353,71 @@ async fn a_file_holds_its_rows_in_the_order_they_were_written() {
     }
     assert_eq!(ids, (0..100_000).collect::<Vec<i64>>());
 }
+
+/// A batch with a list column (the rule engine's `_flags`: arrow names the element `item`)
+/// appends to a table whose schema came back from Delta (which names it `element`), commit
+/// after commit.
+#[tokio::test]
+async fn a_list_column_appends_whatever_its_element_is_called() {
+    use arrow::array::{ListBuilder, StringBuilder};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(
+            "_flags",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+    ]));
+    let batch = |ids: std::ops::Range<i64>| {
+        let mut flags = ListBuilder::new(StringBuilder::new());
+        for i in ids.clone() {
+            if i % 2 == 0 {
+                flags.values().append_value("late");
+            }
+            flags.append(true);
+        }
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(ids)),
+                Arc::new(flags.finish()),
+            ],
+        )
+        .unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("t").display().to_string();
+    let table = delta::open_or_create(&TableSpec {
+        uri: uri.clone(),
+        schema: schema.clone(),
+        partition_by: vec![],
+        checkpoint_interval: None,
+        storage_options: HashMap::new(),
+    })
+    .await
+    .unwrap();
+    let mut table = table;
+    for k in 0..3 {
+        table = delta::append(
+            table,
+            vec![batch(k * 10..(k + 1) * 10)],
+            &CommitExtras::default(),
+        )
+        .await
+        .unwrap();
+    }
+    // reopened: the schema now comes from the log
+    let table = delta::open_or_create(&TableSpec {
+        uri,
+        schema: schema.clone(),
+        partition_by: vec![],
+        checkpoint_interval: None,
+        storage_options: HashMap::new(),
+    })
+    .await
+    .unwrap();
+    let table = delta::append(table, vec![batch(30..40)], &CommitExtras::default())
+        .await
+        .unwrap();
+    assert_eq!(rows(&table).await, 40);
+}
