@@ -1,11 +1,20 @@
 //! Deduplication on business keys within an event-time window: the one stateful rule.
 //!
-//! A duplicate is a row whose key was seen at an event time at most `window` apart. The
-//! watermark is the newest event time seen minus the window, advanced row by row; a row older
-//! than the watermark is `late` (it cannot be checked against state that is gone). State older
-//! than the watermark is treated as gone at once and evicted at the end of each batch, so the
-//! entries held are at most the keys of one window plus one batch, and the verdicts do not
-//! depend on how the input is split into batches.
+//! A duplicate is a row whose key was seen at an event time at most `window` apart.
+//!
+//! The watermark is kept per source partition (`_topic`, `_partition`): each partition's newest
+//! event time, advanced row by row, but not by a row whose event time is more than `max_skew`
+//! ahead of its ingest time (`_ingested_at`; the spec's `timestamp_skew` rule on the event time,
+//! 5 minutes without one): a producer's clock one day ahead does not make every later row late.
+//! (Only ahead: a partition read from a backlog is behind its ingest time by design, and must
+//! still move its own watermark.)
+//! The watermark the rows are judged by is the minimum over the partitions, minus the window:
+//! a partition that lags in event time is not late wholesale because another is ahead. A row
+//! older than it is `late` (it cannot be checked against state that is gone). State older than
+//! it is treated as gone at once and swept when the map has doubled, so the entries held are at
+//! most twice the keys of one window, and the verdicts do not depend on how the input is split
+//! into batches. A partition that stops sending holds the watermark where it is (the ingestor
+//! forgets a partition when it is revoked, [`Deduplicator::forget_partition`]).
 //!
 //! Verdicts: `Unique` lands; `Duplicate` (same key and same payload) is counted and dropped;
 //! `Conflict` (same key, different payload: a correction or a bust) is quarantined with a
@@ -226,7 +235,10 @@ pub struct Deduplicator {
     /// the atomic increment and decrement per row cost more than the rest of dedup.
     batches: VecDeque<(RecordBatch, u32)>,
     first_batch: u64,
-    newest: Option<i64>,
+    /// Newest event time per source partition (topic index, partition), and their minimum.
+    partitions: HashMap<(u32, i32), i64>,
+    topics: Vec<String>,
+    min_newest: Option<i64>,
     stats: DedupStats,
     scratch: [Vec<u64>; 2],
 }
@@ -255,7 +267,9 @@ impl Deduplicator {
             swept: 0,
             batches: VecDeque::new(),
             first_batch: 0,
-            newest: None,
+            partitions: HashMap::new(),
+            topics: Vec::new(),
+            min_newest: None,
             stats: DedupStats::default(),
             scratch: Default::default(),
         }
@@ -276,9 +290,9 @@ impl Deduplicator {
         self.stats
     }
 
-    /// The watermark: newest event time seen minus the window.
+    /// The watermark: the least of the source partitions' newest event times, minus the window.
     pub fn watermark(&self) -> Option<i64> {
-        self.newest.map(|t| t - self.rule.window_micros)
+        self.min_newest.map(|t| t - self.rule.window_micros)
     }
 
     /// The payload columns: everything but lineage, fixed by the first batch seen.
@@ -360,6 +374,17 @@ impl Deduplicator {
             .column(schema.index_of(finlake_core::schema::EVENT_TIME)?)
             .as_primitive::<TimestampMicrosecondType>();
         let window = self.rule.window_micros;
+        let lineage_col = |name: &str| {
+            schema
+                .index_of(name)
+                .ok()
+                .map(|i| batch.column(i))
+                .filter(|c| c.null_count() == 0)
+        };
+        let ingested = lineage_col(finlake_core::schema::INGESTED_AT)
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>());
+        let partitions = lineage_col("_partition").and_then(|c| c.as_primitive_opt::<Int32Type>());
+        let topics = lineage_col("_topic").and_then(|c| c.as_string_opt::<i32>());
         let judged = rows.map_or(n, <[u32]>::len);
         let mut out = Vec::with_capacity(if seeding { 0 } else { judged });
         let mut stats = DedupStats {
@@ -372,7 +397,29 @@ impl Deduplicator {
         };
         for row in all {
             let t = times.value(row);
-            let watermark = self.newest.map(|m| m - window);
+            // the row's partition first: a partition's first row joins the minimum before it
+            // is judged, so it is not late merely for being the first of a lagging partition
+            // ahead of its own ingest time by more than max_skew: a clock in the future, which
+            // must not move the watermark. Behind it is a backlog being read: it moves.
+            let skewed = ingested.is_some_and(|i| t - i.value(row) > self.rule.max_skew_micros);
+            if !skewed {
+                let topic = match topics {
+                    Some(c) => {
+                        let name = c.value(row);
+                        match self.topics.iter().position(|t| t == name) {
+                            Some(i) => i as u32,
+                            None => {
+                                self.topics.push(name.to_string());
+                                (self.topics.len() - 1) as u32
+                            }
+                        }
+                    }
+                    None => 0,
+                };
+                let partition = partitions.map_or(0, |p| p.value(row));
+                self.advance((topic, partition), t);
+            }
+            let watermark = self.min_newest.map(|m| m - window);
             let verdict = if let Some(watermark) = watermark.filter(|&w| t < w) {
                 Verdict::Late { watermark }
             } else {
@@ -438,7 +485,6 @@ impl Deduplicator {
                 Verdict::Late { .. } => stats.late += 1,
                 Verdict::Unique => {}
             }
-            self.newest = Some(self.newest.map_or(t, |m| m.max(t)));
             // sweep as the state grows, not once a batch: it stays near one window's keys
             // instead of growing by a batch between sweeps
             if self.state.len() >= (2 * self.swept).max(SWEEP_AT_LEAST) {
@@ -453,6 +499,38 @@ impl Deduplicator {
         }
         self.stats.merge(&stats);
         Ok(out)
+    }
+
+    /// Moves a source partition's newest event time forward to `t`, and the minimum over the
+    /// partitions with it: recomputed only when the partition held the minimum (a few
+    /// partitions, so the scan is short).
+    fn advance(&mut self, partition: (u32, i32), t: i64) {
+        match self.partitions.entry(partition) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(t);
+                self.min_newest = Some(self.min_newest.map_or(t, |m| m.min(t)));
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let old = *o.get();
+                if t <= old {
+                    return;
+                }
+                o.insert(t);
+                if self.min_newest == Some(old) {
+                    self.min_newest = self.partitions.values().copied().min();
+                }
+            }
+        }
+    }
+
+    /// Forgets a source partition's watermark (the ingestor calls this when the partition is
+    /// revoked: another process judges its rows now, and it must not hold the watermark).
+    pub fn forget_partition(&mut self, topic: &str, partition: i32) {
+        if let Some(i) = self.topics.iter().position(|t| t == topic) {
+            if self.partitions.remove(&(i as u32, partition)).is_some() {
+                self.min_newest = self.partitions.values().copied().min();
+            }
+        }
     }
 
     /// Drops state older than the watermark (a sweep of the map, see `swept`).

@@ -169,6 +169,10 @@ pub struct RuleResult {
     pub errors: Option<(BooleanArray, String)>,
 }
 
+/// How far an event time may be from its ingest time and still move the dedup watermark,
+/// when the spec has no `timestamp_skew` rule on the event time.
+pub const DEFAULT_MAX_SKEW_MICROS: i64 = 5 * 60 * 1_000_000;
+
 /// The dedup business rule, told apart from row rules at load.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DedupRule {
@@ -180,6 +184,9 @@ pub struct DedupRule {
     pub window_micros: i64,
     /// What happens to a row older than the watermark.
     pub on_late: LateAction,
+    /// A row whose event time is ahead of its ingest time by more than this does not move its
+    /// partition's watermark: the spec's `timestamp_skew` rule on the event time, else 5 minutes.
+    pub max_skew_micros: i64,
     /// Its line in the spec.
     pub pos: Pos,
 }
@@ -686,6 +693,15 @@ impl RuleSet {
                             Some(spec::LateHandling::DeadLetter) => LateAction::DeadLetter,
                             Some(spec::LateHandling::Flag) | None => LateAction::Flag,
                         },
+                        max_skew_micros: validation
+                            .unwrap_or_default()
+                            .iter()
+                            .find(|r| {
+                                r.kind == RuleKind::TimestampSkew
+                                    && r.column.as_deref() == Some(finlake_core::schema::EVENT_TIME)
+                            })
+                            .and_then(|r| r.max_skew.as_ref())
+                            .map_or(DEFAULT_MAX_SKEW_MICROS, |d| d.0.as_micros() as i64),
                         pos,
                     });
                 }

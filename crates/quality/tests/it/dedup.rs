@@ -300,3 +300,73 @@ fn a_retry_processed_under_new_reference_data_is_a_duplicate_not_a_conflict() {
     assert_eq!(out.stats.dedup.conflicting_duplicates, 0);
     assert_eq!(out.landed.num_rows(), 1);
 }
+
+/// `batch` with column `name` replaced by `f(row, old value)`.
+fn with_i64(batch: &RecordBatch, name: &str, f: impl Fn(usize, i64) -> i64) -> RecordBatch {
+    use arrow::array::ArrayRef;
+    let i = batch.schema().index_of(name).unwrap();
+    let col = batch.column(i);
+    let new: ArrayRef = match col.data_type() {
+        arrow::datatypes::DataType::Timestamp(_, tz) => Arc::new(
+            arrow::array::TimestampMicrosecondArray::from_iter_values(
+                col.as_primitive::<TimestampMicrosecondType>()
+                    .values()
+                    .iter()
+                    .enumerate()
+                    .map(|(r, &v)| f(r, v)),
+            )
+            .with_timezone_opt(tz.clone()),
+        ),
+        arrow::datatypes::DataType::Int32 => Arc::new(arrow::array::Int32Array::from_iter_values(
+            col.as_primitive::<arrow::datatypes::Int32Type>()
+                .values()
+                .iter()
+                .enumerate()
+                .map(|(r, &v)| f(r, i64::from(v)) as i32),
+        )),
+        other => panic!("{other}"),
+    };
+    let mut cols = batch.columns().to_vec();
+    cols[i] = new;
+    RecordBatch::try_new(batch.schema(), cols).unwrap()
+}
+
+fn clean_day() -> RecordBatch {
+    common::day(2000, 5, Injected::default()).batch
+}
+
+/// One row whose producer's clock is a day ahead does not make every later row late: it is
+/// more than max_skew (the sample's clock-skew rule, 5 minutes) ahead of its ingest time, so it
+/// does not move the watermark.
+#[test]
+fn a_timestamp_from_a_clock_a_day_ahead_does_not_make_later_rows_late() {
+    let day = clean_day();
+    let base = run(&day, &[]);
+    assert_eq!(base.stats.dedup.late, 0);
+    let ahead = with_i64(&day, "timestamp", |r, t| {
+        if r == 100 {
+            t + 86_400_000_000
+        } else {
+            t
+        }
+    });
+    let out = run(&ahead, &[500, 1000]);
+    assert_eq!(out.stats.dedup.late, 0, "{:?}", out.stats.dedup);
+    assert_eq!(out.stats.rows, base.stats.rows);
+}
+
+/// Two source partitions, the second an hour behind the first in event time (its backlog is
+/// being read): the watermark is the lagging partition's, so none of its rows is late.
+#[test]
+fn a_partition_an_hour_behind_another_is_not_late_wholesale() {
+    let day = clean_day();
+    let hour = 3_600_000_000i64;
+    let lagging = with_i64(&day, "_partition", |r, p| if r % 2 == 1 { 1 } else { p });
+    let lagging = with_i64(
+        &lagging,
+        "timestamp",
+        |r, t| if r % 2 == 1 { t - hour } else { t },
+    );
+    let out = run(&lagging, &[700]);
+    assert_eq!(out.stats.dedup.late, 0, "{:?}", out.stats.dedup);
+}
