@@ -236,7 +236,10 @@ pub struct Deduplicator {
     batches: VecDeque<(RecordBatch, u32)>,
     first_batch: u64,
     /// Newest event time per source partition (topic index, partition), and their minimum.
-    partitions: HashMap<(u32, i32), i64>,
+    /// (A short list searched from the last one used: a batch is mostly one partition, and
+    /// hashing a key per row cost more than the rest of the watermark.)
+    partitions: Vec<((u32, i32), i64)>,
+    last_partition: usize,
     topics: Vec<String>,
     min_newest: Option<i64>,
     stats: DedupStats,
@@ -267,7 +270,8 @@ impl Deduplicator {
             swept: 0,
             batches: VecDeque::new(),
             first_batch: 0,
-            partitions: HashMap::new(),
+            partitions: Vec::new(),
+            last_partition: 0,
             topics: Vec::new(),
             min_newest: None,
             stats: DedupStats::default(),
@@ -406,8 +410,12 @@ impl Deduplicator {
                 let topic = match topics {
                     Some(c) => {
                         let name = c.value(row);
-                        match self.topics.iter().position(|t| t == name) {
-                            Some(i) => i as u32,
+                        let last = self.partitions.get(self.last_partition).map(|p| p.0 .0);
+                        let hit = last.filter(|&i| self.topics[i as usize] == name);
+                        match hit.or_else(|| {
+                            self.topics.iter().position(|t| t == name).map(|i| i as u32)
+                        }) {
+                            Some(i) => i,
                             None => {
                                 self.topics.push(name.to_string());
                                 (self.topics.len() - 1) as u32
@@ -505,19 +513,25 @@ impl Deduplicator {
     /// partitions with it: recomputed only when the partition held the minimum (a few
     /// partitions, so the scan is short).
     fn advance(&mut self, partition: (u32, i32), t: i64) {
-        match self.partitions.entry(partition) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(t);
+        let at = match self.partitions.get(self.last_partition) {
+            Some(p) if p.0 == partition => Some(self.last_partition),
+            _ => self.partitions.iter().position(|p| p.0 == partition),
+        };
+        match at {
+            None => {
+                self.partitions.push((partition, t));
+                self.last_partition = self.partitions.len() - 1;
                 self.min_newest = Some(self.min_newest.map_or(t, |m| m.min(t)));
             }
-            std::collections::hash_map::Entry::Occupied(mut o) => {
-                let old = *o.get();
+            Some(i) => {
+                self.last_partition = i;
+                let old = self.partitions[i].1;
                 if t <= old {
                     return;
                 }
-                o.insert(t);
+                self.partitions[i].1 = t;
                 if self.min_newest == Some(old) {
-                    self.min_newest = self.partitions.values().copied().min();
+                    self.min_newest = self.partitions.iter().map(|p| p.1).min();
                 }
             }
         }
@@ -527,8 +541,11 @@ impl Deduplicator {
     /// revoked: another process judges its rows now, and it must not hold the watermark).
     pub fn forget_partition(&mut self, topic: &str, partition: i32) {
         if let Some(i) = self.topics.iter().position(|t| t == topic) {
-            if self.partitions.remove(&(i as u32, partition)).is_some() {
-                self.min_newest = self.partitions.values().copied().min();
+            let before = self.partitions.len();
+            self.partitions.retain(|p| p.0 != (i as u32, partition));
+            if self.partitions.len() != before {
+                self.last_partition = 0;
+                self.min_newest = self.partitions.iter().map(|p| p.1).min();
             }
         }
     }

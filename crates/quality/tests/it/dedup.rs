@@ -370,3 +370,50 @@ fn a_partition_an_hour_behind_another_is_not_late_wholesale() {
     let out = run(&lagging, &[700]);
     assert_eq!(out.stats.dedup.late, 0, "{:?}", out.stats.dedup);
 }
+
+/// A revoked partition no longer holds the watermark back: forgotten, the watermark is the
+/// remaining partition's.
+#[test]
+fn a_forgotten_partition_no_longer_holds_the_watermark() {
+    let day = clean_day();
+    let hour = 3_600_000_000i64;
+    let window = 60_000_000i64;
+    let lagging = with_i64(&day, "_partition", |r, p| if r % 2 == 1 { 1 } else { p });
+    let lagging = with_i64(
+        &lagging,
+        "timestamp",
+        |r, t| if r % 2 == 1 { t - hour } else { t },
+    );
+    let topic = lagging
+        .column_by_name("_topic")
+        .unwrap()
+        .as_string::<i32>()
+        .value(0)
+        .to_string();
+    let times = lagging
+        .column_by_name("timestamp")
+        .unwrap()
+        .as_primitive::<TimestampMicrosecondType>()
+        .clone();
+    let newest = |parity: usize| {
+        (0..times.len())
+            .filter(|r| r % 2 == parity)
+            .map(|r| times.value(r))
+            .max()
+            .unwrap()
+    };
+    let mut engine = RuleEngine::new(sample_spec(), lagging.schema(), calendar()).unwrap();
+    engine.process(&lagging).unwrap();
+    let dedup = engine.dedup().unwrap();
+    assert_eq!(
+        dedup.watermark(),
+        Some(newest(1) - window),
+        "the lagging one holds it"
+    );
+    dedup.forget_partition(&topic, 1);
+    assert_eq!(
+        dedup.watermark(),
+        Some(newest(0) - window),
+        "then the other's"
+    );
+}
