@@ -637,3 +637,30 @@ pub fn maps_columns(table: &DeltaTable) -> std::result::Result<bool, DeltaTableE
         .column_mapping_mode
         .is_some_and(|m| m != ColumnMappingMode::None))
 }
+
+/// The largest value of a timestamp column over the table's live files, in microseconds,
+/// from the log's file statistics (no data file is read); `None` when a file has no
+/// statistics for it. Delta keeps timestamp statistics to the millisecond, truncated: the
+/// true maximum is below the answer plus one millisecond.
+pub fn max_timestamp_from_stats(
+    table: &DeltaTable,
+    column: &str,
+) -> std::result::Result<Option<i64>, DeltaTableError> {
+    let mut max: Option<i64> = None;
+    for f in table.snapshot()?.log_data().into_iter() {
+        let micros = f.stats().as_deref().and_then(|s| {
+            let v: serde_json::Value = serde_json::from_str(s).ok()?;
+            let ts = v.get("maxValues")?.get(column)?.as_str()?;
+            Some(
+                chrono::DateTime::parse_from_rfc3339(ts)
+                    .ok()?
+                    .timestamp_micros(),
+            )
+        });
+        match micros {
+            Some(m) => max = Some(max.map_or(m, |x: i64| x.max(m))),
+            None => return Ok(None),
+        }
+    }
+    Ok(max)
+}

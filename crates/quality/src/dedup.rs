@@ -583,23 +583,53 @@ impl Deduplicator {
         };
         let ctx = finlake_core::delta::sql_context(table, "t").await?;
         let ts = finlake_core::schema::EVENT_TIME;
-        let newest = ctx
-            .sql(&format!("SELECT CAST(max({ts}) AS BIGINT) AS m FROM t"))
-            .await
-            .map_err(|e| err(&e))?
-            .collect()
-            .await
-            .map_err(|e| err(&e))?;
-        let newest = newest
-            .first()
-            .map(|b| b.column(0).as_primitive::<Int64Type>())
-            .filter(|c| !c.is_empty() && !c.is_null(0))
-            .map(|c| c.value(0));
+        // the newest event time from the log's statistics (no data read); to the millisecond,
+        // so one more millisecond; a table without statistics asks the data
+        let from_stats =
+            finlake_core::delta::max_timestamp_from_stats(table, ts).map_err(|e| err(&e))?;
+        let newest = match from_stats {
+            Some(m) => Some(m + 1_000),
+            None => {
+                let newest = ctx
+                    .sql(&format!("SELECT CAST(max({ts}) AS BIGINT) AS m FROM t"))
+                    .await
+                    .map_err(|e| err(&e))?
+                    .collect()
+                    .await
+                    .map_err(|e| err(&e))?;
+                newest
+                    .first()
+                    .map(|b| b.column(0).as_primitive::<Int64Type>())
+                    .filter(|c| !c.is_empty() && !c.is_null(0))
+                    .map(|c| c.value(0))
+            }
+        };
         let Some(newest) = newest else { return Ok(0) };
         let from = newest - self.rule.window_micros;
+        // typed literals, so the trade_date partitions and the files' timestamp statistics
+        // prune: only the last window's files are read. trade_date is the exchange's local
+        // date, at most a day either side of the UTC date.
+        let Some(from_ts) = chrono::DateTime::from_timestamp_micros(from) else {
+            return Ok(0);
+        };
+        let first_day = from_ts.date_naive() - chrono::Days::new(1);
+        let date = finlake_core::schema::TRADE_DATE;
+        let has_date = table
+            .snapshot()
+            .map_err(|e| err(&e))?
+            .schema()
+            .field(date)
+            .is_some();
+        let by_date = if has_date {
+            format!("{date} >= DATE '{first_day}' AND ")
+        } else {
+            String::new()
+        };
         let tail = ctx
             .sql(&format!(
-                "SELECT * FROM t WHERE CAST({ts} AS BIGINT) >= {from} ORDER BY _ingested_at, _partition, _offset"
+                "SELECT * FROM t WHERE {by_date}{ts} >= TIMESTAMP '{}' \
+                 ORDER BY _ingested_at, _topic, _partition, _offset",
+                from_ts.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
             ))
             .await
             .map_err(|e| err(&e))?

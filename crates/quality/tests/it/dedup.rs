@@ -417,3 +417,53 @@ fn a_forgotten_partition_no_longer_holds_the_watermark() {
         "then the other's"
     );
 }
+
+/// Seeding reads the last window only, pruned by trade_date and the files' statistics: with
+/// an older day's data file gone from storage, a scan of the whole table would fail, the
+/// pruned one does not notice.
+#[test]
+fn seeding_reads_only_the_last_window_s_files() {
+    let old = common::day(500, 45, Injected::default()).batch;
+    // the same rows, three days earlier (event time, ingest time and trade_date)
+    let days3 = 3 * 86_400_000_000i64;
+    let old = with_i64(&old, "timestamp", |_, t| t - days3);
+    let old = with_i64(&old, finlake_core::schema::INGESTED_AT, |_, t| t - days3);
+    let date_idx = old.schema().index_of("trade_date").unwrap();
+    let mut cols = old.columns().to_vec();
+    cols[date_idx] = Arc::new(arrow::array::Date32Array::from(vec![
+        old.column(date_idx)
+            .as_primitive::<arrow::datatypes::Date32Type>()
+            .value(0)
+            - 3;
+        old.num_rows()
+    ]));
+    let old = RecordBatch::try_new(old.schema(), cols).unwrap();
+    let recent = common::day(2000, 46, Injected::default()).batch;
+    let dir = tempfile::tempdir().unwrap();
+    common::write_trades(dir.path(), old);
+    common::write_trades(dir.path(), recent);
+    let trades = dir.path().join("market/trades");
+    let old_dir = std::fs::read_dir(&trades)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("trade_date=2026-11-17"))
+        .expect("the older day's partition");
+    for f in std::fs::read_dir(&old_dir).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let table = rt
+        .block_on(deltalake::open_table(
+            url::Url::from_directory_path(trades.canonicalize().unwrap()).unwrap(),
+        ))
+        .unwrap();
+    let mut engine = RuleEngine::new(sample_spec(), day_schema(), calendar()).unwrap();
+    let rows = rt
+        .block_on(engine.dedup().unwrap().seed_from_table(&table))
+        .unwrap();
+    assert!(rows > 0, "the last window is seeded");
+}
+
+fn day_schema() -> arrow::datatypes::SchemaRef {
+    clean_day().schema()
+}
