@@ -638,6 +638,18 @@ pub fn maps_columns(table: &DeltaTable) -> std::result::Result<bool, DeltaTableE
         .is_some_and(|m| m != ColumnMappingMode::None))
 }
 
+/// A timestamp column's bound (`minValues` or `maxValues`) in a data file's statistics (the
+/// `stats` JSON of its add action), in microseconds; Delta writes it to the millisecond.
+pub fn stats_timestamp(stats: &str, bound: &str, column: &str) -> Option<i64> {
+    let v: serde_json::Value = serde_json::from_str(stats).ok()?;
+    let ts = v.get(bound)?.get(column)?.as_str()?;
+    Some(
+        chrono::DateTime::parse_from_rfc3339(ts)
+            .ok()?
+            .timestamp_micros(),
+    )
+}
+
 /// The largest value of a timestamp column over the table's live files, in microseconds,
 /// from the log's file statistics (no data file is read); `None` when a file has no
 /// statistics for it. Delta keeps timestamp statistics to the millisecond, truncated: the
@@ -648,15 +660,10 @@ pub fn max_timestamp_from_stats(
 ) -> std::result::Result<Option<i64>, DeltaTableError> {
     let mut max: Option<i64> = None;
     for f in table.snapshot()?.log_data().into_iter() {
-        let micros = f.stats().as_deref().and_then(|s| {
-            let v: serde_json::Value = serde_json::from_str(s).ok()?;
-            let ts = v.get("maxValues")?.get(column)?.as_str()?;
-            Some(
-                chrono::DateTime::parse_from_rfc3339(ts)
-                    .ok()?
-                    .timestamp_micros(),
-            )
-        });
+        let micros = f
+            .stats()
+            .as_deref()
+            .and_then(|s| stats_timestamp(s, "maxValues", column));
         match micros {
             Some(m) => max = Some(max.map_or(m, |x: i64| x.max(m))),
             None => return Ok(None),

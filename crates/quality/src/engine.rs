@@ -421,7 +421,34 @@ impl RuleEngine {
                 _ => None,
             })
             .collect();
-        if !self.landed {
+        let landed = if self.landed {
+            let keep: BooleanArray = fate.iter().map(|&f| Some(f == 0)).collect();
+            let mut flags = ListBuilder::with_capacity(
+                StringBuilder::with_capacity(landed_index.len(), 0),
+                landed_index.len(),
+            )
+            .with_field(Arc::new(Field::new("item", DataType::Utf8, true)));
+            for &row in landed_index.values() {
+                let row = row as usize;
+                let mut any = false;
+                for &(i, label) in &flag_rules {
+                    if results[i].failed.value(row) {
+                        flags.values().append_value(label);
+                        any = true;
+                    }
+                }
+                if late[row] {
+                    flags.values().append_value(LATE_FLAG);
+                    any = true;
+                }
+                stats.flagged += any as u64;
+                flags.append(true);
+            }
+            let kept = filter_record_batch(batch, &keep)?;
+            let mut cols: Vec<ArrayRef> = kept.columns().to_vec();
+            cols.push(Arc::new(flags.finish()));
+            RecordBatch::try_new(landed_schema(&schema), cols)?
+        } else {
             for &row in landed_index.values() {
                 let row = row as usize;
                 let any = late[row]
@@ -430,46 +457,9 @@ impl RuleEngine {
                         .any(|&(i, _)| results[i].failed.value(row));
                 stats.flagged += any as u64;
             }
-            stats.landed = landed_index.len() as u64;
-            stats.quarantined = rejects.len() as u64;
-            stats.dropped = n as u64 - stats.landed - stats.quarantined;
-            self.totals.merge(&stats);
-            return Ok(BatchOutcome {
-                landed: RecordBatch::new_empty(landed_schema(&schema)),
-                landed_index: UInt32Array::from(Vec::<u32>::new()),
-                rejects,
-                stats,
-                failed: results.into_iter().map(|r| r.failed).collect(),
-                dedup: judged,
-            });
-        }
-        let keep: BooleanArray = fate.iter().map(|&f| Some(f == 0)).collect();
-        let mut flags = ListBuilder::with_capacity(
-            StringBuilder::with_capacity(landed_index.len(), 0),
-            landed_index.len(),
-        )
-        .with_field(Arc::new(Field::new("item", DataType::Utf8, true)));
-        for &row in landed_index.values() {
-            let row = row as usize;
-            let mut any = false;
-            for &(i, label) in &flag_rules {
-                if results[i].failed.value(row) {
-                    flags.values().append_value(label);
-                    any = true;
-                }
-            }
-            if late[row] {
-                flags.values().append_value(LATE_FLAG);
-                any = true;
-            }
-            stats.flagged += any as u64;
-            flags.append(true);
-        }
-        let kept = filter_record_batch(batch, &keep)?;
-        let mut cols: Vec<ArrayRef> = kept.columns().to_vec();
-        cols.push(Arc::new(flags.finish()));
-        let landed = RecordBatch::try_new(landed_schema(&schema), cols)?;
-        stats.landed = landed.num_rows() as u64;
+            RecordBatch::new_empty(landed_schema(&schema))
+        };
+        stats.landed = landed_index.len() as u64;
         stats.quarantined = rejects.len() as u64;
         stats.dropped = n as u64 - stats.landed - stats.quarantined;
         self.totals.merge(&stats);
@@ -480,7 +470,11 @@ impl RuleEngine {
         );
         Ok(BatchOutcome {
             landed,
-            landed_index,
+            landed_index: if self.landed {
+                landed_index
+            } else {
+                UInt32Array::from(Vec::<u32>::new())
+            },
             rejects,
             stats,
             failed: results.into_iter().map(|r| r.failed).collect(),

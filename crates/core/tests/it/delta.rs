@@ -387,16 +387,14 @@ async fn a_list_column_appends_whatever_its_element_is_called() {
     };
     let dir = tempfile::tempdir().unwrap();
     let uri = dir.path().join("t").display().to_string();
-    let table = delta::open_or_create(&TableSpec {
-        uri: uri.clone(),
+    let table_spec = TableSpec {
+        uri,
         schema: schema.clone(),
         partition_by: vec![],
         checkpoint_interval: None,
         storage_options: HashMap::new(),
-    })
-    .await
-    .unwrap();
-    let mut table = table;
+    };
+    let mut table = delta::open_or_create(&table_spec).await.unwrap();
     for k in 0..3 {
         table = delta::append(
             table,
@@ -407,15 +405,7 @@ async fn a_list_column_appends_whatever_its_element_is_called() {
         .unwrap();
     }
     // reopened: the schema now comes from the log
-    let table = delta::open_or_create(&TableSpec {
-        uri,
-        schema: schema.clone(),
-        partition_by: vec![],
-        checkpoint_interval: None,
-        storage_options: HashMap::new(),
-    })
-    .await
-    .unwrap();
+    let table = delta::open_or_create(&table_spec).await.unwrap();
     let table = delta::append(table, vec![batch(30..40)], &CommitExtras::default())
         .await
         .unwrap();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMicrosecondType};
 use deltalake::DeltaTable;
 use finlake_core::spec::{self, TableCheckKind};
 use futures::StreamExt;
@@ -15,35 +15,6 @@ use futures::StreamExt;
 use super::{write::dead_letters, Job};
 use crate::engine::RuleEngine;
 use crate::error::{QualityError, Result};
-
-/// Casts a scanned batch to `schema` (string views and dictionary partition values become
-/// the canonical types); columns outside `schema` are dropped.
-pub(super) fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    let cols = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let c = batch
-                .column_by_name(f.name())
-                .ok_or_else(|| QualityError::Query {
-                    table: "scan".into(),
-                    message: format!("column `{}` is missing from the table", f.name()),
-                })?;
-            Ok(if c.data_type() == f.data_type() {
-                c.clone()
-            } else {
-                cast(c, f.data_type())?
-            })
-        })
-        .collect::<Result<Vec<ArrayRef>>>()?;
-    // the table may hold NULLs in columns the canonical schema declares required
-    let relaxed: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone().with_nullable(true))
-        .collect();
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(relaxed)), cols)?)
-}
 
 /// Key columns and the distinct keys seen, as the rule engine's dedup fingerprints them
 /// (128 bits a key, no allocation per row).
@@ -149,8 +120,9 @@ pub(super) async fn scan(
     let projected = projection(job, table_schema, table_checks)?;
     if let Some(files) = files_in_arrival_order(table, job.opts.date)? {
         let count = files.len();
-        let source = ordered_files(job, table, files, &projected)?;
-        match apply_in_order(job, table_checks, &projected, source, true, dead).await {
+        let engine = engine_for(job, &projected)?;
+        let source = ordered_files(job, table, files, &projected, engine.evaluator());
+        match apply_in_order(job, table_checks, &projected, engine, source, true, dead).await {
             Ok(r) => return Ok(r),
             Err(Interrupt::Failed(e)) => return Err(e),
             Err(Interrupt::OutOfOrder(at)) => {
@@ -167,8 +139,9 @@ pub(super) async fn scan(
             "the partition has deletion vectors or mapped columns; reading it sorted instead"
         );
     }
-    let source = sorted_query(job, table, table_schema, &projected).await?;
-    match apply_in_order(job, table_checks, &projected, source, false, dead).await {
+    let engine = engine_for(job, &projected)?;
+    let source = sorted_query(job, table, table_schema, &projected, engine.evaluator()).await?;
+    match apply_in_order(job, table_checks, &projected, engine, source, false, dead).await {
         Ok(r) => Ok(r),
         Err(Interrupt::Failed(e)) => Err(e),
         Err(Interrupt::OutOfOrder(at)) => Err(QualityError::Query {
@@ -176,6 +149,12 @@ pub(super) async fn scan(
             message: format!("sorted scan out of order at {at}"),
         }),
     }
+}
+
+/// The engine for one read of the partition: the rules bound to the projected columns; it
+/// counts, it builds no landed batch.
+fn engine_for(job: &Job<'_>, projected: &SchemaRef) -> Result<RuleEngine> {
+    Ok(RuleEngine::new(job.spec.clone(), projected.clone(), job.calendar.clone())?.counts_only())
 }
 
 /// The columns to read: what the row rules, dedup (keys, payload, lineage) and the table
@@ -248,7 +227,11 @@ fn files_in_arrival_order(
         files.push(DataFile {
             path: f.object_store_path(),
             size: f.size() as u64,
-            first_arrival: f.stats().as_deref().and_then(first_arrival),
+            // Delta keeps it to the millisecond: ties are resolved by the row check
+            first_arrival: f
+                .stats()
+                .as_deref()
+                .and_then(|s| finlake_core::delta::stats_timestamp(s, "minValues", ARRIVAL[0])),
             modified: f.modification_time(),
         });
     }
@@ -262,18 +245,6 @@ fn files_in_arrival_order(
     Ok(Some(files))
 }
 
-/// `minValues._ingested_at` of a file's statistics, in microseconds (Delta writes it to the
-/// millisecond; ties are resolved by the row check).
-fn first_arrival(stats: &str) -> Option<i64> {
-    let v: serde_json::Value = serde_json::from_str(stats).ok()?;
-    let ts = v.get("minValues")?.get(ARRIVAL[0])?.as_str()?;
-    Some(
-        chrono::DateTime::parse_from_rfc3339(ts)
-            .ok()?
-            .timestamp_micros(),
-    )
-}
-
 type Evaluations = tokio::sync::mpsc::Receiver<Result<crate::engine::Evaluated>>;
 
 /// Reads and evaluates the files, each on its own task, up to [`FILES_AHEAD`] ahead; hands
@@ -283,9 +254,8 @@ fn ordered_files(
     table: &DeltaTable,
     files: Vec<DataFile>,
     projected: &SchemaRef,
-) -> Result<Evaluations> {
-    let evaluator =
-        RuleEngine::new(job.spec.clone(), projected.clone(), job.calendar.clone())?.evaluator();
+    evaluator: crate::engine::Evaluator,
+) -> Evaluations {
     let store = table.object_store();
     let (out, rx) = tokio::sync::mpsc::channel(2);
     let (projected, uri, date) = (projected.clone(), job.uri.clone(), job.opts.date);
@@ -321,7 +291,7 @@ fn ordered_files(
             }
         }
     });
-    Ok(rx)
+    rx
 }
 
 /// One data file: the projected columns, conformed, evaluated batch by batch.
@@ -360,7 +330,7 @@ async fn read_file(
     while let Some(batch) = stream.next().await {
         let item = batch
             .map_err(|e| file_err(&uri, &path, e))
-            .and_then(|b| conform_file(&b, &projected, date))
+            .and_then(|b| conform(&b, &projected, date))
             .and_then(|b| evaluator.evaluate(b));
         let failed = item.is_err();
         if tx.send(item).await.is_err() || failed {
@@ -379,10 +349,11 @@ fn file_err(uri: &str, path: &str, e: parquet::errors::ParquetError) -> QualityE
     }
 }
 
-/// A file's batch in the projected schema: columns by name, cast where the file's type
-/// differs, NULL where the file predates the column (Delta's schema evolution), and the
-/// partition value `trade_date`, which is not in the file.
-fn conform_file(
+/// A batch in the projected schema (which is all nullable: the table may hold NULLs in
+/// columns the canonical schema requires): columns by name, cast where the type differs
+/// (string views, dictionary partition values), NULL where a data file predates the column
+/// (Delta's schema evolution), and the partition value `trade_date`, which is not in a file.
+fn conform(
     batch: &RecordBatch,
     schema: &SchemaRef,
     date: chrono::NaiveDate,
@@ -417,6 +388,7 @@ async fn sorted_query(
     table: &DeltaTable,
     table_schema: &Schema,
     projected: &SchemaRef,
+    mut evaluator: crate::engine::Evaluator,
 ) -> Result<Evaluations> {
     let uri = job.uri.as_str();
     let ctx = finlake_core::delta::sql_context(table, "t").await?;
@@ -440,15 +412,13 @@ async fn sorted_query(
     );
     let df = ctx.sql(&sql).await.map_err(|e| query_err(uri, e))?;
     let mut stream = df.execute_stream().await.map_err(|e| query_err(uri, e))?;
-    let mut evaluator =
-        RuleEngine::new(job.spec.clone(), projected.clone(), job.calendar.clone())?.evaluator();
     let (tx, rx) = tokio::sync::mpsc::channel(2);
-    let (projected, uri) = (projected.clone(), uri.to_string());
+    let (projected, uri, date) = (projected.clone(), uri.to_string(), job.opts.date);
     tokio::spawn(async move {
         while let Some(batch) = stream.next().await {
             let item = batch
                 .map_err(|e| query_err(&uri, e))
-                .and_then(|b| conform(&b, &projected))
+                .and_then(|b| conform(&b, &projected, date))
                 .and_then(|b| evaluator.evaluate(b));
             let failed = item.is_err();
             if tx.send(item).await.is_err() || failed {
@@ -466,12 +436,11 @@ async fn apply_in_order(
     job: &Job<'_>,
     table_checks: &[spec::TableCheck],
     projected: &SchemaRef,
+    mut engine: RuleEngine,
     mut source: Evaluations,
     check_order: bool,
     dead: &mut Vec<RecordBatch>,
 ) -> std::result::Result<(Measure, crate::engine::EngineStats), Interrupt> {
-    let mut engine =
-        RuleEngine::new(job.spec.clone(), projected.clone(), job.calendar.clone())?.counts_only();
     let dedup_keys = engine.rules().dedup.as_ref().map(|d| d.keys.clone());
     let mut m = Measure::for_checks(table_checks, dedup_keys);
     let mut order = ArrivalCheck::new(projected);

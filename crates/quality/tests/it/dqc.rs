@@ -592,36 +592,17 @@ fn a_misspelt_table_check_column_is_refused_at_load_not_measured_as_zero() {
 fn local_file_problems_exit_2_so_a_scheduler_does_not_retry_them() {
     let lake = tempfile::tempdir().unwrap();
     common::write_trades(lake.path(), common::day(300, 7, Injected::default()).batch);
-    let missing = dqc(
-        lake.path(),
-        "2026-11-20",
-        &["--spec", "/nonexistent/typo.yaml"],
-    );
-    assert_eq!(
-        missing.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&missing.stderr)
-    );
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/typo.yaml"));
-    let refdata = dqc(
-        lake.path(),
-        "2026-11-20",
-        &["--refdata", "/nonexistent/refdata"],
-    );
-    assert_eq!(
-        refdata.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&refdata.stderr)
-    );
-    let unwritable = dqc(
-        lake.path(),
-        "2026-11-20",
-        &["--dead-letter", "/nonexistent/dir/dead.jsonl"],
-    );
-    let err = String::from_utf8_lossy(&unwritable.stderr);
-    assert_eq!(unwritable.status.code(), Some(2), "{err}");
+    // exits 2; its standard error
+    let exit_2 = |args: &[&str]| -> String {
+        let out = dqc(lake.path(), "2026-11-20", args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        err
+    };
+    let missing = exit_2(&["--spec", "/nonexistent/typo.yaml"]);
+    assert!(missing.contains("/nonexistent/typo.yaml"));
+    exit_2(&["--refdata", "/nonexistent/refdata"]);
+    let err = exit_2(&["--dead-letter", "/nonexistent/dir/dead.jsonl"]);
     // one clear line, not a log line and then the message again
     assert_eq!(
         err.lines()
