@@ -79,15 +79,52 @@ enum Command {
         /// Trading day.
         #[arg(long, default_value = "2026-11-20")]
         date: chrono::NaiveDate,
-        /// Output file.
+        /// Output file (or `--kafka`).
+        #[arg(long, required_unless_present = "kafka")]
+        out: Option<PathBuf>,
+        /// Produce the feed to this broker instead of a file (message i to partition
+        /// i mod partitions); prints where each message went with `--manifest`.
+        #[arg(long, conflicts_with = "out")]
+        kafka: Option<String>,
+        /// The topic for `--kafka`.
+        #[arg(long, default_value = "market.trades")]
+        topic: String,
+        /// Avro in the Confluent wire format with this schema id (with `--kafka`).
         #[arg(long)]
-        out: PathBuf,
+        confluent_schema_id: Option<u32>,
         /// Also write each message's expected outcome, one JSON object per line.
         #[arg(long)]
         manifest: Option<PathBuf>,
         /// Also write the Avro schema (.avsc) of the records.
         #[arg(long)]
         avsc: Option<PathBuf>,
+    },
+    /// Run the streaming ingestor: the same as `finlake-ingest` (try `finlake ingest --help`).
+    #[command(disable_help_flag = true)]
+    Ingest {
+        /// Arguments of finlake-ingest.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Start a development Kafka broker (librdkafka's mock cluster) and print its bootstrap
+    /// address; it serves until SIGTERM or Ctrl-C.
+    DevKafka {
+        /// Partitions of each topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// Topics to create.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "market.trades,market.trades.dlq"
+        )]
+        topics: Vec<String>,
+        /// Brokers in the cluster.
+        #[arg(long, default_value_t = 1)]
+        brokers: i32,
+        /// Also stop when stdin closes (a parent process that dies takes the broker with it).
+        #[arg(long)]
+        exit_on_stdin_close: bool,
     },
     /// Generate a feed and land it in ./demo-lake through decode, transforms and checks.
     Demo {
@@ -190,6 +227,23 @@ fn run(command: Command) -> anyhow::Result<u8> {
             );
             Ok(0)
         }
+        Command::Ingest { args } => {
+            use clap::Parser as _;
+            let args = finlake_ingest::cli::IngestArgs::try_parse_from(
+                std::iter::once(std::ffi::OsString::from("finlake ingest")).chain(args),
+            )
+            .unwrap_or_else(|e| e.exit());
+            Ok(finlake_ingest::cli::main(args))
+        }
+        Command::DevKafka {
+            partitions,
+            topics,
+            brokers,
+            exit_on_stdin_close,
+        } => {
+            finlake_ingest::devkafka::serve(brokers, &topics, partitions, exit_on_stdin_close)?;
+            Ok(0)
+        }
         Command::Validate { files } => Ok(validate(&files)),
         Command::Avsc { source_type } => {
             let t: SourceType =
@@ -211,6 +265,9 @@ fn run(command: Command) -> anyhow::Result<u8> {
             seed,
             date,
             out,
+            kafka,
+            topic,
+            confluent_schema_id,
             manifest,
             avsc,
         } => {
@@ -229,18 +286,53 @@ fn run(command: Command) -> anyhow::Result<u8> {
                 GenFormat::Json => WireFormat::Json,
                 GenFormat::Avro => WireFormat::Avro,
             };
-            let g = generate::generate(
-                &GenOptions {
-                    rows,
-                    faults,
-                    seed,
-                    format,
-                    date,
-                    source_type,
-                },
-                &symbols,
-                &calendar,
-            );
+            let opts = GenOptions {
+                rows,
+                faults,
+                seed,
+                format,
+                date,
+                source_type,
+            };
+            if let Some(bootstrap) = kafka {
+                let rt = tokio::runtime::Runtime::new()?;
+                let (expected, placed) = rt.block_on(finlake_ingest::devkafka::produce_feed(
+                    &finlake_ingest::devkafka::ProduceOptions {
+                        bootstrap: bootstrap.clone(),
+                        topic: topic.clone(),
+                        gen: opts,
+                        confluent_schema_id,
+                        window: 10_000,
+                    },
+                    &symbols,
+                    &calendar,
+                ))?;
+                if let Some(path) = manifest {
+                    let mut w = std::io::BufWriter::new(
+                        std::fs::File::create(&path).map_err(io_err(&path))?,
+                    );
+                    for (e, p) in expected.iter().zip(&placed) {
+                        let mut v = serde_json::to_value(e)?;
+                        v["partition"] = p.partition.into();
+                        v["offset"] = p.offset.into();
+                        serde_json::to_writer(&mut w, &v)?;
+                        w.write_all(b"\n").map_err(io_err(&path))?;
+                    }
+                    w.flush().map_err(io_err(&path))?;
+                }
+                eprintln!(
+                    "produced {} messages to {topic} at {bootstrap}",
+                    placed.len()
+                );
+                return Ok(0);
+            }
+            let Some(out) = out else {
+                return Err(finlake_core::Error::Usage(
+                    "give --out FILE or --kafka BOOTSTRAP".into(),
+                )
+                .into());
+            };
+            let g = generate::generate(&opts, &symbols, &calendar);
             let mut w = std::io::BufWriter::new(std::fs::File::create(&out).map_err(io_err(&out))?);
             for m in &g.messages {
                 match format {

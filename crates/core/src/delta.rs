@@ -60,6 +60,25 @@ pub enum DeltaError {
 }
 
 impl DeltaError {
+    /// Whether a commit lost a race for a `txn` app id: another writer committed the same
+    /// application transaction since the snapshot this commit was built on (delta-rs's
+    /// `ConcurrentTransaction` conflict). For the ingestor: another process owns that
+    /// partition now.
+    pub fn is_concurrent_transaction(&self) -> bool {
+        use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
+        match self {
+            DeltaError::Table { source, .. } => matches!(
+                source.as_ref(),
+                DeltaTableError::Transaction {
+                    source: TransactionError::CommitConflict(
+                        CommitConflictError::ConcurrentTransaction
+                    )
+                }
+            ),
+            _ => false,
+        }
+    }
+
     /// Transient for storage failures, config for bad URIs and tables, internal otherwise.
     pub fn class(&self) -> ErrorClass {
         match self {

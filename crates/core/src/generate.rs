@@ -590,3 +590,33 @@ pub fn fx_rates(date: NaiveDate, seed: u64) -> arrow::array::RecordBatch {
     )
     .expect("columns match the fx_rate schema")
 }
+
+/// The generator's FX rates for `date` as the CSV a reference data directory holds
+/// (`fx_rates.csv`: `base_currency,quote_currency,rate,timestamp`), so a process that reads
+/// reference data from files (the ingestor) converts with the rates the generator used.
+pub fn fx_rates_csv(date: NaiveDate, seed: u64) -> String {
+    use arrow::array::{AsArray, Decimal128Array};
+    use arrow::datatypes::TimestampMicrosecondType;
+    let batch = fx_rates(date, seed);
+    let base = batch.column(0).as_string::<i32>();
+    let quote = batch.column(1).as_string::<i32>();
+    let rate = batch
+        .column(2)
+        .as_any()
+        .downcast_ref::<Decimal128Array>()
+        .expect("fx rate is a decimal column");
+    let ts = batch.column(4).as_primitive::<TimestampMicrosecondType>();
+    let mut out = String::from("base_currency,quote_currency,rate,timestamp\n");
+    for i in 0..batch.num_rows() {
+        let t = chrono::DateTime::from_timestamp_micros(ts.value(i))
+            .expect("generated times are in range")
+            .format("%Y-%m-%dT%H:%M:%SZ");
+        out.push_str(&format!(
+            "{},{},{},{t}\n",
+            base.value(i),
+            quote.value(i),
+            rate.value_as_string(i)
+        ));
+    }
+    out
+}

@@ -397,6 +397,21 @@ pub struct SourceConfig {
     /// Schema id the `.avsc` is registered under (AVRO_CONFLUENT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_id: Option<u32>,
+    /// Where the ingestor starts a partition the table holds nothing of: `earliest` (the
+    /// default: messages produced before the first start land too) or `latest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_offsets: Option<StartingOffsets>,
+}
+
+/// Where a partition with no committed version starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StartingOffsets {
+    /// The first message the broker still holds.
+    #[default]
+    Earliest,
+    /// Only messages produced after the partition is assigned.
+    Latest,
 }
 
 /// What a transformation does.

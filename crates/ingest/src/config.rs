@@ -1,0 +1,332 @@
+//! What the ingestor runs, resolved from a DataPipeline spec at start-up: topics, group,
+//! tables, dead-letter topic, batching and commit cadence. Everything a spec gets wrong for
+//! streaming is refused here, before anything connects, naming the spec file.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use finlake_core::delta::TableSpec;
+use finlake_core::pipeline::Stages;
+use finlake_core::schema;
+use finlake_core::spec::{DestinationType, LoadedSpec, PipelineType, StartingOffsets};
+use finlake_core::transform::RefData;
+
+use crate::error::{IngestError, Result};
+
+/// Default rows per micro-batch (the guide's latency setting is 1000 / 10 ms; throughput runs
+/// set far larger batches).
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 10_000;
+/// Default bytes per micro-batch.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
+/// Default micro-batch timeout.
+pub const DEFAULT_BATCH_TIMEOUT: Duration = Duration::from_millis(100);
+/// Default commit interval (issue 9: one commit per 10 ms batch cannot work on S3).
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One source of a pipeline: a topic and the stages its messages go through.
+pub struct SourceRuntime {
+    /// The spec's source name.
+    pub name: String,
+    /// The topic.
+    pub topic: String,
+    /// Decode and transforms.
+    pub stages: Stages,
+}
+
+/// A pipeline, ready to run.
+pub struct PipelineConfig {
+    /// The spec.
+    pub spec: Arc<LoadedSpec>,
+    /// `metadata.name`.
+    pub name: String,
+    /// The sources, one per topic.
+    pub sources: Vec<SourceRuntime>,
+    /// Broker list.
+    pub bootstrap: String,
+    /// Consumer group.
+    pub group: String,
+    /// Where a partition the table holds nothing of starts.
+    pub starting_offsets: StartingOffsets,
+    /// The landed rows' table (its schema includes `_flags`).
+    pub data: TableSpec,
+    /// The quarantine table.
+    pub quarantine: TableSpec,
+    /// The dead-letter topic, if any.
+    pub dead_letter_topic: Option<String>,
+    /// Close a micro-batch at this many messages.
+    pub max_batch_rows: usize,
+    /// ... or this many payload bytes.
+    pub max_batch_bytes: usize,
+    /// ... or when its first message is this old.
+    pub batch_timeout: Duration,
+    /// Commit buffered micro-batches this often.
+    pub commit_interval: Duration,
+    /// Extra librdkafka settings (`FINLAKE_KAFKA_<NAME>` from the environment, `.` as `_`).
+    pub kafka_settings: Vec<(String, String)>,
+}
+
+fn cfg_err(spec: &LoadedSpec, message: impl Into<String>) -> IngestError {
+    IngestError::Config {
+        file: spec.file.display().to_string(),
+        message: message.into(),
+    }
+}
+
+impl PipelineConfig {
+    /// Resolves `spec` for streaming, with reference data from `refdata`. `env` supplies
+    /// `KAFKA_BOOTSTRAP` when the spec has no `bootstrap_servers`.
+    pub fn from_spec(
+        spec: LoadedSpec,
+        refdata: &RefData,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let p = &spec.pipeline.spec;
+        let name = spec.pipeline.metadata.name.clone();
+        if p.pipeline_type != PipelineType::Streaming {
+            return Err(cfg_err(
+                &spec,
+                format!(
+                    "pipeline `{name}` is `type: {:?}`; finlake-ingest runs streaming pipelines (batch ones run with finlake-batch)",
+                    p.pipeline_type
+                ),
+            ));
+        }
+        let mut sources = Vec::new();
+        let mut bootstrap: Option<String> = None;
+        let mut group: Option<String> = None;
+        let mut starting: Option<StartingOffsets> = None;
+        for (i, src) in p.sources.iter().enumerate() {
+            let topic = src.config.kafka_topic.clone().ok_or_else(|| {
+                cfg_err(
+                    &spec,
+                    format!(
+                        "source `{}` has no `kafka_topic`: finlake-ingest reads Kafka only",
+                        src.name
+                    ),
+                )
+            })?;
+            let b = src
+                .config
+                .bootstrap_servers
+                .clone()
+                .or_else(|| env("KAFKA_BOOTSTRAP"))
+                .ok_or_else(|| {
+                    cfg_err(
+                        &spec,
+                        format!(
+                            "source `{}` has no `bootstrap_servers` and KAFKA_BOOTSTRAP is not set",
+                            src.name
+                        ),
+                    )
+                })?;
+            let g = src
+                .config
+                .consumer_group
+                .clone()
+                .unwrap_or_else(|| format!("finlake-{name}"));
+            let s = src.config.starting_offsets.unwrap_or_default();
+            for (what, seen, now) in [
+                ("bootstrap_servers", &mut bootstrap, b),
+                ("consumer_group", &mut group, g),
+            ] {
+                match seen {
+                    Some(prev) if *prev != now => {
+                        return Err(cfg_err(
+                            &spec,
+                            format!(
+                                "sources disagree on `{what}` (`{prev}` and `{now}`): one pipeline is one consumer group on one cluster; split it into two specs"
+                            ),
+                        ))
+                    }
+                    _ => *seen = Some(now),
+                }
+            }
+            if starting.is_some_and(|prev| prev != s) {
+                return Err(cfg_err(&spec, "sources disagree on `starting_offsets`"));
+            }
+            starting = Some(s);
+            let stages = Stages::from_spec(&spec, i, refdata)?;
+            if let Some(first) = sources.first() {
+                let first: &SourceRuntime = first;
+                if first.stages.table_schema() != stages.table_schema() {
+                    return Err(cfg_err(
+                        &spec,
+                        format!(
+                            "sources `{}` and `{}` land different schemas; one pipeline writes one table",
+                            first.name, src.name
+                        ),
+                    ));
+                }
+            }
+            if sources.iter().any(|s: &SourceRuntime| s.topic == topic) {
+                return Err(cfg_err(
+                    &spec,
+                    format!("topic `{topic}` is read by two sources"),
+                ));
+            }
+            sources.push(SourceRuntime {
+                name: src.name.clone(),
+                topic,
+                stages,
+            });
+        }
+        let first = sources
+            .first()
+            .ok_or_else(|| cfg_err(&spec, "the pipeline has no sources"))?;
+        let landed = finlake_quality::engine::landed_schema(first.stages.table_schema());
+        let mut data = None;
+        let mut quarantine = None;
+        let mut dead_letter_topic = None;
+        for d in &p.destinations {
+            let table = |schema, default_partition: &str| -> Result<TableSpec> {
+                let uri = d.config.table_uri.clone().ok_or_else(|| {
+                    cfg_err(
+                        &spec,
+                        format!("destination `{}` has no `table_uri`", d.name),
+                    )
+                })?;
+                Ok(TableSpec {
+                    uri,
+                    schema,
+                    partition_by: if d.config.partition_by.is_empty() {
+                        vec![default_partition.to_string()]
+                    } else {
+                        d.config.partition_by.clone()
+                    },
+                    checkpoint_interval: d.config.checkpoint_interval,
+                    storage_options: d
+                        .config
+                        .storage_options
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect::<HashMap<_, _>>(),
+                })
+            };
+            match d.destination_type {
+                DestinationType::Datalake => {
+                    if data.is_some() {
+                        return Err(cfg_err(
+                            &spec,
+                            "more than one `datalake` destination: one pipeline writes one table",
+                        ));
+                    }
+                    data = Some(table(landed.clone(), schema::TRADE_DATE)?);
+                }
+                DestinationType::Quarantine => {
+                    quarantine = Some(table(schema::quarantine_schema(), "ingest_date")?)
+                }
+                DestinationType::DeadLetter => {
+                    dead_letter_topic = Some(d.config.topic.clone().ok_or_else(|| {
+                        cfg_err(
+                            &spec,
+                            format!("dead_letter destination `{}` has no `topic`", d.name),
+                        )
+                    })?)
+                }
+                _ => {}
+            }
+        }
+        let data = data.ok_or_else(|| {
+            cfg_err(
+                &spec,
+                "no `datalake` destination: where should the rows land?",
+            )
+        })?;
+        let quarantine = match quarantine {
+            Some(q) => q,
+            None => {
+                let uri = format!("{}_quarantine", data.uri.trim_end_matches('/'));
+                tracing::warn!(pipeline = %name, %uri, "no quarantine destination; rejects go beside the table");
+                TableSpec {
+                    uri,
+                    schema: schema::quarantine_schema(),
+                    partition_by: vec!["ingest_date".into()],
+                    checkpoint_interval: data.checkpoint_interval,
+                    storage_options: data.storage_options.clone(),
+                }
+            }
+        };
+        let proc = p.processing.as_ref().map(|p| &p.config);
+        let max_batch_rows = proc
+            .and_then(|c| c.max_batch_size)
+            .map(|n| n as usize)
+            .unwrap_or(DEFAULT_MAX_BATCH_ROWS);
+        let batch_timeout = proc
+            .and_then(|c| c.batch_timeout)
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_BATCH_TIMEOUT);
+        let commit_interval = proc
+            .and_then(|c| c.commit_every())
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_COMMIT_INTERVAL);
+        if commit_interval.is_zero() {
+            return Err(cfg_err(&spec, "`commit_interval` must be more than 0"));
+        }
+        let kafka_settings = kafka_settings_from_env();
+        Ok(PipelineConfig {
+            name,
+            sources,
+            bootstrap: bootstrap.unwrap_or_default(),
+            group: group.unwrap_or_default(),
+            starting_offsets: starting.unwrap_or_default(),
+            data,
+            quarantine,
+            dead_letter_topic,
+            max_batch_rows,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            batch_timeout,
+            commit_interval,
+            kafka_settings,
+            spec: Arc::new(spec),
+        })
+    }
+
+    /// The `txn` app id of a source partition: `<pipeline>/<topic>/<partition>`.
+    pub fn app_id(&self, topic: &str, partition: i32) -> String {
+        app_id(&self.name, topic, partition)
+    }
+}
+
+/// The `txn` app id of a source partition: `<pipeline>/<topic>/<partition>`.
+pub fn app_id(pipeline: &str, topic: &str, partition: i32) -> String {
+    format!("{pipeline}/{topic}/{partition}")
+}
+
+/// librdkafka settings from the environment: `FINLAKE_KAFKA_SECURITY_PROTOCOL=SSL` sets
+/// `security.protocol`. TLS and SASL go through these.
+fn kafka_settings_from_env() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::env::vars()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("FINLAKE_KAFKA_")
+                .map(|name| (name.to_ascii_lowercase().replace('_', "."), v))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Loads and resolves spec files (with `${VAR}` from the process environment).
+pub fn load(files: &[PathBuf], refdata: &RefData) -> Result<Vec<PipelineConfig>> {
+    let mut out = Vec::new();
+    for f in files {
+        let spec = finlake_core::spec::load(f).map_err(finlake_core::Error::from)?;
+        out.push(PipelineConfig::from_spec(spec, refdata, &|k| {
+            std::env::var(k).ok()
+        })?);
+    }
+    let mut names: Vec<&str> = out.iter().map(|p| p.name.as_str()).collect();
+    names.sort();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(IngestError::Config {
+            file: files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            message: format!("two specs are both named `{}`", w[0]),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,928 @@
+//! The consumer loop of one pipeline: messages into per-partition micro-batches, each
+//! micro-batch through the stages and the rule engine's stateless half off the reactor, and on
+//! the commit cadence the stateful half (dedup) and one commit per table carrying a `txn` per
+//! source partition.
+//!
+//! Exactly once, per partition:
+//! - reading starts at the data table's `txn` version (set inside the assign, see
+//!   [`crate::assign`]);
+//! - a commit first checks that each partition's version in the snapshot it commits against is
+//!   the batch's first offset; delta-rs's conflict checker raises `ConcurrentTransaction` when
+//!   another writer committed the same app id since. Either means another process owns the
+//!   partition now: everything buffered is dropped, versions are re-read and reading resumes
+//!   from them ([`Ingestor::resync`]). Never a blind retry;
+//! - the quarantine table carries its own versions and skips what it already holds after a
+//!   crash between its commit and the data table's;
+//! - dedup state is changed only by batches about to be committed (the stateful half runs at
+//!   commit time), so dropping a revoked partition's buffers leaves no trace in it; after a
+//!   failed commit it is rebuilt from the table's tail.
+//!
+//! Every source message ends as exactly one of: a landed row, a quarantine row, a counted
+//! duplicate. The counts per partition and offset range go into the data commit's metadata
+//! (`finlake.partitions`), so the invariant can be checked from the lake alone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::filter_record_batch;
+use deltalake::DeltaTable;
+use finlake_core::delta::{self, CommitExtras};
+use finlake_core::pipeline::{quarantine_batch, BatchContext, Rejected};
+use finlake_core::spec::StartingOffsets;
+use finlake_quality::engine::{Evaluated, Evaluator};
+use finlake_quality::RuleEngine;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::assign::{IngestContext, Tp, VersionReader, Versions};
+use crate::config::PipelineConfig;
+use crate::error::{IngestError, Result};
+use crate::metrics::IngestMetrics;
+
+/// Headers a dead letter carries.
+pub mod headers {
+    /// Why the message was rejected.
+    pub const REASON: &str = "finlake-reason";
+    /// The rule or stage that rejected it.
+    pub const RULE: &str = "finlake-rule";
+    /// `<topic>/<partition>/<offset>` of the source message.
+    pub const SOURCE: &str = "finlake-source";
+    /// The correlation id of the micro-batch.
+    pub const CORRELATION_ID: &str = "finlake-correlation-id";
+}
+
+/// Commits retried after a transient error before the buffers are dropped and re-read.
+const COMMIT_ATTEMPTS: u32 = 5;
+/// Buffered micro-batches are committed early once they hold this many messages.
+const MAX_PENDING_MESSAGES: usize = 2_000_000;
+
+/// Readiness of the process: every pipeline's tables are open and it owns partitions.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Set once the tables are open and the consumer has subscribed.
+    pub started: AtomicBool,
+    /// Set while the pipeline owns at least one partition.
+    pub assigned: AtomicBool,
+}
+
+/// Messages of one partition collected for the next micro-batch.
+struct Open {
+    arena: Vec<u8>,
+    ends: Vec<usize>,
+    offsets: Vec<i64>,
+    opened: Instant,
+}
+
+impl Open {
+    fn new() -> Self {
+        Open {
+            arena: Vec::new(),
+            ends: Vec::new(),
+            offsets: Vec::new(),
+            opened: Instant::now(),
+        }
+    }
+}
+
+/// Raw messages of a micro-batch, kept until commit (quarantine and dead letters need them).
+struct Raw {
+    arena: Vec<u8>,
+    ends: Vec<usize>,
+    offsets: Vec<i64>,
+}
+
+impl Raw {
+    fn msgs(&self) -> Vec<&[u8]> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let s = &self.arena[start..end];
+                start = end;
+                s
+            })
+            .collect()
+    }
+}
+
+/// A micro-batch through the stateless stages, waiting for its commit.
+struct Closed {
+    tp: Tp,
+    raw: Raw,
+    correlation_id: String,
+    ingested_at: i64,
+    stage_rejects: Vec<Rejected>,
+    stage_quarantine: RecordBatch,
+    good_index: UInt32Array,
+    evaluated: Evaluated,
+}
+
+/// What one partition contributes to a commit.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+struct PartCommit {
+    from: i64,
+    next: i64,
+    messages: u64,
+    landed: u64,
+    quarantined: u64,
+    duplicates: u64,
+}
+
+/// A commit ready to write: the stateful half has run.
+struct Prepared {
+    landed: Vec<RecordBatch>,
+    quarantine: Vec<RecordBatch>,
+    dead_letters: Vec<DeadLetter>,
+    parts: BTreeMap<Tp, PartCommit>,
+    correlation_ids: Vec<String>,
+}
+
+struct DeadLetter {
+    payload: Vec<u8>,
+    key: String,
+    reason: String,
+    rule: String,
+    correlation_id: String,
+}
+
+/// State of an owned partition.
+struct Part {
+    /// Next offset expected (None until the first message when starting from the broker's
+    /// earliest or latest).
+    next: Option<i64>,
+    /// What the tables hold.
+    committed: Versions,
+    open: Option<Open>,
+    /// A seek that failed and is retried; messages are dropped until it succeeds.
+    seek_to: Option<Offset>,
+}
+
+/// One pipeline's ingestor.
+pub struct Ingestor {
+    cfg: Arc<PipelineConfig>,
+    consumer: StreamConsumer<IngestContext>,
+    producer: Option<FutureProducer>,
+    engine: RuleEngine,
+    evaluator: Option<Evaluator>,
+    data: DeltaTable,
+    quarantine: DeltaTable,
+    reader: VersionReader,
+    topics: HashMap<String, usize>,
+    parts: HashMap<Tp, Part>,
+    generation_seen: u64,
+    pending: Vec<Closed>,
+    pending_messages: usize,
+    health: Arc<Health>,
+    metrics: &'static IngestMetrics,
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// The consumer's settings. `auto.offset.reset=error`: a start offset that retention has
+/// overtaken is an error, never a silent jump; the start offsets themselves come from the
+/// tables. Kafka's committed offsets are a hint for lag tools (committed after each Delta
+/// commit), never read back.
+fn consumer_config(cfg: &PipelineConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap)
+        .set("group.id", &cfg.group)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "error")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("client.id", format!("finlake-ingest-{}", cfg.name));
+    for (k, v) in &cfg.kafka_settings {
+        c.set(k, v);
+    }
+    c
+}
+
+fn producer_config(cfg: &PipelineConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap)
+        .set("message.timeout.ms", "30000")
+        .set("enable.idempotence", "true")
+        .set("client.id", format!("finlake-ingest-{}-dlq", cfg.name));
+    for (k, v) in &cfg.kafka_settings {
+        c.set(k, v);
+    }
+    c
+}
+
+impl Ingestor {
+    /// Opens the tables (creating them), seeds dedup from the data table's tail, and
+    /// subscribes. Fails fast on configuration errors.
+    pub async fn start(cfg: PipelineConfig, health: Arc<Health>) -> Result<Self> {
+        let cfg = Arc::new(cfg);
+        let data = delta::open_or_create(&cfg.data).await?;
+        delta::check_txn_retention(&data, &cfg.data.uri)?;
+        let quarantine = delta::open_or_create(&cfg.quarantine).await?;
+        delta::check_txn_retention(&quarantine, &cfg.quarantine.uri)?;
+        let engine = Self::new_engine(&cfg, &data).await?;
+        let reader = VersionReader::new(&cfg.name, &cfg.data, &cfg.quarantine);
+        let context = IngestContext::new(&cfg.name, reader.clone(), cfg.starting_offsets);
+        let consumer: StreamConsumer<IngestContext> = consumer_config(&cfg)
+            .create_with_context(context)
+            .map_err(IngestError::kafka("create consumer"))?;
+        let topics: Vec<&str> = cfg.sources.iter().map(|s| s.topic.as_str()).collect();
+        consumer
+            .subscribe(&topics)
+            .map_err(IngestError::kafka("subscribe"))?;
+        let producer = match &cfg.dead_letter_topic {
+            Some(_) => Some(
+                producer_config(&cfg)
+                    .create::<FutureProducer>()
+                    .map_err(IngestError::kafka("create dead-letter producer"))?,
+            ),
+            None => None,
+        };
+        tracing::info!(
+            pipeline = %cfg.name,
+            topics = ?topics,
+            group = %cfg.group,
+            table = %cfg.data.uri,
+            quarantine = %cfg.quarantine.uri,
+            commit_interval = ?cfg.commit_interval,
+            "ingestor started"
+        );
+        health.started.store(true, Ordering::SeqCst);
+        let evaluator = Some(engine.evaluator());
+        Ok(Ingestor {
+            topics: cfg
+                .sources
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.topic.clone(), i))
+                .collect(),
+            cfg,
+            consumer,
+            producer,
+            engine,
+            evaluator,
+            data,
+            quarantine,
+            reader,
+            parts: HashMap::new(),
+            generation_seen: 0,
+            pending: Vec::new(),
+            pending_messages: 0,
+            health,
+            metrics: IngestMetrics::global(),
+        })
+    }
+
+    async fn new_engine(cfg: &PipelineConfig, data: &DeltaTable) -> Result<RuleEngine> {
+        let stages = &cfg.sources[0].stages;
+        let mut engine = RuleEngine::new(
+            cfg.spec.clone(),
+            stages.table_schema().clone(),
+            stages.calendar.clone(),
+        )?;
+        if let Some(dedup) = engine.dedup() {
+            let seeded = dedup.seed_from_table(data).await?;
+            tracing::info!(pipeline = %cfg.name, rows = seeded, "dedup state seeded from the table's tail");
+        }
+        Ok(engine)
+    }
+
+    /// Runs until `shutdown` turns true (then commits what is buffered and returns) or an
+    /// error that retrying cannot fix.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let mut next_commit = Instant::now() + self.cfg.commit_interval;
+        loop {
+            self.sync_assignment()?;
+            self.retry_seeks();
+            let deadline = self
+                .parts
+                .values()
+                .filter_map(|p| p.open.as_ref().map(|o| o.opened + self.cfg.batch_timeout))
+                .min()
+                .map_or(next_commit, |t| t.min(next_commit));
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        break;
+                    }
+                }
+                msg = self.consumer.recv() => match msg {
+                    Ok(m) => {
+                        let topic = m.topic().to_string();
+                        let (partition, offset) = (m.partition(), m.offset());
+                        let payload = m.payload().unwrap_or_default();
+                        self.metrics.messages.with_label_values(&[&self.cfg.name, &topic]).inc();
+                        self.metrics.bytes.with_label_values(&[&self.cfg.name, &topic]).inc_by(payload.len() as u64);
+                        let payload = payload.to_vec();
+                        drop(m);
+                        self.sync_assignment()?;
+                        self.accept((topic, partition), offset, &payload).await?;
+                    }
+                    Err(e) => {
+                        self.metrics.kafka_errors.with_label_values(&[&self.cfg.name]).inc();
+                        tracing::warn!(pipeline = %self.cfg.name, error = %e, "consume error");
+                        if matches!(e, rdkafka::error::KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::AutoOffsetReset)) {
+                            return Err(IngestError::Kafka { operation: "consume: the start offset is gone (retention overtook it); nothing was skipped silently", source: e });
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            self.close_expired().await?;
+            if Instant::now() >= next_commit || self.pending_messages >= MAX_PENDING_MESSAGES {
+                self.commit().await?;
+                next_commit = Instant::now() + self.cfg.commit_interval;
+            }
+        }
+        tracing::info!(pipeline = %self.cfg.name, "shutting down: committing what is buffered");
+        let tps: Vec<Tp> = self.parts.keys().cloned().collect();
+        for tp in tps {
+            self.close(&tp).await?;
+        }
+        self.commit().await?;
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "no consumer offsets to commit at shutdown");
+        }
+        self.consumer.unsubscribe();
+        Ok(())
+    }
+
+    /// Takes the rebalance callback's changes: drops revoked partitions' buffers (those not
+    /// committed are re-read by the next owner), starts assigned ones at their versions.
+    fn sync_assignment(&mut self) -> Result<()> {
+        let ctx = self.consumer.context();
+        let generation = ctx.generation.load(Ordering::SeqCst);
+        if generation == self.generation_seen {
+            return Ok(());
+        }
+        self.generation_seen = generation;
+        let (assigned, revoked, failed, owned) = {
+            let mut a = ctx.assignment.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                std::mem::take(&mut a.assigned),
+                std::mem::take(&mut a.revoked),
+                a.failed.take(),
+                a.owned.clone(),
+            )
+        };
+        for (tp, lost) in revoked {
+            if self.parts.remove(&tp).is_some() {
+                let before = self.pending.len();
+                self.pending.retain(|c| c.tp != tp);
+                self.pending_messages = self.pending.iter().map(|c| c.raw.offsets.len()).sum();
+                tracing::info!(
+                    pipeline = %self.cfg.name, topic = %tp.0, partition = tp.1, lost,
+                    dropped_batches = before - self.pending.len(),
+                    "partition revoked: its uncommitted batches are dropped (the next owner re-reads them)"
+                );
+            }
+            if let Some(d) = self.engine.dedup() {
+                d.forget_partition(&tp.0, tp.1);
+            }
+        }
+        for tp in assigned {
+            let committed = owned.get(&tp).copied().unwrap_or_default();
+            self.parts.insert(
+                tp,
+                Part {
+                    next: committed.start(),
+                    committed,
+                    open: None,
+                    seek_to: None,
+                },
+            );
+        }
+        self.health
+            .assigned
+            .store(!self.parts.is_empty(), Ordering::SeqCst);
+        if let Some(message) = failed {
+            return Err(IngestError::Internal(format!("rebalance: {message}")));
+        }
+        Ok(())
+    }
+
+    fn retry_seeks(&mut self) {
+        for (tp, part) in self.parts.iter_mut() {
+            if let Some(offset) = part.seek_to {
+                match self
+                    .consumer
+                    .seek(&tp.0, tp.1, offset, Duration::from_secs(5))
+                {
+                    Ok(()) => {
+                        tracing::info!(topic = %tp.0, partition = tp.1, ?offset, "seeked");
+                        part.seek_to = None;
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "seek failed; retrying")
+                    }
+                }
+            }
+        }
+    }
+
+    async fn accept(&mut self, tp: Tp, offset: i64, payload: &[u8]) -> Result<()> {
+        let Some(part) = self.parts.get_mut(&tp) else {
+            // a message of a partition revoked meanwhile: the next owner reads it
+            return Ok(());
+        };
+        if part.seek_to.is_some() {
+            return Ok(());
+        }
+        match part.next {
+            Some(next) if offset < next => return Ok(()), // fetched before a seek: stale
+            Some(next) if offset > next => {
+                // transaction markers and compaction leave gaps; anything else would be loss,
+                // which auto.offset.reset=error turns into an error instead
+                tracing::debug!(topic = %tp.0, partition = tp.1, expected = next, got = offset, "offset gap");
+            }
+            _ => {}
+        }
+        part.next = Some(offset + 1);
+        let open = part.open.get_or_insert_with(Open::new);
+        open.arena.extend_from_slice(payload);
+        open.ends.push(open.arena.len());
+        open.offsets.push(offset);
+        if open.offsets.len() >= self.cfg.max_batch_rows
+            || open.arena.len() >= self.cfg.max_batch_bytes
+        {
+            self.close(&tp).await?;
+        }
+        Ok(())
+    }
+
+    async fn close_expired(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let due: Vec<Tp> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| {
+                p.open
+                    .as_ref()
+                    .is_some_and(|o| now >= o.opened + self.cfg.batch_timeout)
+            })
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in due {
+            self.close(&tp).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes a partition's micro-batch: decode, transforms and rule evaluation, off the
+    /// reactor.
+    async fn close(&mut self, tp: &Tp) -> Result<()> {
+        let Some(open) = self.parts.get_mut(tp).and_then(|p| p.open.take()) else {
+            return Ok(());
+        };
+        if open.offsets.is_empty() {
+            return Ok(());
+        }
+        let source = *self.topics.get(&tp.0).ok_or_else(|| {
+            IngestError::Internal(format!("message from unsubscribed topic {}", tp.0))
+        })?;
+        let cfg = self.cfg.clone();
+        let mut evaluator = self
+            .evaluator
+            .take()
+            .unwrap_or_else(|| self.engine.evaluator());
+        let tp2 = tp.clone();
+        let correlation_id = finlake_core::telemetry::correlation_id("ING");
+        let span = tracing::info_span!("batch", correlation_id = %correlation_id, pipeline = %cfg.name, topic = %tp.0, partition = tp.1);
+        let started = Instant::now();
+        let (evaluator, closed) = tokio::task::spawn_blocking(move || {
+            let _g = span.enter();
+            let raw = Raw {
+                arena: open.arena,
+                ends: open.ends,
+                offsets: open.offsets,
+            };
+            let ingested_at = now_micros();
+            let result = (|| -> Result<Closed> {
+                let msgs = raw.msgs();
+                let ctx = BatchContext {
+                    topic: &tp2.0,
+                    partition: tp2.1,
+                    offsets: &raw.offsets,
+                    correlation_id: &correlation_id,
+                    ingested_at,
+                    arrivals: None,
+                };
+                let out = cfg.sources[source].stages.process(&msgs, &ctx)?;
+                let evaluated = evaluator.evaluate(out.good)?;
+                drop(msgs);
+                Ok(Closed {
+                    tp: tp2.clone(),
+                    correlation_id: correlation_id.clone(),
+                    ingested_at,
+                    stage_rejects: out.rejects,
+                    stage_quarantine: out.quarantine,
+                    good_index: out.good_index,
+                    evaluated,
+                    raw,
+                })
+            })();
+            (evaluator, result)
+        })
+        .await
+        .map_err(|e| IngestError::Internal(format!("micro-batch task: {e}")))?;
+        self.evaluator = Some(evaluator);
+        let closed = closed?;
+        self.metrics
+            .batch_seconds
+            .with_label_values(&[&self.cfg.name])
+            .observe(started.elapsed().as_secs_f64());
+        self.pending_messages += closed.raw.offsets.len();
+        self.pending.push(closed);
+        Ok(())
+    }
+
+    /// The stateful half over the buffered micro-batches, in the order they closed.
+    fn prepare(&mut self, batches: Vec<Closed>) -> Result<Prepared> {
+        let dedup_rule = self.engine.rules().dedup.as_ref().map(|d| d.name.clone());
+        let mut out = Prepared {
+            landed: Vec::new(),
+            quarantine: Vec::new(),
+            dead_letters: Vec::new(),
+            parts: BTreeMap::new(),
+            correlation_ids: Vec::new(),
+        };
+        for b in batches {
+            let n = b.raw.offsets.len();
+            let (first, last) = (b.raw.offsets[0], b.raw.offsets[n - 1]);
+            let engine_out = self.engine.apply(b.evaluated)?;
+            let msgs = b.raw.msgs();
+            let ctx = BatchContext {
+                topic: &b.tp.0,
+                partition: b.tp.1,
+                offsets: &b.raw.offsets,
+                correlation_id: &b.correlation_id,
+                ingested_at: b.ingested_at,
+                arrivals: None,
+            };
+            let rule_rejects: Vec<Rejected> = engine_out
+                .rejects
+                .iter()
+                .map(|r| Rejected {
+                    index: b.good_index.value(r.row as usize),
+                    stage: if Some(&r.rule) == dedup_rule.as_ref() {
+                        "dedup"
+                    } else {
+                        "rule"
+                    },
+                    rule: r.rule.clone(),
+                    field: r.field.clone(),
+                    reason: r.reason.clone(),
+                })
+                .collect();
+            // quarantine rows below the quarantine table's own version are there already
+            let skip_below = self
+                .parts
+                .get(&b.tp)
+                .and_then(|p| p.committed.quarantine)
+                .unwrap_or(i64::MIN);
+            let mut quarantined = 0u64;
+            for (rejects, batch) in [
+                (&b.stage_rejects, b.stage_quarantine.clone()),
+                (&rule_rejects, quarantine_batch(&rule_rejects, &msgs, &ctx)?),
+            ] {
+                quarantined += rejects.len() as u64;
+                let keep: Vec<bool> = rejects
+                    .iter()
+                    .map(|r| b.raw.offsets[r.index as usize] >= skip_below)
+                    .collect();
+                for (r, k) in rejects.iter().zip(&keep) {
+                    if *k && self.producer.is_some() {
+                        let offset = b.raw.offsets[r.index as usize];
+                        out.dead_letters.push(DeadLetter {
+                            payload: msgs[r.index as usize].to_vec(),
+                            key: format!("{}/{}/{}", b.tp.0, b.tp.1, offset),
+                            reason: r.reason.clone(),
+                            rule: r.rule.clone(),
+                            correlation_id: b.correlation_id.clone(),
+                        });
+                    }
+                }
+                let batch = if keep.iter().all(|k| *k) {
+                    batch
+                } else {
+                    filter_record_batch(&batch, &BooleanArray::from(keep))
+                        .map_err(finlake_core::Error::from)?
+                };
+                if batch.num_rows() > 0 {
+                    out.quarantine.push(batch);
+                }
+            }
+            let pc = out.parts.entry(b.tp.clone()).or_insert(PartCommit {
+                from: first,
+                ..PartCommit::default()
+            });
+            pc.next = last + 1;
+            pc.messages += n as u64;
+            pc.landed += engine_out.landed.num_rows() as u64;
+            pc.quarantined += quarantined;
+            pc.duplicates += engine_out.stats.dedup.duplicate_rows;
+            if engine_out.landed.num_rows() > 0 {
+                out.landed.push(engine_out.landed);
+            }
+            out.correlation_ids.push(b.correlation_id);
+        }
+        for (tp, pc) in &out.parts {
+            if pc.messages != pc.landed + pc.quarantined + pc.duplicates {
+                return Err(IngestError::Internal(format!(
+                    "{}/{}: {} messages but {} landed + {} quarantined + {} duplicates",
+                    tp.0, tp.1, pc.messages, pc.landed, pc.quarantined, pc.duplicates
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits what is buffered: prepare (dedup), dead letters, quarantine, data.
+    async fn commit(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let commit_id = finlake_core::telemetry::correlation_id("ING-COMMIT");
+        let span =
+            tracing::info_span!("commit", correlation_id = %commit_id, pipeline = %self.cfg.name);
+        self.commit_inner(&commit_id).instrument(span).await
+    }
+
+    async fn commit_inner(&mut self, commit_id: &str) -> Result<()> {
+        let started = Instant::now();
+        let batches = std::mem::take(&mut self.pending);
+        self.pending_messages = 0;
+        let prepared = match self.prepare(batches) {
+            Ok(p) => p,
+            Err(e) => {
+                // the dedup state may hold part of what failed: rebuild it
+                tracing::error!(error = %e, "preparing the commit failed");
+                self.resync("prepare failed").await?;
+                return Err(e);
+            }
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.write(&prepared, commit_id).await {
+                Ok(()) => break,
+                Err(e) if e.is_fenced() => {
+                    self.metrics
+                        .fenced
+                        .with_label_values(&[&self.cfg.name])
+                        .inc();
+                    tracing::warn!(error = %e, "another process committed a partition of this batch: dropping what is buffered and re-reading the versions");
+                    return self.resync("fenced").await;
+                }
+                Err(e)
+                    if e.class() == finlake_core::ErrorClass::Transient
+                        && attempt < COMMIT_ATTEMPTS =>
+                {
+                    self.metrics
+                        .retries
+                        .with_label_values(&[&self.cfg.name])
+                        .inc();
+                    let backoff = Duration::from_millis(200 * 2u64.pow(attempt));
+                    tracing::warn!(error = %e, attempt, ?backoff, "commit failed; retrying the same commit");
+                    tokio::time::sleep(backoff).await;
+                    // a commit that did land meanwhile shows as ConcurrentTransaction next
+                    // time (the same app ids): the fenced path re-reads and goes on
+                }
+                Err(e) if e.class() == finlake_core::ErrorClass::Transient => {
+                    tracing::error!(error = %e, "commit failed {COMMIT_ATTEMPTS} times; dropping what is buffered and re-reading");
+                    self.resync("commit failed").await?;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // update what the tables hold, and Kafka's offsets (a hint for lag tools)
+        let mut tpl = TopicPartitionList::new();
+        for (tp, pc) in &prepared.parts {
+            let q = self.quarantine_version(tp, pc);
+            if let Some(part) = self.parts.get_mut(tp) {
+                part.committed.data = Some(pc.next);
+                if !prepared.quarantine.is_empty() {
+                    part.committed.quarantine = Some(q);
+                }
+            }
+            let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(pc.next));
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "kafka offset commit (a hint only) failed");
+        }
+        let m = self.metrics;
+        let name = self.cfg.name.as_str();
+        let (mut landed, mut quarantined, mut dup) = (0, 0, 0);
+        for pc in prepared.parts.values() {
+            landed += pc.landed;
+            quarantined += pc.quarantined;
+            dup += pc.duplicates;
+        }
+        m.outcomes
+            .with_label_values(&[name, "landed"])
+            .inc_by(landed);
+        m.outcomes
+            .with_label_values(&[name, "quarantined"])
+            .inc_by(quarantined);
+        m.outcomes
+            .with_label_values(&[name, "duplicate"])
+            .inc_by(dup);
+        m.commit_seconds
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        m.freshness
+            .with_label_values(&[name])
+            .set(started.elapsed().as_secs_f64());
+        tracing::info!(
+            batches = prepared.correlation_ids.len(),
+            landed,
+            quarantined,
+            duplicates = dup,
+            version = self.data.version().unwrap_or_default(),
+            ms = started.elapsed().as_millis() as u64,
+            "committed"
+        );
+        Ok(())
+    }
+
+    /// Dead letters (at least once: produced and acknowledged before the commit), then the
+    /// quarantine commit, then the data commit, each with the partitions' `txn`s.
+    async fn write(&mut self, p: &Prepared, commit_id: &str) -> Result<()> {
+        // fencing: the snapshot we commit against must hold exactly where our batch starts
+        for (tp, pc) in &p.parts {
+            let app = self.cfg.app_id(&tp.0, tp.1);
+            let found = delta::txn_version(&self.data, &app).await?;
+            let ours = self.parts.get(tp).and_then(|x| x.committed.data);
+            if found != ours || found.is_some_and(|v| v != pc.from) {
+                return Err(IngestError::Fenced {
+                    app_id: app,
+                    found,
+                    expected: pc.from,
+                });
+            }
+        }
+        self.produce_dead_letters(&p.dead_letters).await?;
+        let txns: Vec<(String, i64)> = p
+            .parts
+            .iter()
+            .map(|(tp, pc)| (self.cfg.app_id(&tp.0, tp.1), pc.next))
+            .collect();
+        let partitions: Vec<serde_json::Value> = p
+            .parts
+            .iter()
+            .map(|(tp, pc)| {
+                serde_json::json!({
+                    "topic": tp.0, "partition": tp.1, "from": pc.from, "next": pc.next,
+                    "messages": pc.messages, "landed": pc.landed,
+                    "quarantined": pc.quarantined, "duplicates": pc.duplicates,
+                })
+            })
+            .collect();
+        let metadata = vec![(
+            "finlake".to_string(),
+            serde_json::json!({
+                "pipeline": self.cfg.name,
+                "commit_id": commit_id,
+                "batches": p.correlation_ids,
+                "partitions": partitions,
+                "finlake_version": env!("CARGO_PKG_VERSION"),
+            }),
+        )];
+        let extras = CommitExtras { txns, metadata };
+        if !p.quarantine.is_empty() {
+            // never move the quarantine's version back (after a crash it can be ahead)
+            let q_extras = CommitExtras {
+                txns: p
+                    .parts
+                    .iter()
+                    .map(|(tp, pc)| {
+                        (
+                            self.cfg.app_id(&tp.0, tp.1),
+                            self.quarantine_version(tp, pc),
+                        )
+                    })
+                    .collect(),
+                metadata: extras.metadata.clone(),
+            };
+            let table = self.quarantine.clone();
+            self.quarantine = delta::append(table, p.quarantine.clone(), &q_extras).await?;
+            self.metrics
+                .commits
+                .with_label_values(&[&self.cfg.name, "quarantine"])
+                .inc();
+        }
+        let table = self.data.clone();
+        self.data = delta::append(table, p.landed.clone(), &extras).await?;
+        self.metrics
+            .commits
+            .with_label_values(&[&self.cfg.name, "data"])
+            .inc();
+        Ok(())
+    }
+
+    /// The quarantine's version after a commit of `pc`: never below what it holds.
+    fn quarantine_version(&self, tp: &Tp, pc: &PartCommit) -> i64 {
+        let held = self.parts.get(tp).and_then(|p| p.committed.quarantine);
+        held.map_or(pc.next, |q| q.max(pc.next))
+    }
+
+    async fn produce_dead_letters(&self, letters: &[DeadLetter]) -> Result<()> {
+        let (Some(producer), Some(topic)) = (&self.producer, &self.cfg.dead_letter_topic) else {
+            return Ok(());
+        };
+        let mut deliveries = Vec::with_capacity(letters.len());
+        for l in letters {
+            let headers = OwnedHeaders::new_with_capacity(4)
+                .insert(Header {
+                    key: headers::REASON,
+                    value: Some(l.reason.as_str()),
+                })
+                .insert(Header {
+                    key: headers::RULE,
+                    value: Some(l.rule.as_str()),
+                })
+                .insert(Header {
+                    key: headers::SOURCE,
+                    value: Some(l.key.as_str()),
+                })
+                .insert(Header {
+                    key: headers::CORRELATION_ID,
+                    value: Some(l.correlation_id.as_str()),
+                });
+            let record = FutureRecord::to(topic)
+                .payload(l.payload.as_slice())
+                .key(l.key.as_str())
+                .headers(headers);
+            deliveries.push(producer.send(record, Duration::from_secs(30)));
+        }
+        for d in futures::future::join_all(deliveries).await {
+            d.map_err(|(e, _)| IngestError::Kafka {
+                operation: "produce dead letter",
+                source: e,
+            })?;
+        }
+        self.metrics
+            .dead_letters
+            .with_label_values(&[&self.cfg.name])
+            .inc_by(letters.len() as u64);
+        Ok(())
+    }
+
+    /// Drops everything buffered, reloads both tables, re-reads every owned partition's
+    /// versions and resumes reading from them, and rebuilds the dedup state from the table.
+    async fn resync(&mut self, why: &str) -> Result<()> {
+        tracing::warn!(pipeline = %self.cfg.name, why, "resync: buffers dropped, versions re-read");
+        self.pending.clear();
+        self.pending_messages = 0;
+        self.data = delta::open_or_create(&self.cfg.data).await?;
+        self.quarantine = delta::open_or_create(&self.cfg.quarantine).await?;
+        let tps: Vec<Tp> = self.parts.keys().cloned().collect();
+        let versions = self.reader.read(&tps).await?;
+        for (tp, part) in self.parts.iter_mut() {
+            let v = versions.get(tp).copied().unwrap_or_default();
+            part.committed = v;
+            part.open = None;
+            part.next = v.start();
+            part.seek_to = Some(match (v.start(), self.cfg.starting_offsets) {
+                (Some(o), _) => Offset::Offset(o),
+                (None, StartingOffsets::Earliest) => Offset::Beginning,
+                (None, StartingOffsets::Latest) => Offset::End,
+            });
+        }
+        self.engine = Self::new_engine(&self.cfg, &self.data).await?;
+        self.evaluator = Some(self.engine.evaluator());
+        self.retry_seeks();
+        Ok(())
+    }
+}
+
+/// Runs every pipeline until `shutdown`; the first pipeline that fails stops the others.
+pub async fn run_all(
+    pipelines: Vec<PipelineConfig>,
+    health: Vec<Arc<Health>>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut set = tokio::task::JoinSet::new();
+    for (cfg, health) in pipelines.into_iter().zip(health) {
+        let ingestor = Ingestor::start(cfg, health).await?;
+        set.spawn(ingestor.run(shutdown.clone()));
+    }
+    while let Some(r) = set.join_next().await {
+        let r = r.map_err(|e| IngestError::Internal(format!("pipeline task: {e}")))?;
+        r?;
+    }
+    Ok(())
+}

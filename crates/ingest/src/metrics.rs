@@ -1,0 +1,156 @@
+//! The ingestor's Prometheus metrics, registered in the process-wide registry beside the
+//! core's and the rule engine's, so `/metrics` shows them all.
+
+use std::sync::OnceLock;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+
+/// The ingestor's metrics.
+pub struct IngestMetrics {
+    /// Messages consumed, by pipeline and topic.
+    pub messages: IntCounterVec,
+    /// Payload bytes consumed, by pipeline and topic.
+    pub bytes: IntCounterVec,
+    /// Messages by outcome (`landed`, `quarantined`, `duplicate`), by pipeline.
+    pub outcomes: IntCounterVec,
+    /// Delta commits, by pipeline and table (`data`, `quarantine`).
+    pub commits: IntCounterVec,
+    /// Commit latency, by pipeline.
+    pub commit_seconds: HistogramVec,
+    /// Micro-batch processing latency (decode to evaluated), by pipeline.
+    pub batch_seconds: HistogramVec,
+    /// Commits that lost a partition to another process (the fencing path), by pipeline.
+    pub fenced: IntCounterVec,
+    /// Commits retried after a transient error, by pipeline.
+    pub retries: IntCounterVec,
+    /// Dead letters produced, by pipeline.
+    pub dead_letters: IntCounterVec,
+    /// Partitions owned, by pipeline.
+    pub assigned: IntGaugeVec,
+    /// Consumer lag in messages, by pipeline, topic and partition.
+    pub lag: IntGaugeVec,
+    /// Seconds since the newest committed row's ingest time, by pipeline.
+    pub freshness: prometheus::GaugeVec,
+    /// Errors the Kafka client reported, by pipeline.
+    pub kafka_errors: IntCounterVec,
+}
+
+impl IngestMetrics {
+    fn new() -> Self {
+        let registry = &finlake_core::telemetry::Metrics::global().registry;
+        fn reg<C: prometheus::core::Collector + Clone + 'static>(
+            r: &prometheus::Registry,
+            c: C,
+        ) -> C {
+            #[allow(clippy::expect_used)]
+            r.register(Box::new(c.clone())).expect("registered once");
+            c
+        }
+        #[allow(clippy::expect_used)]
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        #[allow(clippy::expect_used)]
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
+        };
+        #[allow(clippy::expect_used)]
+        let histogram = |name: &str, help: &str| {
+            reg(
+                registry,
+                HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(
+                        prometheus::exponential_buckets(0.0005, 2.0, 16).expect("valid buckets"),
+                    ),
+                    &["pipeline"],
+                )
+                .expect("valid metric"),
+            )
+        };
+        #[allow(clippy::expect_used)]
+        let freshness = reg(
+            registry,
+            prometheus::GaugeVec::new(
+                Opts::new(
+                    "finlake_ingest_freshness_seconds",
+                    "Seconds from the newest committed row's ingest time to its commit.",
+                ),
+                &["pipeline"],
+            )
+            .expect("valid metric"),
+        );
+        IngestMetrics {
+            messages: counter(
+                "finlake_ingest_messages_total",
+                "Messages consumed.",
+                &["pipeline", "topic"],
+            ),
+            bytes: counter(
+                "finlake_ingest_bytes_total",
+                "Payload bytes consumed.",
+                &["pipeline", "topic"],
+            ),
+            outcomes: counter(
+                "finlake_ingest_outcomes_total",
+                "Messages committed, by outcome: landed, quarantined, duplicate.",
+                &["pipeline", "outcome"],
+            ),
+            commits: counter(
+                "finlake_ingest_commits_total",
+                "Delta commits, by table.",
+                &["pipeline", "table"],
+            ),
+            commit_seconds: histogram(
+                "finlake_ingest_commit_duration_seconds",
+                "Time to commit buffered micro-batches (both tables).",
+            ),
+            batch_seconds: histogram(
+                "finlake_ingest_batch_duration_seconds",
+                "Time to decode, transform and evaluate one micro-batch.",
+            ),
+            fenced: counter(
+                "finlake_ingest_fenced_total",
+                "Commits that found a partition committed by another process.",
+                &["pipeline"],
+            ),
+            retries: counter(
+                "finlake_ingest_commit_retries_total",
+                "Commits retried after a transient error.",
+                &["pipeline"],
+            ),
+            dead_letters: counter(
+                "finlake_ingest_dead_letters_total",
+                "Rejects produced to the dead-letter topic.",
+                &["pipeline"],
+            ),
+            assigned: gauge(
+                "finlake_ingest_assigned_partitions",
+                "Partitions this process owns.",
+                &["pipeline"],
+            ),
+            lag: gauge(
+                "finlake_ingest_consumer_lag_messages",
+                "Messages between the committed version and the partition's high watermark.",
+                &["pipeline", "topic", "partition"],
+            ),
+            freshness,
+            kafka_errors: counter(
+                "finlake_ingest_kafka_errors_total",
+                "Errors the Kafka client reported.",
+                &["pipeline"],
+            ),
+        }
+    }
+
+    /// The process-wide metrics.
+    pub fn global() -> &'static IngestMetrics {
+        static M: OnceLock<IngestMetrics> = OnceLock::new();
+        M.get_or_init(IngestMetrics::new)
+    }
+}
