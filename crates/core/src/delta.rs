@@ -451,6 +451,10 @@ pub async fn append(
     extras: &CommitExtras,
 ) -> Result<DeltaTable> {
     let uri = table.table_url().to_string();
+    let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+    if batches.is_empty() {
+        return commit_without_data(table, extras, &uri).await;
+    }
     let mut mode = None;
     if let Some(first) = batches.first() {
         let current = arrow_schema(&table, &uri)?;
@@ -475,6 +479,39 @@ pub async fn append(
         .with_label_values(&[uri.as_str()])
         .inc_by(rows as u64);
     reopen_at_checkpoint(table, &uri).await
+}
+
+/// A commit with no data files: only the `txn` actions and the commit info. delta-rs's write
+/// refuses an empty input ("No data source supplied"), but a stream's commit interval can
+/// hold nothing to land (every message rejected or a duplicate) and its offsets must still
+/// be recorded.
+async fn commit_without_data(
+    table: DeltaTable,
+    extras: &CommitExtras,
+    uri: &str,
+) -> Result<DeltaTable> {
+    use deltalake::kernel::transaction::CommitBuilder;
+    use deltalake::protocol::DeltaOperation;
+    let snapshot = table.snapshot().map_err(table_err(uri, "read snapshot"))?;
+    let commit = CommitBuilder::from(extras.properties())
+        .with_actions(Vec::new())
+        .build(
+            Some(snapshot),
+            table.log_store(),
+            DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: None,
+                predicate: None,
+            },
+        )
+        .await
+        .map_err(table_err(uri, "commit"))?;
+    let mut table = table;
+    table
+        .update_incremental(Some(commit.version()))
+        .await
+        .map_err(table_err(uri, "load the new version"))?;
+    reopen_at_checkpoint(table, uri).await
 }
 
 /// After a commit that wrote a checkpoint, the table opened afresh: a new log store, loaded

@@ -761,7 +761,16 @@ impl Ingestor {
     /// Dead letters (at least once: produced and acknowledged before the commit), then the
     /// quarantine commit, then the data commit, each with the partitions' `txn`s.
     async fn write(&mut self, p: &Prepared, commit_id: &str) -> Result<()> {
-        // fencing: the snapshot we commit against must hold exactly where our batch starts
+        // fencing: the snapshot we commit against, brought up to date first (so another
+        // writer's commit is seen before the quarantine is written), must hold exactly where
+        // our batch starts
+        self.data.update_incremental(None).await.map_err(|e| {
+            finlake_core::delta::DeltaError::Table {
+                uri: self.cfg.data.uri.clone(),
+                operation: "refresh before commit",
+                source: Box::new(e),
+            }
+        })?;
         for (tp, pc) in &p.parts {
             let app = self.cfg.app_id(&tp.0, tp.1);
             let found = delta::txn_version(&self.data, &app).await?;
@@ -799,6 +808,7 @@ impl Ingestor {
                 "batches": p.correlation_ids,
                 "partitions": partitions,
                 "finlake_version": env!("CARGO_PKG_VERSION"),
+                "instance": instance_id(),
             }),
         )];
         let extras = CommitExtras { txns, metadata };
@@ -907,6 +917,18 @@ impl Ingestor {
         self.retry_seeks();
         Ok(())
     }
+}
+
+/// This process: `<hostname>/<pid>`, in every commit's metadata (which process committed
+/// what, when partitions move between processes).
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("{host}/{}", std::process::id())
+    })
 }
 
 /// Runs every pipeline until `shutdown`; the first pipeline that fails stops the others.

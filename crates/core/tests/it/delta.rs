@@ -411,3 +411,31 @@ async fn a_list_column_appends_whatever_its_element_is_called() {
         .unwrap();
     assert_eq!(rows(&table).await, 40);
 }
+
+/// A commit interval with nothing to land still records its offsets: `append` with no batch
+/// (or only empty ones) commits the `txn` alone. delta-rs's write refuses an empty input.
+#[tokio::test]
+async fn an_append_of_nothing_commits_the_txn_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("t").display().to_string();
+    let t = delta::open_or_create(&spec(&uri, Some(2), HashMap::new()))
+        .await
+        .unwrap();
+    let t = delta::append(t, vec![batch(0..10, 1)], &txn("p/t/0", 10))
+        .await
+        .unwrap();
+    let t = delta::append(t, vec![], &txn("p/t/0", 25)).await.unwrap();
+    let t = delta::append(t, vec![batch(0..0, 1)], &txn("p/t/0", 30))
+        .await
+        .unwrap();
+    assert_eq!(delta::txn_version(&t, "p/t/0").await.unwrap(), Some(30));
+    assert_eq!(t.version(), Some(3));
+    let reopened = deltalake::open_table(delta::table_url(&uri).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        delta::txn_version(&reopened, "p/t/0").await.unwrap(),
+        Some(30)
+    );
+    assert_eq!(rows(&reopened).await, 10);
+}

@@ -175,3 +175,115 @@ fn survives_ten_sigkills_during_a_load_with_nothing_lost_or_doubled() {
     );
     assert_eq!(landed + duplicates as usize, manifest.len() - rejected);
 }
+
+/// Two processes share 6 partitions: one joins mid-stream (a cooperative rebalance moves
+/// some partitions to it), the other leaves mid-stream (SIGTERM: it commits and leaves).
+/// Every offset is committed once: each commit of a partition starts where the previous
+/// one, from whichever process, ended.
+#[test]
+fn two_processes_share_partitions_as_one_joins_and_one_leaves() {
+    let broker = Broker::start(6);
+    let w = Workdir::new("JSON", PROCESSING);
+    let producer = produce_in_background(
+        broker.bootstrap.clone(),
+        48_000,
+        40,
+        Duration::from_millis(500),
+    );
+    let a = Ingest::start(&w, &broker.bootstrap, &[]);
+    a.wait_ready(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
+    let b = Ingest::start(&w, &broker.bootstrap, &[]);
+    b.wait_ready(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(5));
+    let log_a = a.log();
+    assert_eq!(a.stop(), 0, "{log_a}");
+    let manifest = producer.join().unwrap();
+    wait_caught_up(&broker, &w, &b, Duration::from_secs(120));
+    let log_b = b.log();
+    assert_eq!(b.stop(), 0, "{log_b}");
+    assert!(
+        log_a.contains("partitions revoked"),
+        "the join moved partitions away from the first process"
+    );
+    let (landed, quarantined, duplicates) = reconcile(&broker, &w);
+    let rejected = manifest.iter().filter(|e| e.outcome == "rejected").count();
+    assert_eq!(quarantined, rejected);
+    assert_eq!(landed + duplicates as usize, manifest.len() - rejected);
+    // both processes committed, and while both ran each partition had one committer
+    let meta = commit_metadata(&w.trades());
+    let instances: std::collections::BTreeSet<&str> = meta
+        .iter()
+        .map(|m| m["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(instances.len(), 2, "{instances:?}");
+}
+
+/// The fencing path: another writer commits a partition this ingestor owns (a stand-in for
+/// a process that took it over). The ingestor's next commit of that partition fails its
+/// check (or delta-rs's ConcurrentTransaction); it drops what it buffered, re-reads the
+/// versions and resumes after the other writer's, committing nothing twice.
+#[test]
+fn a_partition_committed_by_another_writer_is_fenced_not_doubled() {
+    let broker = Broker::start(3);
+    let w = Workdir::new("JSON", PROCESSING);
+    let producer = produce_in_background(
+        broker.bootstrap.clone(),
+        30_000,
+        30,
+        Duration::from_millis(300),
+    );
+    let ingest = Ingest::start(&w, &broker.bootstrap, &[]);
+    ingest.wait_ready(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    // the other writer claims the next 100 offsets of partition 0, retrying on conflicts
+    let app = format!("market-data-stream/{TOPIC}/0");
+    let claimed_from = block_on(async {
+        loop {
+            let url = finlake_core::delta::table_url(&w.trades().display().to_string()).unwrap();
+            let t = deltalake::open_table(url).await.unwrap();
+            let v = finlake_core::delta::txn_version(&t, &app)
+                .await
+                .unwrap()
+                .unwrap();
+            let extras = finlake_core::delta::CommitExtras {
+                txns: vec![(app.clone(), v + 100)],
+                metadata: vec![(
+                    "finlake".into(),
+                    serde_json::json!({"pipeline": "market-data-stream", "instance": "other-writer",
+                        "partitions": [{"topic": TOPIC, "partition": 0, "from": v, "next": v + 100,
+                        "messages": 100, "landed": 0, "quarantined": 0, "duplicates": 0, "external": 100}]}),
+                )],
+            };
+            match finlake_core::delta::append(t, vec![], &extras).await {
+                Ok(_) => break v,
+                Err(e) if e.is_concurrent_transaction() => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    let manifest = producer.join().unwrap();
+    wait_caught_up(&broker, &w, &ingest, Duration::from_secs(120));
+    let (_, metrics) = http_get(&ingest.metrics);
+    let log = ingest.log();
+    assert_eq!(ingest.stop(), 0, "{log}");
+    let fenced: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("finlake_ingest_fenced_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(fenced >= 1.0, "the fencing path ran: {metrics}");
+    assert!(log.contains("resync"), "{log}");
+    // nothing of the claimed range landed; everything else reconciles
+    let landed = lineage(&w.trades());
+    let quarantined = lineage(&w.quarantine());
+    for o in claimed_from..claimed_from + 100 {
+        assert!(
+            !landed.contains_key(&(0, o)) && !quarantined.contains_key(&(0, o)),
+            "offset {o} was claimed by the other writer"
+        );
+    }
+    let (l, q, d) = reconcile(&broker, &w);
+    assert_eq!(l + q + d as usize + 100, manifest.len());
+}
