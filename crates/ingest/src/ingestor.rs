@@ -163,7 +163,28 @@ struct Part {
     open: Option<Open>,
     /// A seek that failed and is retried; messages are dropped until it succeeds.
     seek_to: Option<Offset>,
+    /// When its last message came.
+    last_seen: Instant,
+    /// Silent for [`IDLE_PARTITION`]: it no longer holds the dedup watermark.
+    idle: bool,
 }
+
+impl Part {
+    fn new(committed: Versions) -> Self {
+        Part {
+            next: committed.start(),
+            committed,
+            open: None,
+            seek_to: None,
+            last_seen: Instant::now(),
+            idle: false,
+        }
+    }
+}
+
+/// A partition that sends nothing for this long stops holding the dedup watermark back (it is
+/// caught up, or its producers stopped); its next message makes it count again.
+const IDLE_PARTITION: Duration = Duration::from_secs(5);
 
 /// One pipeline's ingestor.
 pub struct Ingestor {
@@ -341,6 +362,7 @@ impl Ingestor {
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             self.close_expired().await?;
+            self.mark_idle();
             if Instant::now() >= next_commit || self.pending_messages >= MAX_PENDING_MESSAGES {
                 self.commit().await?;
                 next_commit = Instant::now() + self.cfg.commit_interval;
@@ -394,15 +416,12 @@ impl Ingestor {
         }
         for tp in assigned {
             let committed = owned.get(&tp).copied().unwrap_or_default();
-            self.parts.insert(
-                tp,
-                Part {
-                    next: committed.start(),
-                    committed,
-                    open: None,
-                    seek_to: None,
-                },
-            );
+            // until its first rows, an assigned partition holds the dedup watermark back:
+            // the others' rows must not evict state its rows may still repeat
+            if let Some(d) = self.engine.dedup() {
+                d.expect_partition(&tp.0, tp.1);
+            }
+            self.parts.insert(tp, Part::new(committed));
         }
         self.health
             .assigned
@@ -450,6 +469,8 @@ impl Ingestor {
             _ => {}
         }
         part.next = Some(offset + 1);
+        part.last_seen = Instant::now();
+        part.idle = false;
         let open = part.open.get_or_insert_with(Open::new);
         open.arena.extend_from_slice(payload);
         open.ends.push(open.arena.len());
@@ -460,6 +481,20 @@ impl Ingestor {
             self.close(&tp).await?;
         }
         Ok(())
+    }
+
+    /// Partitions silent for [`IDLE_PARTITION`] stop holding the dedup watermark.
+    fn mark_idle(&mut self) {
+        let now = Instant::now();
+        for (tp, part) in self.parts.iter_mut() {
+            if !part.idle && part.open.is_none() && now >= part.last_seen + IDLE_PARTITION {
+                part.idle = true;
+                if let Some(d) = self.engine.dedup() {
+                    d.forget_partition(&tp.0, tp.1);
+                }
+                tracing::debug!(topic = %tp.0, partition = tp.1, "partition idle: it no longer holds the dedup watermark");
+            }
+        }
     }
 
     async fn close_expired(&mut self) -> Result<()> {
@@ -905,6 +940,8 @@ impl Ingestor {
             let v = versions.get(tp).copied().unwrap_or_default();
             part.committed = v;
             part.open = None;
+            part.idle = false;
+            part.last_seen = Instant::now();
             part.next = v.start();
             part.seek_to = Some(match (v.start(), self.cfg.starting_offsets) {
                 (Some(o), _) => Offset::Offset(o),
@@ -913,6 +950,11 @@ impl Ingestor {
             });
         }
         self.engine = Self::new_engine(&self.cfg, &self.data).await?;
+        if let Some(d) = self.engine.dedup() {
+            for tp in self.parts.keys() {
+                d.expect_partition(&tp.0, tp.1);
+            }
+        }
         self.evaluator = Some(self.engine.evaluator());
         self.retry_seeks();
         Ok(())

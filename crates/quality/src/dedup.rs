@@ -296,7 +296,8 @@ impl Deduplicator {
 
     /// The watermark: the least of the source partitions' newest event times, minus the window.
     pub fn watermark(&self) -> Option<i64> {
-        self.min_newest.map(|t| t - self.rule.window_micros)
+        self.min_newest
+            .map(|t| t.saturating_sub(self.rule.window_micros))
     }
 
     /// The payload columns: everything but lineage, fixed by the first batch seen.
@@ -427,7 +428,7 @@ impl Deduplicator {
                 let partition = partitions.map_or(0, |p| p.value(row));
                 self.advance((topic, partition), t);
             }
-            let watermark = self.min_newest.map(|m| m - window);
+            let watermark = self.min_newest.map(|m| m.saturating_sub(window));
             let verdict = if let Some(watermark) = watermark.filter(|&w| t < w) {
                 Verdict::Late { watermark }
             } else {
@@ -534,6 +535,25 @@ impl Deduplicator {
                     self.min_newest = self.partitions.iter().map(|p| p.1).min();
                 }
             }
+        }
+    }
+
+    /// Registers a source partition that will send rows but has sent none yet (the ingestor
+    /// calls this when the partition is assigned): until its first row it holds the watermark
+    /// at the beginning of time, so rows of the partitions that did send are not judged late
+    /// against it, and no state is evicted for it. A partition that stays silent is
+    /// forgotten ([`Deduplicator::forget_partition`]) by the caller after an idle timeout.
+    pub fn expect_partition(&mut self, topic: &str, partition: i32) {
+        let t = match self.topics.iter().position(|x| x == topic) {
+            Some(i) => i as u32,
+            None => {
+                self.topics.push(topic.to_string());
+                (self.topics.len() - 1) as u32
+            }
+        };
+        if !self.partitions.iter().any(|p| p.0 == (t, partition)) {
+            self.partitions.push(((t, partition), i64::MIN));
+            self.min_newest = Some(i64::MIN);
         }
     }
 

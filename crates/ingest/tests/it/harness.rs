@@ -140,6 +140,14 @@ impl Workdir {
                 &format!("    config: {processing}"),
             )
             .replace("      format: JSON\n", &format!("      format: {format}\n"));
+        let spec = if format == "AVRO_CONFLUENT" {
+            spec.replace(
+                "        consumer_group: finlake-market-data-stream\n",
+                "        consumer_group: finlake-market-data-stream\n        schema_id: 7\n",
+            )
+        } else {
+            spec
+        };
         assert!(
             spec.contains(processing),
             "the sample's processing line moved"
@@ -456,4 +464,74 @@ pub fn http_get(url: &str) -> (u16, String) {
         .map(|x| x.1.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Every message of the dead-letter topic: (payload, headers by name).
+pub fn dead_letters(bootstrap: &str) -> Vec<(Vec<u8>, HashMap<String, String>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let parts = devkafka::partition_count(bootstrap, DLQ).unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..parts {
+        tpl.add_partition_offset(DLQ, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut eof = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while eof < parts && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let mut h = HashMap::new();
+                if let Some(hs) = m.headers() {
+                    for x in hs.iter() {
+                        h.insert(
+                            x.key.to_string(),
+                            String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                out.push((m.payload().unwrap_or_default().to_vec(), h));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
+            Some(Err(e)) => panic!("{e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// (partition, offset) -> raw bytes of every quarantine row.
+pub fn quarantine_raw(path: &Path) -> HashMap<(i32, i64), Vec<u8>> {
+    let mut out = HashMap::new();
+    for b in read_table(path) {
+        let p = b
+            .column_by_name("_partition")
+            .unwrap()
+            .as_primitive::<Int32Type>()
+            .clone();
+        let o = b
+            .column_by_name("_offset")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .clone();
+        let raw = arrow::compute::cast(
+            b.column_by_name("raw_payload").unwrap(),
+            &arrow::datatypes::DataType::Binary,
+        )
+        .unwrap();
+        let raw = raw.as_binary::<i32>();
+        for i in 0..b.num_rows() {
+            out.insert((p.value(i), o.value(i)), raw.value(i).to_vec());
+        }
+    }
+    out
 }

@@ -10,16 +10,13 @@ const PROCESSING: &str = "{max_batch_size: 2000, batch_timeout: 50ms, commit_int
 
 /// Messages produced before the ingestor's first start all land (offset 0 of every partition
 /// included), with the sample spec's rules and dedup; every offset is exactly one of landed,
-/// quarantined, duplicate; SIGTERM exits 0; Python reads both tables.
-#[test]
-fn lands_a_feed_produced_before_the_first_start_exactly_once() {
+/// quarantined, duplicate; SIGTERM exits 0; Python reads both tables; every reject is a dead
+/// letter with its raw bytes and the finlake headers.
+fn lands_a_feed_produced_before_the_first_start(format: WireFormat, spec_format: &str) {
     let broker = Broker::start(3);
-    let (manifest, placed) = produce(
-        &broker.bootstrap,
-        gen(20_000, 0.02, 42, WireFormat::Json),
-        None,
-    );
-    let w = Workdir::new("JSON", PROCESSING);
+    let confluent = (spec_format == "AVRO_CONFLUENT").then_some(7);
+    let (manifest, placed) = produce(&broker.bootstrap, gen(20_000, 0.02, 42, format), confluent);
+    let w = Workdir::new(spec_format, PROCESSING);
     let ingest = Ingest::start(&w, &broker.bootstrap, &[]);
     wait_caught_up(&broker, &w, &ingest, Duration::from_secs(120));
     let (status, body) = http_get(&ingest.metrics);
@@ -61,16 +58,55 @@ fn lands_a_feed_produced_before_the_first_start_exactly_once() {
         "each repeated message is one counted duplicate"
     );
     assert_eq!(landed + quarantined + duplicates as usize, 20_000);
+    let landed_keys = lineage(&w.trades());
     for p in placed.iter().filter(|p| p.offset == 0) {
         assert!(
-            lineage(&w.trades()).contains_key(&(p.partition, 0))
-                || rejected.contains(&(p.partition, 0)),
-            "offset 0 of partition {} landed",
+            landed_keys.contains_key(&(p.partition, 0)) || rejected.contains(&(p.partition, 0)),
+            "offset 0 of partition {} is in the lake",
             p.partition
         );
     }
     assert_eq!(python_counts(&w.trades()), (landed, landed));
     assert_eq!(python_counts(&w.quarantine()), (quarantined, quarantined));
+    // dead letters: one per reject, with its raw bytes and the headers
+    let raw = quarantine_raw(&w.quarantine());
+    let letters = dead_letters(&broker.bootstrap);
+    assert_eq!(
+        letters.len(),
+        quarantined,
+        "one dead letter per quarantine row"
+    );
+    for (payload, h) in &letters {
+        for k in [
+            "finlake-reason",
+            "finlake-rule",
+            "finlake-source",
+            "finlake-correlation-id",
+        ] {
+            assert!(h.contains_key(k), "dead letter without {k}: {h:?}");
+        }
+        let src: Vec<&str> = h["finlake-source"].rsplitn(3, '/').collect();
+        let key = (
+            src[1].parse::<i32>().unwrap(),
+            src[0].parse::<i64>().unwrap(),
+        );
+        assert_eq!(
+            raw.get(&key),
+            Some(payload),
+            "dead letter {key:?} carries the raw bytes"
+        );
+        assert!(h["finlake-correlation-id"].starts_with("ING:"));
+    }
+}
+
+#[test]
+fn json_feed_produced_before_the_first_start_lands_exactly_once() {
+    lands_a_feed_produced_before_the_first_start(WireFormat::Json, "JSON");
+}
+
+#[test]
+fn avro_confluent_feed_produced_before_the_first_start_lands_exactly_once() {
+    lands_a_feed_produced_before_the_first_start(WireFormat::Avro, "AVRO_CONFLUENT");
 }
 
 /// Produces `chunks` chunks of the feed while the test goes on; returns the manifest and

@@ -418,6 +418,41 @@ fn a_forgotten_partition_no_longer_holds_the_watermark() {
     );
 }
 
+/// A partition that is assigned but has sent nothing yet holds the watermark back. An
+/// ingestor applies partitions' micro-batches one after another: partition 0's batch spans
+/// the day, then partition 1's brings copies of rows from the day's first minutes (a
+/// producer's retry that went to another partition). Without the expectation, partition 0
+/// alone moved the watermark past those rows and their state was gone: the copies landed.
+#[test]
+fn an_expected_partition_holds_the_watermark_until_its_first_rows() {
+    // enough keys that the state is swept (it is swept when it has doubled, from 4,096)
+    let day = common::day(20_000, 5, Injected::default()).batch;
+    let first = with_i64(&day, "_partition", |_, _| 0);
+    let copies = with_i64(&day.slice(0, 10), "_partition", |_, _| 1);
+    let topic = day
+        .column_by_name("_topic")
+        .unwrap()
+        .as_string::<i32>()
+        .value(0)
+        .to_string();
+    let duplicates = |expect: bool| {
+        let mut engine = RuleEngine::new(sample_spec(), day.schema(), calendar()).unwrap();
+        if expect {
+            let d = engine.dedup().unwrap();
+            d.expect_partition(&topic, 0);
+            d.expect_partition(&topic, 1);
+        }
+        engine.process(&first).unwrap();
+        engine.process(&copies).unwrap().stats.dedup.duplicate_rows
+    };
+    assert_eq!(
+        duplicates(false),
+        0,
+        "without it, the copies are not caught"
+    );
+    assert_eq!(duplicates(true), 10);
+}
+
 /// Seeding reads the last window only, pruned by trade_date and the files' statistics: with
 /// an older day's data file gone from storage, a scan of the whole table would fail, the
 /// pruned one does not notice.
