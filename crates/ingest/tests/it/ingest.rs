@@ -24,8 +24,17 @@ fn lands_a_feed_produced_before_the_first_start(format: WireFormat, spec_format:
     assert!(body.contains("finlake_ingest_commits_total"), "{body}");
     let ready = http_get(&ingest.metrics.replace("/metrics", "/readyz"));
     assert_eq!(ready.0, 200, "{}", ready.1);
+    promtool_check(&body);
     let log = ingest.log();
     assert_eq!(ingest.stop(), 0, "{log}");
+    // the group's committed offsets (what kafka-consumer-groups and kcat show) follow the
+    // Delta versions: a hint for lag tools, written after each commit
+    let committed = group_offsets(&broker.bootstrap, "finlake-market-data-stream", 3);
+    assert_eq!(
+        committed,
+        versions(&w.trades(), 3),
+        "committed offsets = Delta versions"
+    );
 
     let (landed, quarantined, duplicates) = reconcile(&broker, &w);
     // the manifest: what the stages reject is quarantined; every duplicate the generator
@@ -97,6 +106,59 @@ fn lands_a_feed_produced_before_the_first_start(format: WireFormat, spec_format:
         );
         assert!(h["finlake-correlation-id"].starts_with("ING:"));
     }
+    // an outside client sees them too, as the guide's troubleshooting expects
+    let out = std::process::Command::new("kcat")
+        .args([
+            "-b",
+            &broker.bootstrap,
+            "-C",
+            "-t",
+            DLQ,
+            "-e",
+            "-q",
+            "-f",
+            "%h\\n",
+        ])
+        .output()
+        .expect("kcat (Debian package kcat; scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("finlake-reason="))
+            .count(),
+        quarantined,
+        "{text}"
+    );
+}
+
+/// `promtool check metrics` (Debian package prometheus) accepts the exposition.
+fn promtool_check(body: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/test installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -303,12 +365,7 @@ fn a_partition_committed_by_another_writer_is_fenced_not_doubled() {
     let (_, metrics) = http_get(&ingest.metrics);
     let log = ingest.log();
     assert_eq!(ingest.stop(), 0, "{log}");
-    let fenced: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("finlake_ingest_fenced_total"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let fenced = metric(&metrics, "finlake_ingest_fenced_total");
     assert!(fenced >= 1.0, "the fencing path ran: {metrics}");
     assert!(log.contains("resync"), "{log}");
     // nothing of the claimed range landed; everything else reconciles
@@ -322,4 +379,85 @@ fn a_partition_committed_by_another_writer_is_fenced_not_doubled() {
     }
     let (l, q, d) = reconcile(&broker, &w);
     assert_eq!(l + q + d as usize + 100, manifest.len());
+}
+
+/// The broker goes down for 4 s mid-load and comes back, then fetches and produces fail
+/// with injected errors: the ingestor recovers without a restart and nothing is lost.
+#[test]
+fn broker_down_and_injected_request_errors_lose_nothing() {
+    use rdkafka::types::RDKafkaApiKey;
+    use rdkafka::types::RDKafkaRespErr;
+    let broker = Broker::start(3);
+    let w = Workdir::new("JSON", PROCESSING);
+    let producer = produce_in_background(
+        broker.bootstrap.clone(),
+        20_000,
+        20,
+        Duration::from_millis(400),
+    );
+    let ingest = Ingest::start(&w, &broker.bootstrap, &[]);
+    ingest.wait_ready(Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    broker.with(|c| c.broker_down(1).unwrap());
+    std::thread::sleep(Duration::from_secs(4));
+    broker.with(|c| c.broker_up(1).unwrap());
+    std::thread::sleep(Duration::from_secs(1));
+    broker.with(|c| {
+        c.request_errors(
+            RDKafkaApiKey::Fetch,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 5],
+        );
+        c.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT; 3],
+        );
+    });
+    let manifest = producer.join().unwrap();
+    wait_caught_up(&broker, &w, &ingest, Duration::from_secs(120));
+    let (_, metrics) = http_get(&ingest.metrics);
+    let log = ingest.log();
+    assert_eq!(ingest.stop(), 0, "{log}");
+    assert!(
+        metric(&metrics, "finlake_ingest_kafka_errors_total") >= 1.0,
+        "the outage was seen by the client: {metrics}"
+    );
+    let (landed, quarantined, duplicates) = reconcile(&broker, &w);
+    let rejected = manifest.iter().filter(|e| e.outcome == "rejected").count();
+    assert_eq!(quarantined, rejected);
+    assert_eq!(landed + duplicates as usize, manifest.len() - rejected);
+    assert!(
+        dead_letters(&broker.bootstrap).len() >= quarantined,
+        "dead letters are at least once"
+    );
+}
+
+/// A metric's value (summed over its label sets) from the exposition text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The committed offsets of `group` on the source topic, by partition.
+fn group_offsets(bootstrap: &str, group: &str, partitions: i32) -> Vec<Option<i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(TOPIC, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    (0..partitions)
+        .map(|p| match got.find_partition(TOPIC, p).map(|e| e.offset()) {
+            Some(rdkafka::Offset::Offset(o)) => Some(o),
+            _ => None,
+        })
+        .collect()
 }
