@@ -126,6 +126,25 @@ enum Command {
         #[arg(long)]
         exit_on_stdin_close: bool,
     },
+    /// Benchmark the ingestor: messages pre-produced into the mock broker, then the time
+    /// from start to the commit covering every offset (sample spec, rules and dedup on).
+    BenchIngest {
+        /// Messages.
+        #[arg(long, default_value_t = 200_000)]
+        rows: usize,
+        /// Partitions.
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        /// Wire format (avro is the Confluent wire format).
+        #[arg(long, value_enum, default_value = "json")]
+        format: GenFormat,
+        /// max_batch_size.
+        #[arg(long, default_value_t = 20_000)]
+        batch: u32,
+        /// commit_interval.
+        #[arg(long, default_value = "1s")]
+        commit_interval: String,
+    },
     /// Generate a feed and land it in ./demo-lake through decode, transforms and checks.
     Demo {
         /// Where the tables go.
@@ -242,6 +261,26 @@ fn run(command: Command) -> anyhow::Result<u8> {
             exit_on_stdin_close,
         } => {
             finlake_ingest::devkafka::serve(brokers, &topics, partitions, exit_on_stdin_close)?;
+            Ok(0)
+        }
+        Command::BenchIngest {
+            rows,
+            partitions,
+            format,
+            batch,
+            commit_interval,
+        } => {
+            let summary = finlake_ingest::bench::run(&finlake_ingest::bench::BenchOptions {
+                rows,
+                partitions,
+                format: match format {
+                    GenFormat::Json => WireFormat::Json,
+                    GenFormat::Avro => WireFormat::Avro,
+                },
+                batch,
+                commit_interval,
+            })?;
+            println!("{summary}");
             Ok(0)
         }
         Command::Validate { files } => Ok(validate(&files)),

@@ -121,6 +121,8 @@ pub async fn produce_feed(
         .set("bootstrap.servers", &opts.bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
+        // the mock keeps 5 MiB per partition: compressed message sets hold ~4x the messages
+        .set("compression.type", "lz4")
         .set("batch.num.messages", "10000")
         .set("message.timeout.ms", "60000")
         .create()

@@ -11,6 +11,7 @@
 //!   produced into it.
 
 pub mod assign;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod devkafka;
