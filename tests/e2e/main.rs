@@ -373,3 +373,121 @@ fn readme_commands_run_as_written() {
         );
     }
 }
+
+/// The streaming path through the binaries, as a developer runs it: `finlake dev-kafka` (the
+/// broker, its own process), `finlake generate --kafka` (the feed, with its manifest of where
+/// each message went), `finlake ingest` on the sample spec with `${KAFKA_BOOTSTRAP}` and
+/// `${LAKE_URI}` from the environment. Every message of the manifest is in the lake once.
+#[test]
+fn dev_kafka_generate_and_ingest_through_the_binaries() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Command::new(env!("CARGO_BIN_EXE_finlake"))
+        .args(["dev-kafka", "--partitions", "2", "--exit-on-stdin-close"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(broker.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let bootstrap = line.trim().to_string();
+    assert!(bootstrap.contains(':'), "bootstrap address: {line:?}");
+    let manifest = dir.path().join("manifest.jsonl");
+    let out = finlake(&[
+        "generate",
+        "--kafka",
+        &bootstrap,
+        "--rows",
+        "4000",
+        "--faults",
+        "0.02",
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refdata = dir.path().join("refdata");
+    std::fs::create_dir_all(&refdata).unwrap();
+    std::fs::write(
+        refdata.join("fx_rates.csv"),
+        finlake_core::generate::fx_rates_csv(finlake_core::demo::demo_date(), 42),
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let mut ingest = Command::new(env!("CARGO_BIN_EXE_finlake"))
+        .args(["ingest", "samples/market-data-stream.yaml", "--refdata"])
+        .arg(&refdata)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env("KAFKA_BOOTSTRAP", &bootstrap)
+        .env("LAKE_URI", &lake)
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let high = |p: i64| rows.iter().filter(|r| r["partition"] == p).count() as i64;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let trades = lake.join("market/trades");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let done = rt.block_on(async {
+            let Ok(url) = finlake_core::delta::table_url(&trades.display().to_string()) else {
+                return false;
+            };
+            let Ok(t) = deltalake::open_table(url).await else {
+                return false;
+            };
+            let mut ok = true;
+            for p in 0..2 {
+                let id = format!("market-data-stream/market.trades/{p}");
+                ok &= finlake_core::delta::txn_version(&t, &id)
+                    .await
+                    .ok()
+                    .flatten()
+                    == Some(high(p));
+            }
+            ok
+        });
+        if done {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ingested in 90 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Command::new("kill")
+        .args(["-TERM", &ingest.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(ingest.wait().unwrap().code(), Some(0));
+    drop(broker.stdin.take());
+    broker.wait().unwrap();
+    // what the manifest says is rejected is in the quarantine, at its partition and offset
+    let rejected = rows.iter().filter(|r| r["outcome"] == "rejected").count();
+    let count = python(
+        "import os, sys\nfrom deltalake import DeltaTable\n\
+         q = DeltaTable(sys.argv[1]).to_pyarrow_table()\nt = DeltaTable(sys.argv[2]).to_pyarrow_table()\n\
+         print(q.num_rows, t.num_rows, flush=True)\nos._exit(0)\n",
+        &[
+            lake.join("market/quarantine").to_str().unwrap(),
+            trades.to_str().unwrap(),
+        ],
+    );
+    let v: Vec<usize> = count
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(v[0], rejected, "quarantine rows");
+    assert!(v[1] > 0 && v[0] + v[1] <= 4000, "{v:?}");
+}
