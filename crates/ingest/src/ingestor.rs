@@ -61,6 +61,8 @@ pub mod headers {
 
 /// Commits retried after a transient error before the buffers are dropped and re-read.
 const COMMIT_ATTEMPTS: u32 = 5;
+/// How often the consumer-lag gauges are refreshed.
+const LAG_EVERY: Duration = Duration::from_secs(5);
 /// Buffered micro-batches are committed early once they hold this many messages.
 const MAX_PENDING_MESSAGES: usize = 2_000_000;
 
@@ -203,6 +205,7 @@ pub struct Ingestor {
     pending_messages: usize,
     health: Arc<Health>,
     metrics: &'static IngestMetrics,
+    lag_updated: Instant,
 }
 
 fn now_micros() -> i64 {
@@ -302,6 +305,7 @@ impl Ingestor {
             pending_messages: 0,
             health,
             metrics: IngestMetrics::global(),
+            lag_updated: Instant::now() - LAG_EVERY,
         })
     }
 
@@ -778,9 +782,10 @@ impl Ingestor {
         m.commit_seconds
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
-        m.freshness
+        m.last_commit
             .with_label_values(&[name])
-            .set(started.elapsed().as_secs_f64());
+            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        self.update_lag(&prepared.parts);
         tracing::info!(
             batches = prepared.correlation_ids.len(),
             landed,
@@ -791,6 +796,34 @@ impl Ingestor {
             "committed"
         );
         Ok(())
+    }
+
+    /// Consumer lag per committed partition (high watermark minus the committed version),
+    /// refreshed at most every [`LAG_EVERY`]: one broker round trip a partition.
+    fn update_lag(&mut self, parts: &BTreeMap<Tp, PartCommit>) {
+        if self.lag_updated.elapsed() < LAG_EVERY {
+            return;
+        }
+        self.lag_updated = Instant::now();
+        let consumer = &self.consumer;
+        let name = self.cfg.name.as_str();
+        let lag = &self.metrics.lag;
+        let fetch = || {
+            for (tp, pc) in parts {
+                if let Ok((_, high)) =
+                    consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_secs(1))
+                {
+                    lag.with_label_values(&[name, &tp.0, &tp.1.to_string()])
+                        .set((high - pc.next).max(0));
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(fetch)
+            }
+            _ => fetch(),
+        }
     }
 
     /// Dead letters (at least once: produced and acknowledged before the commit), then the
@@ -981,8 +1014,14 @@ pub async fn run_all(
 ) -> Result<()> {
     let mut set = tokio::task::JoinSet::new();
     for (cfg, health) in pipelines.into_iter().zip(health) {
-        let ingestor = Ingestor::start(cfg, health).await?;
-        set.spawn(ingestor.run(shutdown.clone()));
+        // every line of a pipeline's run carries a correlation id: its batches' and commits'
+        // own where there is one, this run's otherwise
+        let run_id = finlake_core::telemetry::correlation_id("ING-RUN");
+        let span = tracing::info_span!("pipeline", correlation_id = %run_id, pipeline = %cfg.name);
+        let ingestor = Ingestor::start(cfg, health)
+            .instrument(span.clone())
+            .await?;
+        set.spawn(ingestor.run(shutdown.clone()).instrument(span));
     }
     while let Some(r) = set.join_next().await {
         let r = r.map_err(|e| IngestError::Internal(format!("pipeline task: {e}")))?;

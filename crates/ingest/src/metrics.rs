@@ -29,8 +29,8 @@ pub struct IngestMetrics {
     pub assigned: IntGaugeVec,
     /// Consumer lag in messages, by pipeline, topic and partition.
     pub lag: IntGaugeVec,
-    /// Seconds since the newest committed row's ingest time, by pipeline.
-    pub freshness: prometheus::GaugeVec,
+    /// Unix time of the last data commit, by pipeline (`time() - metric` is the freshness).
+    pub last_commit: prometheus::GaugeVec,
     /// Errors the Kafka client reported, by pipeline.
     pub kafka_errors: IntCounterVec,
 }
@@ -74,12 +74,12 @@ impl IngestMetrics {
             )
         };
         #[allow(clippy::expect_used)]
-        let freshness = reg(
+        let last_commit = reg(
             registry,
             prometheus::GaugeVec::new(
                 Opts::new(
-                    "finlake_ingest_freshness_seconds",
-                    "Seconds from the newest committed row's ingest time to its commit.",
+                    "finlake_ingest_last_commit_timestamp_seconds",
+                    "Unix time of the last data commit; time() minus it is the table's freshness.",
                 ),
                 &["pipeline"],
             )
@@ -139,7 +139,7 @@ impl IngestMetrics {
                 "Messages between the committed version and the partition's high watermark.",
                 &["pipeline", "topic", "partition"],
             ),
-            freshness,
+            last_commit,
             kafka_errors: counter(
                 "finlake_ingest_kafka_errors_total",
                 "Errors the Kafka client reported.",

@@ -25,8 +25,28 @@ fn lands_a_feed_produced_before_the_first_start(format: WireFormat, spec_format:
     let ready = http_get(&ingest.metrics.replace("/metrics", "/readyz"));
     assert_eq!(ready.0, 200, "{}", ready.1);
     promtool_check(&body);
+    assert!(
+        body.contains("finlake_ingest_consumer_lag_messages{"),
+        "lag per partition: {body}"
+    );
     let log = ingest.log();
     assert_eq!(ingest.stop(), 0, "{log}");
+    // every line of the pipeline's run carries a correlation id
+    let mut lines = 0;
+    for line in log.lines().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let target = v["target"].as_str().unwrap_or_default();
+        if target.starts_with("finlake_ingest::ingestor")
+            || target.starts_with("finlake_ingest::assign")
+        {
+            lines += 1;
+            assert!(
+                v.pointer("/span/correlation_id").is_some(),
+                "a line without a correlation id: {line}"
+            );
+        }
+    }
+    assert!(lines > 5, "{log}");
     // the group's committed offsets (what kafka-consumer-groups and kcat show) follow the
     // Delta versions: a hint for lag tools, written after each commit
     let committed = group_offsets(&broker.bootstrap, "finlake-market-data-stream", 3);
