@@ -237,7 +237,8 @@ pub async fn open_or_create(spec: &TableSpec) -> Result<DeltaTable> {
     if url.scheme() == "s3" || url.scheme() == "s3a" {
         deltalake::aws::register_handlers(None);
     }
-    let table = DeltaTable::try_from_url_with_storage_options(url, spec.storage_options.clone())
+    let options = with_client_defaults(&url, &spec.storage_options);
+    let table = DeltaTable::try_from_url_with_storage_options(url, options)
         .await
         .map_err(table_err(&spec.uri, "open"))?;
     let table = if table.version().is_none() {
@@ -274,6 +275,33 @@ pub async fn open_or_create(spec: &TableSpec) -> Result<DeltaTable> {
     check_txn_retention(&table, &spec.uri)?;
     Ok(table)
 }
+
+/// finlake's own bounds on every object-store request of a remote table, unless the table's
+/// storage options set them: a request times out after 30 s (5 s to connect), and a failed
+/// one is retried 3 times within 30 s. object_store's defaults (10 retries over up to 3
+/// minutes, no request timeout) would hold a stream's commit, or a quality check, for minutes
+/// before anyone hears of it; the caller's own retry (the ingestor backs off and resyncs) and
+/// exit code 75 say more. Local paths have no client and get none.
+pub fn with_client_defaults(
+    url: &Url,
+    options: &HashMap<String, String>,
+) -> HashMap<String, String> {
+    let mut out = options.clone();
+    if url.scheme() != "file" && url.scheme() != "memory" {
+        for (k, v) in CLIENT_DEFAULTS {
+            out.entry(k.to_string()).or_insert_with(|| v.to_string());
+        }
+    }
+    out
+}
+
+/// See [`with_client_defaults`].
+pub const CLIENT_DEFAULTS: [(&str, &str); 4] = [
+    ("timeout", "30s"),
+    ("connect_timeout", "5s"),
+    ("max_retries", "3"),
+    ("retry_timeout", "30s"),
+];
 
 /// The columns that get data-skipping statistics when a schema has binary columns: every
 /// other top-level column but the partition columns (which have none). `None` when no column

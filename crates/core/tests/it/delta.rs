@@ -287,6 +287,30 @@ async fn s3_tables_on_a_real_endpoint_keep_txn_versions() {
         .sum();
     assert_eq!(prices, (0..9).sum::<i128>() * 1_000_000);
     assert!(reopened.version().unwrap() >= 2);
+    // the client bounds finlake adds reached the table's store (and were accepted by it)
+    let used: HashMap<String, String> = reopened
+        .log_store()
+        .config()
+        .options()
+        .raw()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (k, v) in delta::CLIENT_DEFAULTS {
+        assert_eq!(used.get(k).map(String::as_str), Some(v), "{k}");
+    }
+}
+
+/// finlake's request timeout and retry bounds apply to remote tables unless the table's own
+/// options set them; local paths get none.
+#[test]
+fn client_defaults_apply_to_remote_tables_and_yield_to_the_spec() {
+    let s3 = url::Url::parse("s3://lake/t").unwrap();
+    let mine = HashMap::from([("max_retries".to_string(), "7".to_string())]);
+    let got = delta::with_client_defaults(&s3, &mine);
+    assert_eq!(got["max_retries"], "7");
+    assert_eq!(got["timeout"], "30s");
+    let local = url::Url::parse("file:///tmp/t").unwrap();
+    assert_eq!(delta::with_client_defaults(&local, &mine), mine);
 }
 
 #[tokio::test]

@@ -112,7 +112,8 @@ pub(super) async fn open_table(uri: &str, storage: &HashMap<String, String>) -> 
     if url.scheme() == "s3" || url.scheme() == "s3a" {
         deltalake::aws::register_handlers(None);
     }
-    let table = DeltaTable::try_from_url_with_storage_options(url, storage.clone())
+    let options = finlake_core::delta::with_client_defaults(&url, storage);
+    let table = DeltaTable::try_from_url_with_storage_options(url, options)
         .await
         .map_err(|e| finlake_core::delta::DeltaError::Table {
             uri: uri.into(),
