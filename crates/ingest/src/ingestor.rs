@@ -61,6 +61,8 @@ pub mod headers {
 
 /// Commits retried after a transient error before the buffers are dropped and re-read.
 const COMMIT_ATTEMPTS: u32 = 5;
+/// Expired log files are cleaned up (in the background) every this many data commits.
+const MAINTENANCE_EVERY: u64 = 100;
 /// How often the consumer-lag gauges are refreshed.
 const LAG_EVERY: Duration = Duration::from_secs(5);
 /// Buffered micro-batches are committed early once they hold this many messages.
@@ -206,6 +208,8 @@ pub struct Ingestor {
     health: Arc<Health>,
     metrics: &'static IngestMetrics,
     lag_updated: Instant,
+    commits: u64,
+    maintenance: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn now_micros() -> i64 {
@@ -306,6 +310,8 @@ impl Ingestor {
             health,
             metrics: IngestMetrics::global(),
             lag_updated: Instant::now() - LAG_EVERY,
+            commits: 0,
+            maintenance: None,
         })
     }
 
@@ -786,6 +792,10 @@ impl Ingestor {
             .with_label_values(&[name])
             .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
         self.update_lag(&prepared.parts);
+        self.commits += 1;
+        if self.commits.is_multiple_of(MAINTENANCE_EVERY) {
+            self.maintain();
+        }
         tracing::info!(
             batches = prepared.correlation_ids.len(),
             landed,
@@ -796,6 +806,27 @@ impl Ingestor {
             "committed"
         );
         Ok(())
+    }
+
+    /// Log cleanup of both tables on a task of its own: delta-rs would list `_delta_log`
+    /// inside every commit (our commits turn that off); one run at a time.
+    fn maintain(&mut self) {
+        if self.maintenance.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let tables = [self.data.clone(), self.quarantine.clone()];
+        let span = tracing::Span::current();
+        self.maintenance = Some(tokio::spawn(
+            async move {
+                for t in tables {
+                    match delta::cleanup_logs(&t).await {
+                        Ok(n) => tracing::info!(table = %t.table_url(), removed = n, "expired log files cleaned up"),
+                        Err(e) => tracing::warn!(table = %t.table_url(), error = %e, "log cleanup failed; retried later"),
+                    }
+                }
+            }
+            .instrument(span),
+        ));
     }
 
     /// Consumer lag per committed partition (high watermark minus the committed version),

@@ -463,3 +463,60 @@ async fn an_append_of_nothing_commits_the_txn_alone() {
     );
     assert_eq!(rows(&reopened).await, 10);
 }
+
+/// `cleanup_logs` (the maintenance commits no longer do inline) removes the log files a
+/// checkpoint covers once they are older than the table's log retention, and the table still
+/// opens at its version with its txn.
+#[tokio::test]
+async fn log_cleanup_removes_what_a_checkpoint_covers() {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("t").display().to_string();
+    let kernel: deltalake::kernel::StructType = schema().as_ref().try_into_kernel().unwrap();
+    let url = delta::table_url(&uri).unwrap();
+    deltalake::DeltaTable::try_from_url(url.clone())
+        .await
+        .unwrap()
+        .create()
+        .with_columns(kernel.fields().cloned())
+        .with_partition_columns(["trade_date"])
+        .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some("5"))
+        .with_configuration_property(
+            deltalake::TableProperty::LogRetentionDuration,
+            Some("interval 0 seconds"),
+        )
+        .await
+        .unwrap();
+    let mut t = delta::open_or_create(&spec(&uri, Some(5), HashMap::new()))
+        .await
+        .unwrap();
+    for i in 0..12 {
+        t = delta::append(t, vec![batch(i..i + 1, 1)], &txn("p/t/0", i + 1))
+            .await
+            .unwrap();
+    }
+    let log = dir.path().join("t/_delta_log");
+    let commits = || {
+        std::fs::read_dir(&log)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "json")
+            })
+            .count()
+    };
+    assert_eq!(commits(), 13);
+    let removed = delta::cleanup_logs(&t).await.unwrap();
+    assert!(removed >= 9, "removed {removed}");
+    assert!(commits() <= 4, "{} commit files left", commits());
+    let reopened = deltalake::open_table(url).await.unwrap();
+    assert_eq!(reopened.version(), Some(12));
+    assert_eq!(
+        delta::txn_version(&reopened, "p/t/0").await.unwrap(),
+        Some(12)
+    );
+    assert_eq!(rows(&reopened).await, 12);
+}
