@@ -190,6 +190,56 @@ impl Part {
 /// caught up, or its producers stopped); its next message makes it count again.
 const IDLE_PARTITION: Duration = Duration::from_secs(5);
 
+/// Appends a message to its partition's open micro-batch; returns the partition when that
+/// batch is full. `last` keeps the previous message's partition key, so a run of messages of
+/// one partition (as librdkafka delivers them) allocates no key.
+#[allow(clippy::too_many_arguments)]
+fn push(
+    parts: &mut HashMap<Tp, Part>,
+    last: &mut Option<Tp>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    payload: &[u8],
+    max_rows: usize,
+    max_bytes: usize,
+) -> Option<Tp> {
+    if !matches!(last, Some((t, p)) if *p == partition && t == topic) {
+        *last = Some((topic.to_string(), partition));
+    }
+    let tp = last.as_ref()?;
+    // a message of a partition revoked meanwhile: the next owner reads it
+    let part = parts.get_mut(tp)?;
+    if part.seek_to.is_some() {
+        return None;
+    }
+    match part.next {
+        Some(next) if offset < next => return None, // fetched before a seek: stale
+        Some(next) if offset > next => {
+            // transaction markers and compaction leave gaps; anything else would be loss,
+            // which auto.offset.reset=error turns into an error instead
+            tracing::debug!(
+                topic,
+                partition,
+                expected = next,
+                got = offset,
+                "offset gap"
+            );
+        }
+        _ => {}
+    }
+    part.next = Some(offset + 1);
+    let open = part.open.get_or_insert_with(|| {
+        part.last_seen = Instant::now();
+        part.idle = false;
+        Open::new()
+    });
+    open.arena.extend_from_slice(payload);
+    open.ends.push(open.arena.len());
+    open.offsets.push(offset);
+    (open.offsets.len() >= max_rows || open.arena.len() >= max_bytes).then(|| tp.clone())
+}
+
 /// One pipeline's ingestor.
 pub struct Ingestor {
     cfg: Arc<PipelineConfig>,
@@ -210,6 +260,10 @@ pub struct Ingestor {
     lag_updated: Instant,
     commits: u64,
     maintenance: Option<tokio::task::JoinHandle<()>>,
+    last_tp: Option<Tp>,
+    /// A client of its own for high watermarks (the lag gauges), and its running fetch.
+    lag_client: Arc<rdkafka::consumer::BaseConsumer>,
+    lag_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn now_micros() -> i64 {
@@ -277,6 +331,20 @@ impl Ingestor {
             ),
             None => None,
         };
+        let mut lag_config = ClientConfig::new();
+        lag_config
+            .set("bootstrap.servers", &cfg.bootstrap)
+            .set("client.id", format!("finlake-ingest-{}-lag", cfg.name));
+        for (k, v) in &cfg.kafka_settings {
+            if k != "group.id" {
+                lag_config.set(k, v);
+            }
+        }
+        let lag_client = Arc::new(
+            lag_config
+                .create::<rdkafka::consumer::BaseConsumer>()
+                .map_err(IngestError::kafka("create lag client"))?,
+        );
         tracing::info!(
             pipeline = %cfg.name,
             topics = ?topics,
@@ -312,6 +380,9 @@ impl Ingestor {
             lag_updated: Instant::now() - LAG_EVERY,
             commits: 0,
             maintenance: None,
+            last_tp: None,
+            lag_client,
+            lag_task: None,
         })
     }
 
@@ -351,15 +422,28 @@ impl Ingestor {
                 }
                 msg = self.consumer.recv() => match msg {
                     Ok(m) => {
-                        let topic = m.topic().to_string();
-                        let (partition, offset) = (m.partition(), m.offset());
-                        let payload = m.payload().unwrap_or_default();
-                        self.metrics.messages.with_label_values(&[&self.cfg.name, &topic]).inc();
-                        self.metrics.bytes.with_label_values(&[&self.cfg.name, &topic]).inc_by(payload.len() as u64);
-                        let payload = payload.to_vec();
-                        drop(m);
-                        self.sync_assignment()?;
-                        self.accept((topic, partition), offset, &payload).await?;
+                        let (max_rows, max_bytes) = (self.cfg.max_batch_rows, self.cfg.max_batch_bytes);
+                        let full = if self.consumer.context().generation.load(Ordering::SeqCst)
+                            != self.generation_seen
+                        {
+                            // a rebalance ran inside this recv: take it first (rare, so the
+                            // message is copied out)
+                            let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
+                            let payload = m.payload().unwrap_or_default().to_vec();
+                            drop(m);
+                            self.sync_assignment()?;
+                            push(&mut self.parts, &mut self.last_tp, &topic, partition, offset, &payload, max_rows, max_bytes)
+                        } else {
+                            // the hot path: the payload goes from librdkafka's buffer straight
+                            // into the partition's arena, nothing allocated per message
+                            let payload = m.payload().unwrap_or_default();
+                            let full = push(&mut self.parts, &mut self.last_tp, m.topic(), m.partition(), m.offset(), payload, max_rows, max_bytes);
+                            drop(m);
+                            full
+                        };
+                        if let Some(tp) = full {
+                            self.close(&tp).await?;
+                        }
                     }
                     Err(e) => {
                         self.metrics.kafka_errors.with_label_values(&[&self.cfg.name]).inc();
@@ -461,38 +545,6 @@ impl Ingestor {
         }
     }
 
-    async fn accept(&mut self, tp: Tp, offset: i64, payload: &[u8]) -> Result<()> {
-        let Some(part) = self.parts.get_mut(&tp) else {
-            // a message of a partition revoked meanwhile: the next owner reads it
-            return Ok(());
-        };
-        if part.seek_to.is_some() {
-            return Ok(());
-        }
-        match part.next {
-            Some(next) if offset < next => return Ok(()), // fetched before a seek: stale
-            Some(next) if offset > next => {
-                // transaction markers and compaction leave gaps; anything else would be loss,
-                // which auto.offset.reset=error turns into an error instead
-                tracing::debug!(topic = %tp.0, partition = tp.1, expected = next, got = offset, "offset gap");
-            }
-            _ => {}
-        }
-        part.next = Some(offset + 1);
-        part.last_seen = Instant::now();
-        part.idle = false;
-        let open = part.open.get_or_insert_with(Open::new);
-        open.arena.extend_from_slice(payload);
-        open.ends.push(open.arena.len());
-        open.offsets.push(offset);
-        if open.offsets.len() >= self.cfg.max_batch_rows
-            || open.arena.len() >= self.cfg.max_batch_bytes
-        {
-            self.close(&tp).await?;
-        }
-        Ok(())
-    }
-
     /// Partitions silent for [`IDLE_PARTITION`] stop holding the dedup watermark.
     fn mark_idle(&mut self) {
         let now = Instant::now();
@@ -534,6 +586,14 @@ impl Ingestor {
         if open.offsets.is_empty() {
             return Ok(());
         }
+        self.metrics
+            .messages
+            .with_label_values(&[&self.cfg.name, &tp.0])
+            .inc_by(open.offsets.len() as u64);
+        self.metrics
+            .bytes
+            .with_label_values(&[&self.cfg.name, &tp.0])
+            .inc_by(open.arena.len() as u64);
         let source = *self.topics.get(&tp.0).ok_or_else(|| {
             IngestError::Internal(format!("message from unsubscribed topic {}", tp.0))
         })?;
@@ -830,31 +890,31 @@ impl Ingestor {
     }
 
     /// Consumer lag per committed partition (high watermark minus the committed version),
-    /// refreshed at most every [`LAG_EVERY`]: one broker round trip a partition.
+    /// fetched from the broker on a blocking task of its own (never on the loop: a broker
+    /// outage must not hold commits), at most every [`LAG_EVERY`] and one fetch at a time.
     fn update_lag(&mut self, parts: &BTreeMap<Tp, PartCommit>) {
-        if self.lag_updated.elapsed() < LAG_EVERY {
+        if self.lag_updated.elapsed() < LAG_EVERY
+            || self.lag_task.as_ref().is_some_and(|h| !h.is_finished())
+        {
             return;
         }
         self.lag_updated = Instant::now();
-        let consumer = &self.consumer;
-        let name = self.cfg.name.as_str();
-        let lag = &self.metrics.lag;
-        let fetch = || {
-            for (tp, pc) in parts {
-                if let Ok((_, high)) =
-                    consumer.fetch_watermarks(&tp.0, tp.1, Duration::from_secs(1))
-                {
-                    lag.with_label_values(&[name, &tp.0, &tp.1.to_string()])
-                        .set((high - pc.next).max(0));
+        let client = self.lag_client.clone();
+        let name = self.cfg.name.clone();
+        let lag = self.metrics.lag.clone();
+        let wanted: Vec<(Tp, i64)> = parts.iter().map(|(tp, pc)| (tp.clone(), pc.next)).collect();
+        self.lag_task = Some(tokio::task::spawn_blocking(move || {
+            for ((topic, p), next) in wanted {
+                match client.fetch_watermarks(&topic, p, Duration::from_secs(5)) {
+                    Ok((_, high)) => lag
+                        .with_label_values(&[&name, &topic, &p.to_string()])
+                        .set((high - next).max(0)),
+                    Err(e) => {
+                        tracing::debug!(%topic, partition = p, error = %e, "lag: watermarks not fetched")
+                    }
                 }
             }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(fetch)
-            }
-            _ => fetch(),
-        }
+        }));
     }
 
     /// Dead letters (at least once: produced and acknowledged before the commit), then the
