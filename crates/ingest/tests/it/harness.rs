@@ -330,18 +330,8 @@ pub fn lineage(path: &Path) -> HashMap<(i32, i64), usize> {
         return out;
     }
     for b in read_table(path) {
-        let p = b
-            .column_by_name("_partition")
-            .unwrap()
-            .as_primitive::<Int32Type>()
-            .clone();
-        let o = b
-            .column_by_name("_offset")
-            .unwrap()
-            .as_primitive::<Int64Type>()
-            .clone();
-        for i in 0..b.num_rows() {
-            *out.entry((p.value(i), o.value(i))).or_default() += 1;
+        for key in keys(&b) {
+            *out.entry(key).or_default() += 1;
         }
     }
     out
@@ -513,25 +503,32 @@ pub fn dead_letters(bootstrap: &str) -> Vec<(Vec<u8>, HashMap<String, String>)> 
 pub fn quarantine_raw(path: &Path) -> HashMap<(i32, i64), Vec<u8>> {
     let mut out = HashMap::new();
     for b in read_table(path) {
-        let p = b
-            .column_by_name("_partition")
-            .unwrap()
-            .as_primitive::<Int32Type>()
-            .clone();
-        let o = b
-            .column_by_name("_offset")
-            .unwrap()
-            .as_primitive::<Int64Type>()
-            .clone();
         let raw = arrow::compute::cast(
             b.column_by_name("raw_payload").unwrap(),
             &arrow::datatypes::DataType::Binary,
         )
         .unwrap();
         let raw = raw.as_binary::<i32>();
-        for i in 0..b.num_rows() {
-            out.insert((p.value(i), o.value(i)), raw.value(i).to_vec());
+        for (i, key) in keys(&b).into_iter().enumerate() {
+            out.insert(key, raw.value(i).to_vec());
         }
     }
     out
+}
+
+/// (`_partition`, `_offset`) of each row of a batch.
+fn keys(b: &RecordBatch) -> Vec<(i32, i64)> {
+    let p = b
+        .column_by_name("_partition")
+        .unwrap()
+        .as_primitive::<Int32Type>();
+    let o = b
+        .column_by_name("_offset")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    p.values()
+        .iter()
+        .copied()
+        .zip(o.values().iter().copied())
+        .collect()
 }
