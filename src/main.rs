@@ -193,7 +193,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // `finlake ingest` sets up its own logging from its own `--log-format` (json by default,
+    // as in production); the first set-up would win
+    if !matches!(cli.command, Command::Ingest { .. }) {
+        telemetry::init(cli.log_format);
+    }
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
