@@ -18,6 +18,9 @@
 //! - `auto.offset.reset=error`: an offset retention has overtaken is an error and a metric,
 //!   never a silent jump.
 
+// Runs inside the consumer's poll: no unwrap/expect, a failure is reported to the loop.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,15 +57,21 @@ impl Versions {
     }
 }
 
-/// Ownership as the callback left it; the loop takes the changes.
+/// One change of ownership, as the callback made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Assigned, with the tables' versions read at assignment.
+    Assigned(Tp, Versions),
+    /// Revoked; `true` when the assignment was lost.
+    Revoked(Tp, bool),
+}
+
+/// Ownership changes since the loop last looked, in the order they happened (a partition
+/// assigned then revoked before the loop looks must end up not owned).
 #[derive(Debug, Default)]
 pub struct Assignment {
-    /// Partitions owned now, with their versions as read at assignment.
-    pub owned: HashMap<Tp, Versions>,
-    /// Partitions assigned since the loop last looked.
-    pub assigned: Vec<Tp>,
-    /// Partitions revoked since the loop last looked, with whether they were lost.
-    pub revoked: Vec<(Tp, bool)>,
+    /// The changes, oldest first.
+    pub changes: Vec<Change>,
     /// A rebalance that failed: the loop stops with it (the group moves the partitions on).
     pub failed: Option<String>,
 }
@@ -195,13 +204,10 @@ impl IngestContext {
         if let Err(e) = res {
             return self.fail(format!("assign {parts:?}: {e}"));
         }
-        let metrics = IngestMetrics::global();
         let mut a = self.lock();
         for tp in parts {
             let v = versions.get(&tp).copied().unwrap_or_default();
-            metrics.assigned.with_label_values(&[&self.pipeline]).inc();
-            a.owned.insert(tp.clone(), v);
-            a.assigned.push(tp);
+            a.changes.push(Change::Assigned(tp, v));
         }
         drop(a);
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -218,13 +224,7 @@ impl IngestContext {
         {
             let mut a = self.lock();
             for tp in &parts {
-                if a.owned.remove(tp).is_some() {
-                    IngestMetrics::global()
-                        .assigned
-                        .with_label_values(&[&self.pipeline])
-                        .dec();
-                }
-                a.revoked.push((tp.clone(), lost));
+                a.changes.push(Change::Revoked(tp.clone(), lost));
             }
         }
         self.generation.fetch_add(1, Ordering::SeqCst);

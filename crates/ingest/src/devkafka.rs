@@ -177,12 +177,15 @@ pub async fn produce_feed(
     Ok((manifest, placed))
 }
 
-/// The number of partitions of `topic`.
-pub fn partition_count(bootstrap: &str, topic: &str) -> Result<i32> {
-    let consumer: BaseConsumer = ClientConfig::new()
+fn metadata_client(bootstrap: &str) -> Result<BaseConsumer> {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
-        .map_err(IngestError::kafka("create metadata client"))?;
+        .map_err(IngestError::kafka("create metadata client"))
+}
+
+/// The number of partitions of `topic`, asked through `consumer`.
+fn partitions_of(consumer: &BaseConsumer, bootstrap: &str, topic: &str) -> Result<i32> {
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(IngestError::kafka("fetch metadata"))?;
@@ -201,15 +204,17 @@ pub fn partition_count(bootstrap: &str, topic: &str) -> Result<i32> {
     Ok(n)
 }
 
+/// The number of partitions of `topic`.
+pub fn partition_count(bootstrap: &str, topic: &str) -> Result<i32> {
+    partitions_of(&metadata_client(bootstrap)?, bootstrap, topic)
+}
+
 /// Each partition's (low, high) watermark. A low watermark above 0 on the mock broker means
 /// it deleted messages (5 MiB or 100,000 message sets per partition): a reconciliation then
 /// measures nothing.
 pub fn low_watermarks(bootstrap: &str, topic: &str) -> Result<Vec<(i32, i64, i64)>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .map_err(IngestError::kafka("create metadata client"))?;
-    let n = partition_count(bootstrap, topic)?;
+    let consumer = metadata_client(bootstrap)?;
+    let n = partitions_of(&consumer, bootstrap, topic)?;
     (0..n)
         .map(|p| {
             let (lo, hi) = consumer

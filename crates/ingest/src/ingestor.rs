@@ -21,6 +21,9 @@
 //! duplicate. The counts per partition and offset range go into the data commit's metadata
 //! (`finlake.partitions`), so the invariant can be checked from the lake alone.
 
+// Data path: no unwrap/expect on anything derived from message bytes or another process.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -42,7 +45,7 @@ use rdkafka::ClientConfig;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::assign::{IngestContext, Tp, VersionReader, Versions};
+use crate::assign::{Change, IngestContext, Tp, VersionReader, Versions};
 use crate::config::PipelineConfig;
 use crate::error::{IngestError, Result};
 use crate::metrics::IngestMetrics;
@@ -79,24 +82,22 @@ pub struct Health {
 
 /// Messages of one partition collected for the next micro-batch.
 struct Open {
-    arena: Vec<u8>,
-    ends: Vec<usize>,
-    offsets: Vec<i64>,
+    raw: Raw,
     opened: Instant,
 }
 
 impl Open {
     fn new() -> Self {
         Open {
-            arena: Vec::new(),
-            ends: Vec::new(),
-            offsets: Vec::new(),
+            raw: Raw::default(),
             opened: Instant::now(),
         }
     }
 }
 
-/// Raw messages of a micro-batch, kept until commit (quarantine and dead letters need them).
+/// Raw messages of a micro-batch (one byte arena, where each ends, their offsets), kept
+/// until commit: quarantine and dead letters need them.
+#[derive(Default)]
 struct Raw {
     arena: Vec<u8>,
     ends: Vec<usize>,
@@ -130,7 +131,7 @@ struct Closed {
 }
 
 /// What one partition contributes to a commit.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default)]
 struct PartCommit {
     from: i64,
     next: i64,
@@ -234,10 +235,11 @@ fn push(
         part.idle = false;
         Open::new()
     });
-    open.arena.extend_from_slice(payload);
-    open.ends.push(open.arena.len());
-    open.offsets.push(offset);
-    (open.offsets.len() >= max_rows || open.arena.len() >= max_bytes).then(|| tp.clone())
+    let raw = &mut open.raw;
+    raw.arena.extend_from_slice(payload);
+    raw.ends.push(raw.arena.len());
+    raw.offsets.push(offset);
+    (raw.offsets.len() >= max_rows || raw.arena.len() >= max_bytes).then(|| tp.clone())
 }
 
 /// One pipeline's ingestor.
@@ -270,38 +272,49 @@ fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
+/// A Kafka client's settings: the broker, a client id (`finlake-ingest-<pipeline><suffix>`),
+/// `defaults`, then the `FINLAKE_KAFKA_*` settings from the environment, which win (a
+/// `group.id` among them only for the group's consumer).
+fn client_config(
+    cfg: &PipelineConfig,
+    suffix: &str,
+    defaults: &[(&str, &str)],
+    group: bool,
+) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap)
+        .set("client.id", format!("finlake-ingest-{}{suffix}", cfg.name));
+    for (k, v) in defaults {
+        c.set(*k, *v);
+    }
+    for (k, v) in &cfg.kafka_settings {
+        if group || k != "group.id" {
+            c.set(k, v);
+        }
+    }
+    c
+}
+
 /// The consumer's settings. `auto.offset.reset=error`: a start offset that retention has
 /// overtaken is an error, never a silent jump; the start offsets themselves come from the
 /// tables. Kafka's committed offsets are a hint for lag tools (committed after each Delta
 /// commit), never read back.
 fn consumer_config(cfg: &PipelineConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.bootstrap)
-        .set("group.id", &cfg.group)
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "error")
-        .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("client.id", format!("finlake-ingest-{}", cfg.name));
-    for (k, v) in &cfg.kafka_settings {
-        c.set(k, v);
-    }
-    c
-}
-
-fn producer_config(cfg: &PipelineConfig) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.bootstrap)
-        .set("message.timeout.ms", "30000")
-        .set("enable.idempotence", "true")
-        .set("client.id", format!("finlake-ingest-{}-dlq", cfg.name));
-    for (k, v) in &cfg.kafka_settings {
-        c.set(k, v);
-    }
-    c
+    client_config(
+        cfg,
+        "",
+        &[
+            ("group.id", &cfg.group),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "error"),
+            ("enable.partition.eof", "false"),
+            ("session.timeout.ms", "10000"),
+            ("heartbeat.interval.ms", "1000"),
+        ],
+        true,
+    )
 }
 
 impl Ingestor {
@@ -309,10 +322,9 @@ impl Ingestor {
     /// subscribes. Fails fast on configuration errors.
     pub async fn start(cfg: PipelineConfig, health: Arc<Health>) -> Result<Self> {
         let cfg = Arc::new(cfg);
+        // open_or_create refuses a table whose txn retention would expire our versions
         let data = delta::open_or_create(&cfg.data).await?;
-        delta::check_txn_retention(&data, &cfg.data.uri)?;
         let quarantine = delta::open_or_create(&cfg.quarantine).await?;
-        delta::check_txn_retention(&quarantine, &cfg.quarantine.uri)?;
         let engine = Self::new_engine(&cfg, &data).await?;
         let reader = VersionReader::new(&cfg.name, &cfg.data, &cfg.quarantine);
         let context = IngestContext::new(&cfg.name, reader.clone(), cfg.starting_offsets);
@@ -325,23 +337,22 @@ impl Ingestor {
             .map_err(IngestError::kafka("subscribe"))?;
         let producer = match &cfg.dead_letter_topic {
             Some(_) => Some(
-                producer_config(&cfg)
-                    .create::<FutureProducer>()
-                    .map_err(IngestError::kafka("create dead-letter producer"))?,
+                client_config(
+                    &cfg,
+                    "-dlq",
+                    &[
+                        ("message.timeout.ms", "30000"),
+                        ("enable.idempotence", "true"),
+                    ],
+                    false,
+                )
+                .create::<FutureProducer>()
+                .map_err(IngestError::kafka("create dead-letter producer"))?,
             ),
             None => None,
         };
-        let mut lag_config = ClientConfig::new();
-        lag_config
-            .set("bootstrap.servers", &cfg.bootstrap)
-            .set("client.id", format!("finlake-ingest-{}-lag", cfg.name));
-        for (k, v) in &cfg.kafka_settings {
-            if k != "group.id" {
-                lag_config.set(k, v);
-            }
-        }
         let lag_client = Arc::new(
-            lag_config
+            client_config(&cfg, "-lag", &[], false)
                 .create::<rdkafka::consumer::BaseConsumer>()
                 .map_err(IngestError::kafka("create lag client"))?,
         );
@@ -484,39 +495,42 @@ impl Ingestor {
             return Ok(());
         }
         self.generation_seen = generation;
-        let (assigned, revoked, failed, owned) = {
+        let (changes, failed) = {
             let mut a = ctx.assignment.lock().unwrap_or_else(|e| e.into_inner());
-            (
-                std::mem::take(&mut a.assigned),
-                std::mem::take(&mut a.revoked),
-                a.failed.take(),
-                a.owned.clone(),
-            )
+            (std::mem::take(&mut a.changes), a.failed.take())
         };
-        for (tp, lost) in revoked {
-            if self.parts.remove(&tp).is_some() {
-                let before = self.pending.len();
-                self.pending.retain(|c| c.tp != tp);
-                self.pending_messages = self.pending.iter().map(|c| c.raw.offsets.len()).sum();
-                tracing::info!(
-                    pipeline = %self.cfg.name, topic = %tp.0, partition = tp.1, lost,
-                    dropped_batches = before - self.pending.len(),
-                    "partition revoked: its uncommitted batches are dropped (the next owner re-reads them)"
-                );
-            }
-            if let Some(d) = self.engine.dedup() {
-                d.forget_partition(&tp.0, tp.1);
+        for change in changes {
+            match change {
+                Change::Revoked(tp, lost) => {
+                    if self.parts.remove(&tp).is_some() {
+                        let before = self.pending.len();
+                        self.pending.retain(|c| c.tp != tp);
+                        self.pending_messages =
+                            self.pending.iter().map(|c| c.raw.offsets.len()).sum();
+                        tracing::info!(
+                            pipeline = %self.cfg.name, topic = %tp.0, partition = tp.1, lost,
+                            dropped_batches = before - self.pending.len(),
+                            "partition revoked: its uncommitted batches are dropped (the next owner re-reads them)"
+                        );
+                    }
+                    if let Some(d) = self.engine.dedup() {
+                        d.forget_partition(&tp.0, tp.1);
+                    }
+                }
+                Change::Assigned(tp, committed) => {
+                    // until its first rows, an assigned partition holds the dedup watermark
+                    // back: the others' rows must not evict state its rows may still repeat
+                    if let Some(d) = self.engine.dedup() {
+                        d.expect_partition(&tp.0, tp.1);
+                    }
+                    self.parts.insert(tp, Part::new(committed));
+                }
             }
         }
-        for tp in assigned {
-            let committed = owned.get(&tp).copied().unwrap_or_default();
-            // until its first rows, an assigned partition holds the dedup watermark back:
-            // the others' rows must not evict state its rows may still repeat
-            if let Some(d) = self.engine.dedup() {
-                d.expect_partition(&tp.0, tp.1);
-            }
-            self.parts.insert(tp, Part::new(committed));
-        }
+        self.metrics
+            .assigned
+            .with_label_values(&[&self.cfg.name])
+            .set(self.parts.len() as i64);
         self.health
             .assigned
             .store(!self.parts.is_empty(), Ordering::SeqCst);
@@ -580,20 +594,20 @@ impl Ingestor {
     /// Closes a partition's micro-batch: decode, transforms and rule evaluation, off the
     /// reactor.
     async fn close(&mut self, tp: &Tp) -> Result<()> {
-        let Some(open) = self.parts.get_mut(tp).and_then(|p| p.open.take()) else {
+        let Some(Open { raw, .. }) = self.parts.get_mut(tp).and_then(|p| p.open.take()) else {
             return Ok(());
         };
-        if open.offsets.is_empty() {
+        if raw.offsets.is_empty() {
             return Ok(());
         }
         self.metrics
             .messages
             .with_label_values(&[&self.cfg.name, &tp.0])
-            .inc_by(open.offsets.len() as u64);
+            .inc_by(raw.offsets.len() as u64);
         self.metrics
             .bytes
             .with_label_values(&[&self.cfg.name, &tp.0])
-            .inc_by(open.arena.len() as u64);
+            .inc_by(raw.arena.len() as u64);
         let source = *self.topics.get(&tp.0).ok_or_else(|| {
             IngestError::Internal(format!("message from unsubscribed topic {}", tp.0))
         })?;
@@ -608,11 +622,6 @@ impl Ingestor {
         let started = Instant::now();
         let (evaluator, closed) = tokio::task::spawn_blocking(move || {
             let _g = span.enter();
-            let raw = Raw {
-                arena: open.arena,
-                ends: open.ends,
-                offsets: open.offsets,
-            };
             let ingested_at = now_micros();
             let result = (|| -> Result<Closed> {
                 let msgs = raw.msgs();

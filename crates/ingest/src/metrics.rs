@@ -42,25 +42,21 @@ impl IngestMetrics {
             r: &prometheus::Registry,
             c: C,
         ) -> C {
-            #[allow(clippy::expect_used)]
             r.register(Box::new(c.clone())).expect("registered once");
             c
         }
-        #[allow(clippy::expect_used)]
         let counter = |name: &str, help: &str, labels: &[&str]| {
             reg(
                 registry,
                 IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
             )
         };
-        #[allow(clippy::expect_used)]
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             reg(
                 registry,
                 IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
             )
         };
-        #[allow(clippy::expect_used)]
         let histogram = |name: &str, help: &str| {
             reg(
                 registry,
@@ -73,7 +69,6 @@ impl IngestMetrics {
                 .expect("valid metric"),
             )
         };
-        #[allow(clippy::expect_used)]
         let last_commit = reg(
             registry,
             prometheus::GaugeVec::new(
