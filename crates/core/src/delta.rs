@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, Transaction};
@@ -231,6 +231,26 @@ fn table_err<'a>(
     }
 }
 
+/// Opens the table if it exists (`None` when there is no table at the URI yet): for readers
+/// that must not create one.
+pub async fn open_existing(
+    uri: &str,
+    storage_options: &HashMap<String, String>,
+) -> Result<Option<DeltaTable>> {
+    let url = table_url(uri)?;
+    if url.scheme() == "s3" || url.scheme() == "s3a" {
+        deltalake::aws::register_handlers(None);
+    }
+    if url.scheme() == "file" && url.to_file_path().is_ok_and(|p| !p.exists()) {
+        return Ok(None);
+    }
+    let options = with_client_defaults(&url, storage_options);
+    let table = DeltaTable::try_from_url_with_storage_options(url, options)
+        .await
+        .map_err(table_err(uri, "open"))?;
+    Ok(table.version().is_some().then_some(table))
+}
+
 /// Opens the table, creating it with the spec's schema and partitioning when absent.
 pub async fn open_or_create(spec: &TableSpec) -> Result<DeltaTable> {
     let url = table_url(&spec.uri)?;
@@ -359,9 +379,10 @@ fn additive_change(
     let mut problems = Vec::new();
     for f in table_schema.fields() {
         match batch_schema.field_with_name(f.name()) {
-            // nested field names differ by writer: arrow names a list element `item`, the
-            // Delta schema reads back as `element`
-            Ok(b) if b.data_type().equals_datatype(f.data_type()) => {}
+            // nested field names and nullability differ by writer: arrow names a list element
+            // `item`, the Delta schema reads back as `element`, and another writer may have
+            // declared the elements non-null; [`conform`] makes the batch the table's shape
+            Ok(b) if same_shape(b.data_type(), f.data_type()) => {}
             Ok(b) => problems.push(format!(
                 "column `{}` is {} in the table and {} in the batch",
                 f.name(),
@@ -386,6 +407,67 @@ fn additive_change(
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// Whether two types hold the same values, ignoring nested fields' names (a list's or a map's
+/// entries) and nullability. Struct fields keep their names: they are columns.
+fn same_shape(a: &DataType, b: &DataType) -> bool {
+    use DataType::*;
+    match (a, b) {
+        (List(x), List(y)) | (LargeList(x), LargeList(y)) | (Map(x, _), Map(y, _)) => {
+            same_shape(x.data_type(), y.data_type())
+        }
+        (FixedSizeList(x, n), FixedSizeList(y, m)) => {
+            n == m && same_shape(x.data_type(), y.data_type())
+        }
+        (Struct(x), Struct(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y.iter())
+                    .all(|(x, y)| x.name() == y.name() && same_shape(x.data_type(), y.data_type()))
+        }
+        _ => a == b,
+    }
+}
+
+/// `batch` in the table's own schema: each column the table has takes the table's field (its
+/// nested names and nullability, cast where they differ), so a batch built by the rule engine
+/// appends to a table another writer created. A NULL where the table declares none is an
+/// error naming the column. Columns the table lacks (an additive change) stay as they are.
+fn conform(table: &Schema, batch: &RecordBatch) -> std::result::Result<RecordBatch, String> {
+    let schema = batch.schema();
+    if schema.fields().iter().all(|b| {
+        table.field_with_name(b.name()).map_or(true, |t| {
+            t.data_type() == b.data_type() && t.is_nullable() == b.is_nullable()
+        })
+    }) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (b, col) in schema.fields().iter().zip(batch.columns()) {
+        let Ok(t) = table.field_with_name(b.name()) else {
+            fields.push(b.as_ref().clone());
+            columns.push(col.clone());
+            continue;
+        };
+        if !t.is_nullable() && col.null_count() > 0 {
+            return Err(format!(
+                "column `{}` is NOT NULL in the table but {} rows are NULL",
+                b.name(),
+                col.null_count()
+            ));
+        }
+        let col = if col.data_type() == t.data_type() {
+            col.clone()
+        } else {
+            arrow::compute::cast(col, t.data_type())
+                .map_err(|e| format!("column `{}`: {e}", b.name()))?
+        };
+        fields.push(t.clone());
+        columns.push(col);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
 }
 
 /// A commit's extras: `txn` actions and commit-info metadata.
@@ -484,6 +566,7 @@ pub async fn append(
         return commit_without_data(table, extras, &uri).await;
     }
     let mut mode = None;
+    let mut batches = batches;
     if let Some(first) = batches.first() {
         let current = arrow_schema(&table, &uri)?;
         match additive_change(&current, first.schema().as_ref()) {
@@ -491,6 +574,14 @@ pub async fn append(
             Ok(false) => {}
             Err(message) => return Err(DeltaError::SchemaChange { uri, message }),
         }
+        batches = batches
+            .iter()
+            .map(|b| conform(&current, b))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|message| DeltaError::SchemaChange {
+                uri: uri.clone(),
+                message,
+            })?;
     }
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let mut write = table

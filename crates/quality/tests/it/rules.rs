@@ -309,3 +309,87 @@ fn an_evaluation_error_fails_only_the_rows_it_concerns() {
         .all(|r| r.reason.contains("could not be evaluated") && r.reason.contains("zero")));
     assert_eq!(out.landed.num_rows(), 400 - zero_rows);
 }
+
+/// The rule engine's landed batch (`_flags` a list whose element arrow names `item`, nullable)
+/// appends to a table another writer created with the list's element named `element` and
+/// declared non-null: the append takes the table's shape, and that writer reads the flags back.
+#[test]
+fn flagged_rows_append_to_a_table_another_writer_created() {
+    let text = with_rules(
+        "      - {name: present, type: not_null, column: isin, action: flag}",
+        NO_BUSINESS,
+    );
+    let spec = Arc::new(common::spec("flags.yaml", &text).unwrap());
+    let day = common::day(40, 7, Injected::default());
+    let batch = with_nulls(&day.batch, "isin", &[3, 5]);
+    let mut engine = RuleEngine::new(spec, batch.schema(), calendar()).unwrap();
+    let landed = engine.process(&batch).unwrap().landed;
+    assert_eq!(landed.num_rows(), 40);
+    let dir = tempfile::tempdir().unwrap();
+    let parquet_path = dir.path().join("landed.parquet");
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&parquet_path).unwrap(),
+        landed.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&landed).unwrap();
+    w.close().unwrap();
+    let table = dir.path().join("trades");
+    // the other writer: its first 10 rows, `_flags` as list<element: string not null>
+    let py = r#"
+import os, sys
+import pyarrow as pa, pyarrow.parquet as pq
+from deltalake import DeltaTable, write_deltalake
+t = pq.read_table(sys.argv[1])
+i = t.schema.get_field_index("_flags")
+flags = pa.list_(pa.field("element", pa.string(), nullable=False))
+t = t.set_column(i, pa.field("_flags", flags, nullable=False), t.column(i).cast(flags))
+write_deltalake(sys.argv[2], t.slice(0, 10), partition_by=["trade_date"])
+f = DeltaTable(sys.argv[2]).schema().to_arrow().field("_flags")
+print(f.type.value_field.nullable, flush=True)
+os._exit(0)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", py])
+        .arg(&parquet_path)
+        .arg(&table)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "False",
+        "the other writer declared the elements non-null: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let t = deltalake::open_table(
+            url::Url::from_directory_path(std::fs::canonicalize(&table).unwrap()).unwrap(),
+        )
+        .await
+        .unwrap();
+        finlake_core::delta::append(t, vec![landed.clone()], &Default::default())
+            .await
+            .expect("the flagged batch appends to the other writer's table");
+    });
+    let py = r#"
+import os, sys
+from deltalake import DeltaTable
+t = DeltaTable(sys.argv[1]).to_pyarrow_table()
+flagged = sorted(set(tuple(f) for f in t.column("_flags").to_pylist() if f))
+print(t.num_rows, flagged, flush=True)
+os._exit(0)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", py])
+        .arg(&table)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "50 [('present',)]",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
