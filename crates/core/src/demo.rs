@@ -170,6 +170,7 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoReport> {
             correlation_id: &correlation_id,
             ingested_at: arrivals.last().copied().unwrap_or_default(),
             arrivals: Some(&arrivals),
+            message_ids: None,
         };
         let out = stages.process(&msgs, &ctx)?;
         for r in &out.rejects {

@@ -40,6 +40,18 @@ pub struct BatchContext<'a> {
     /// Ingest time of each message, when they differ (a replayed or simulated feed):
     /// overrides `ingested_at` row by row.
     pub arrivals: Option<&'a [i64]>,
+    /// A correlation id per message, where its producer sent one (a Kafka header): it
+    /// overrides `correlation_id` in that message's `_correlation_id`.
+    pub message_ids: Option<&'a [Option<&'a str>]>,
+}
+
+impl BatchContext<'_> {
+    /// The correlation id of message `index`: its own, else the batch's.
+    pub fn correlation_id_of(&self, index: usize) -> &str {
+        self.message_ids
+            .and_then(|ids| ids.get(index).copied().flatten())
+            .unwrap_or(self.correlation_id)
+    }
 }
 
 /// One reject, by message index.
@@ -415,9 +427,18 @@ impl Stages {
                     .with_timezone(schema::UTC),
             ),
         });
-        cols.push(Arc::new(StringArray::from_iter_values(
-            std::iter::repeat_n(ctx.correlation_id, n),
-        )));
+        cols.push(match ctx.message_ids {
+            Some(_) => Arc::new(StringArray::from_iter_values(
+                index
+                    .values()
+                    .iter()
+                    .map(|&i| ctx.correlation_id_of(i as usize)),
+            )),
+            None => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                ctx.correlation_id,
+                n,
+            ))),
+        });
         cols.push(trade_date);
         Ok(RecordBatch::try_new(self.table_schema.clone(), cols)?)
     }
@@ -513,10 +534,11 @@ pub fn quarantine_batch(
         Arc::new(Int32Array::from_value(ctx.partition, n)),
         Arc::new(Int64Array::from(offsets)),
         Arc::new(TimestampMicrosecondArray::from(ingested).with_timezone(schema::UTC)),
-        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-            ctx.correlation_id,
-            n,
-        ))),
+        Arc::new(StringArray::from_iter_values(
+            rejects
+                .iter()
+                .map(|r| ctx.correlation_id_of(r.index as usize)),
+        )),
         Arc::new(stage.finish()),
         Arc::new(rule.finish()),
         Arc::new(field.finish()),

@@ -49,7 +49,12 @@ pub enum Verdict {
     /// First sight of the key within the window.
     Unique,
     /// Same key and payload as a row seen within the window: dropped, counted.
-    Duplicate,
+    Duplicate {
+        /// `_partition` of the first version, when the batch has lineage.
+        partition: Option<i32>,
+        /// `_offset` of the first version.
+        offset: Option<i64>,
+    },
     /// Same key within the window, different payload: quarantined.
     Conflict {
         /// `_partition` of the first version, when the batch has lineage.
@@ -454,10 +459,10 @@ impl Deduplicator {
                             stats.duplicate_keys += 1;
                         }
                         let first = &self.batches[(e.batch - self.first_batch) as usize].0;
+                        let (partition, offset) = lineage(first, e.row as usize);
                         if same_payload(&payload, first, e.row as usize, batch, row) {
-                            Verdict::Duplicate
+                            Verdict::Duplicate { partition, offset }
                         } else {
-                            let (partition, offset) = lineage(first, e.row as usize);
                             Verdict::Conflict {
                                 partition,
                                 offset,
@@ -489,7 +494,7 @@ impl Deduplicator {
                 }
             };
             match verdict {
-                Verdict::Duplicate => stats.duplicate_rows += 1,
+                Verdict::Duplicate { .. } => stats.duplicate_rows += 1,
                 Verdict::Conflict { .. } => stats.conflicting_duplicates += 1,
                 Verdict::Late { .. } => stats.late += 1,
                 Verdict::Unique => {}

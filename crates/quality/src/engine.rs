@@ -143,6 +143,23 @@ impl Evaluated {
     pub fn batch(&self) -> &RecordBatch {
         &self.batch
     }
+
+    /// Rows a `dead_letter` rule will send to quarantine (each row once, however many rules
+    /// it fails): known before the stateful half runs, so a circuit breaker can act on a
+    /// micro-batch as soon as it is evaluated. Dedup's late rows are not included.
+    pub fn rule_rejects(&self) -> u64 {
+        let mut union: Option<BooleanArray> = None;
+        for (rule, res) in self.rules.rules.iter().zip(&self.results) {
+            if res.failed_rows == 0 || !matches!(rule.action, Action::DeadLetter) {
+                continue;
+            }
+            union = Some(match union {
+                None => res.failed.clone(),
+                Some(u) => arrow::compute::or(&u, &res.failed).unwrap_or(u),
+            });
+        }
+        union.map_or(0, |u| u.true_count() as u64)
+    }
 }
 
 impl Evaluator {
@@ -364,7 +381,7 @@ impl RuleEngine {
                 let row = *row as usize;
                 match *v {
                     Verdict::Unique => {}
-                    Verdict::Duplicate => fate[row] = 1,
+                    Verdict::Duplicate { .. } => fate[row] = 1,
                     Verdict::Conflict {
                         partition,
                         offset,

@@ -89,6 +89,7 @@ pub fn trade_day(
                 correlation_id: "fixture",
                 ingested_at: 0,
                 arrivals: None,
+                message_ids: None,
             },
         )?
         .good;

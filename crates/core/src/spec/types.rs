@@ -866,6 +866,10 @@ pub struct ProcessingConfig {
     /// The guide's checkpointing block; `interval` is the commit interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpointing: Option<Checkpointing>,
+    /// Pause a source whose rejects pile up (a broken producer), instead of filling the
+    /// quarantine at full speed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
     /// Most records one poll returns (a number, or a number in a string as `kubectl patch`
     /// sends it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -891,6 +895,22 @@ pub struct Checkpointing {
     /// How often state is made durable: for finlake, the Delta commit interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<Duration>,
+}
+
+/// The stream's circuit breaker: more than `max_rejects` rejects from one source within
+/// `window` pauses that source's partitions (nothing is dropped: reading resumes where it
+/// stopped), until `cool_down` has passed or the operator sends SIGUSR1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// Rejects (quarantined messages) tolerated within `window`.
+    pub max_rejects: u64,
+    /// The sliding window the rejects are counted over (default 1m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+    /// How long the source stays paused before reading resumes on its own (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cool_down: Option<Duration>,
 }
 
 impl ProcessingConfig {

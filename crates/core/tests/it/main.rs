@@ -31,6 +31,7 @@ pub fn process(
                 correlation_id: "test:1",
                 ingested_at: 0,
                 arrivals: None,
+                message_ids: None,
             },
         )
         .unwrap()

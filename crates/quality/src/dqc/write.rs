@@ -52,9 +52,11 @@ pub(super) fn dead_letters(
         let reasons = dedup
             .iter()
             .map(|(_, v)| match v {
-                Verdict::Duplicate => {
-                    "duplicate: same key and payload within the window".to_string()
-                }
+                Verdict::Duplicate { partition, offset } => format!(
+                    "duplicate: same key and payload as partition {} offset {} within the window",
+                    partition.map_or("?".into(), |p| p.to_string()),
+                    offset.map_or("?".into(), |o| o.to_string())
+                ),
                 Verdict::Conflict {
                     partition, offset, ..
                 } => format!(
