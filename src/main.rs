@@ -106,6 +106,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Where did a message go? `finlake trace SPEC topic:partition:offset` (or a correlation
+    /// id): landed (table, version), quarantined (why) or a duplicate (of which offset).
+    Trace(finlake_ingest::cli::TraceArgs),
     /// Start a development Kafka broker (librdkafka's mock cluster) and print its bootstrap
     /// address; it serves until SIGTERM or Ctrl-C.
     DevKafka {
@@ -258,6 +261,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             .unwrap_or_else(|e| e.exit());
             Ok(finlake_ingest::cli::main(args))
         }
+        Command::Trace(args) => Ok(finlake_ingest::cli::trace_main(args)),
         Command::DevKafka {
             partitions,
             topics,

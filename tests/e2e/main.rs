@@ -490,4 +490,93 @@ fn dev_kafka_generate_and_ingest_through_the_binaries() {
         .collect();
     assert_eq!(v[0], rejected, "quarantine rows");
     assert!(v[1] > 0 && v[0] + v[1] <= 4000, "{v:?}");
+
+    // `finlake trace` answers where each kind of message went, from the lake alone
+    let trace = |query: &str| -> (Option<i32>, serde_json::Value) {
+        let out = Command::new(env!("CARGO_BIN_EXE_finlake"))
+            .args([
+                "trace",
+                "samples/market-data-stream.yaml",
+                query,
+                "--format",
+                "json",
+            ])
+            .env("LAKE_URI", &lake)
+            .env("FINLAKE_REFDATA", &refdata)
+            .env_remove("KAFKA_BOOTSTRAP")
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "trace {query}: {e}: {} {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code(), v)
+    };
+    let at = |r: &serde_json::Value| format!("market.trades:{}:{}", r["partition"], r["offset"]);
+    let landed = rows
+        .iter()
+        .find(|r| r["outcome"] == "lands" && r.get("fault").is_none())
+        .unwrap();
+    let (code, t) = trace(&at(landed));
+    assert_eq!(code, Some(0), "{t}");
+    assert_eq!(t["fate"]["outcome"], "landed", "{t}");
+    assert_eq!(
+        t["fate"]["data_version"], t["batches"][0]["data_version"],
+        "{t}"
+    );
+    let batch = &t["batches"][0];
+    assert!(
+        batch["from_offset"].as_i64() <= landed["offset"].as_i64()
+            && landed["offset"].as_i64() <= batch["to_offset"].as_i64(),
+        "{t}"
+    );
+    // the batch's correlation id leads back to it
+    let (code, by_id) = trace(batch["batch_id"].as_str().unwrap());
+    assert_eq!(code, Some(0));
+    assert_eq!(by_id["batches"][0], *batch);
+    let rejected = rows.iter().find(|r| r["outcome"] == "rejected").unwrap();
+    let (code, t) = trace(&at(rejected));
+    assert_eq!(code, Some(0), "{t}");
+    assert_eq!(t["fate"]["outcome"], "quarantined", "{t}");
+    assert!(!t["fate"]["reason"].as_str().unwrap().is_empty(), "{t}");
+    // a producer retry: dropped as the duplicate of the message it repeats
+    let dup = rows
+        .iter()
+        .find(|r| {
+            r["fault"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("duplicate_of:"))
+        })
+        .expect("the feed has producer retries");
+    let j: usize = dup["fault"].as_str().unwrap()["duplicate_of:".len()..]
+        .parse()
+        .unwrap();
+    // (the two are on different partitions: whichever was read first is the original)
+    let (code, t) = trace(&at(dup));
+    assert_eq!(code, Some(0), "{t}");
+    let (code, u) = trace(&at(&rows[j]));
+    assert_eq!(code, Some(0), "{u}");
+    let (copy, original, t) = if t["fate"]["outcome"] == "duplicate" {
+        assert_eq!(u["fate"]["outcome"], "landed", "{u}");
+        (dup, &rows[j], t)
+    } else {
+        assert_eq!(t["fate"]["outcome"], "landed", "{t}");
+        (&rows[j], dup, u)
+    };
+    assert_eq!(t["fate"]["outcome"], "duplicate", "{t} for {copy}");
+    assert_eq!(t["fate"]["of_partition"], original["partition"], "{t}");
+    assert_eq!(t["fate"]["of_offset"], original["offset"], "{t}");
+    // beyond what was read, and an id nobody issued
+    let (code, t) = trace(&format!("market.trades:0:{}", high(0) + 5));
+    assert_eq!(
+        (code, &t["fate"]["outcome"]),
+        (Some(0), &serde_json::json!("not_yet_ingested")),
+        "{t}"
+    );
+    let (code, _) = trace("ING:no-such-batch");
+    assert_eq!(code, Some(65));
 }

@@ -48,6 +48,9 @@ pub struct Versions {
     /// The quarantine table's own version. Ahead of `data` only after a crash between the
     /// two commits: quarantine rows below it are already there and are skipped.
     pub quarantine: Option<i64>,
+    /// The `processed_events` table's own version. Behind `data` only after a crash between
+    /// the two commits: the next commit fills the gap from the data table's log.
+    pub events: Option<i64>,
 }
 
 impl Versions {
@@ -82,28 +85,37 @@ pub struct VersionReader {
     pipeline: String,
     data: TableSpec,
     quarantine: TableSpec,
+    events: TableSpec,
 }
 
 impl VersionReader {
-    /// A reader of `data`'s and `quarantine`'s txn versions for `pipeline`.
-    pub fn new(pipeline: &str, data: &TableSpec, quarantine: &TableSpec) -> Self {
+    /// A reader of the `data`, `quarantine` and `events` tables' txn versions for `pipeline`.
+    pub fn new(
+        pipeline: &str,
+        data: &TableSpec,
+        quarantine: &TableSpec,
+        events: &TableSpec,
+    ) -> Self {
         VersionReader {
             pipeline: pipeline.to_string(),
             data: data.clone(),
             quarantine: quarantine.clone(),
+            events: events.clone(),
         }
     }
 
-    /// Each partition's versions, from the latest snapshot of both tables.
+    /// Each partition's versions, from the latest snapshot of the three tables.
     pub async fn read(&self, parts: &[Tp]) -> Result<HashMap<Tp, Versions>> {
         let data = delta::open_or_create(&self.data).await?;
         let quarantine = delta::open_or_create(&self.quarantine).await?;
+        let events = delta::open_or_create(&self.events).await?;
         let mut out = HashMap::new();
         for (topic, p) in parts {
             let id = app_id(&self.pipeline, topic, *p);
             let v = Versions {
                 data: delta::txn_version(&data, &id).await?,
                 quarantine: delta::txn_version(&quarantine, &id).await?,
+                events: delta::txn_version(&events, &id).await?,
             };
             out.insert((topic.clone(), *p), v);
         }

@@ -53,6 +53,8 @@ pub struct PipelineConfig {
     pub data: TableSpec,
     /// The quarantine table.
     pub quarantine: TableSpec,
+    /// The `processed_events` table ([`crate::events`]), beside the data table.
+    pub events: TableSpec,
     /// The dead-letter topic, if any.
     pub dead_letter_topic: Option<String>,
     /// Close a micro-batch at this many messages.
@@ -63,6 +65,8 @@ pub struct PipelineConfig {
     pub batch_timeout: Duration,
     /// Commit buffered micro-batches this often.
     pub commit_interval: Duration,
+    /// The circuit breaker, when the spec sets one.
+    pub circuit_breaker: Option<crate::breaker::BreakerConfig>,
     /// Extra librdkafka settings (`FINLAKE_KAFKA_<NAME>` from the environment, `.` as `_`).
     pub kafka_settings: Vec<(String, String)>,
 }
@@ -264,7 +268,25 @@ impl PipelineConfig {
         if commit_interval.is_zero() {
             return Err(cfg_err(&spec, "`commit_interval` must be more than 0"));
         }
+        let circuit_breaker = match proc.and_then(|c| c.circuit_breaker.as_ref()) {
+            None => None,
+            Some(b) => {
+                let window = b.window.map_or(Duration::from_secs(60), |d| d.0);
+                if window.is_zero() {
+                    return Err(cfg_err(
+                        &spec,
+                        "`circuit_breaker.window` must be more than 0",
+                    ));
+                }
+                Some(crate::breaker::BreakerConfig {
+                    max_rejects: b.max_rejects,
+                    window,
+                    cool_down: b.cool_down.map_or(Duration::from_secs(300), |d| d.0),
+                })
+            }
+        };
         let kafka_settings = kafka_settings_from_env();
+        let events = crate::events::table_spec(&data);
         Ok(PipelineConfig {
             name,
             sources,
@@ -273,6 +295,8 @@ impl PipelineConfig {
             starting_offsets: starting.unwrap_or_default(),
             data,
             quarantine,
+            events,
+            circuit_breaker,
             dead_letter_topic,
             max_batch_rows,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,

@@ -46,8 +46,10 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::assign::{Change, IngestContext, Tp, VersionReader, Versions};
+use crate::breaker::Breaker;
 use crate::config::PipelineConfig;
 use crate::error::{IngestError, Result};
+use crate::events::{self, BatchRecord};
 use crate::metrics::IngestMetrics;
 
 /// Headers a dead letter carries.
@@ -58,8 +60,36 @@ pub mod headers {
     pub const RULE: &str = "finlake-rule";
     /// `<topic>/<partition>/<offset>` of the source message.
     pub const SOURCE: &str = "finlake-source";
-    /// The correlation id of the micro-batch.
+    /// The correlation id of the micro-batch (or the message's own, when it came with one).
     pub const CORRELATION_ID: &str = "finlake-correlation-id";
+    /// Headers a producer's own correlation id is taken from, first match wins: it then
+    /// follows the message into `_correlation_id`, the quarantine and the dead letter.
+    pub const INBOUND_CORRELATION: [&str; 3] =
+        [CORRELATION_ID, "correlation-id", "x-correlation-id"];
+    /// Longest inbound correlation id kept (a longer one is ignored, with a log line).
+    pub const MAX_CORRELATION_LEN: usize = 200;
+}
+
+/// The producer's correlation id of a message, if it sent one (valid UTF-8, not too long).
+fn inbound_correlation<'m>(m: &'m rdkafka::message::BorrowedMessage<'_>) -> Option<&'m [u8]> {
+    use rdkafka::message::Headers;
+    let h = m.headers()?;
+    for name in headers::INBOUND_CORRELATION {
+        if let Some(v) = h
+            .iter()
+            .find(|x| x.key.eq_ignore_ascii_case(name))
+            .and_then(|x| x.value)
+        {
+            if v.len() <= headers::MAX_CORRELATION_LEN && std::str::from_utf8(v).is_ok() {
+                return Some(v);
+            }
+            tracing::debug!(
+                offset = m.offset(),
+                "inbound correlation id ignored: not UTF-8 or too long"
+            );
+        }
+    }
+    None
 }
 
 /// Commits retried after a transient error before the buffers are dropped and re-read.
@@ -78,6 +108,8 @@ pub struct Health {
     pub started: AtomicBool,
     /// Set while the pipeline owns at least one partition.
     pub assigned: AtomicBool,
+    /// Set by the operator's signal (SIGUSR1): resume every source the circuit breaker paused.
+    pub resume: AtomicBool,
 }
 
 /// Messages of one partition collected for the next micro-batch.
@@ -102,9 +134,25 @@ struct Raw {
     arena: Vec<u8>,
     ends: Vec<usize>,
     offsets: Vec<i64>,
+    /// Producers' correlation ids: the bytes, and (message index, start, end) of each.
+    id_arena: Vec<u8>,
+    ids: Vec<(u32, u32, u32)>,
 }
 
 impl Raw {
+    /// Each message's own correlation id, or None when no message of the batch had one.
+    fn message_ids(&self) -> Option<Vec<Option<&str>>> {
+        if self.ids.is_empty() {
+            return None;
+        }
+        let mut out = vec![None; self.offsets.len()];
+        for &(i, a, b) in &self.ids {
+            // checked as UTF-8 when it was read
+            out[i as usize] = std::str::from_utf8(&self.id_arena[a as usize..b as usize]).ok();
+        }
+        Some(out)
+    }
+
     fn msgs(&self) -> Vec<&[u8]> {
         let mut start = 0;
         self.ends
@@ -128,6 +176,8 @@ struct Closed {
     stage_quarantine: RecordBatch,
     good_index: UInt32Array,
     evaluated: Evaluated,
+    stage_ms: f64,
+    rules_ms: f64,
 }
 
 /// What one partition contributes to a commit.
@@ -147,7 +197,7 @@ struct Prepared {
     quarantine: Vec<RecordBatch>,
     dead_letters: Vec<DeadLetter>,
     parts: BTreeMap<Tp, PartCommit>,
-    correlation_ids: Vec<String>,
+    records: Vec<BatchRecord>,
 }
 
 struct DeadLetter {
@@ -202,6 +252,7 @@ fn push(
     partition: i32,
     offset: i64,
     payload: &[u8],
+    id: Option<&[u8]>,
     max_rows: usize,
     max_bytes: usize,
 ) -> Option<Tp> {
@@ -236,6 +287,12 @@ fn push(
         Open::new()
     });
     let raw = &mut open.raw;
+    if let Some(id) = id {
+        let start = raw.id_arena.len() as u32;
+        raw.id_arena.extend_from_slice(id);
+        raw.ids
+            .push((raw.offsets.len() as u32, start, raw.id_arena.len() as u32));
+    }
     raw.arena.extend_from_slice(payload);
     raw.ends.push(raw.arena.len());
     raw.offsets.push(offset);
@@ -251,6 +308,7 @@ pub struct Ingestor {
     evaluator: Option<Evaluator>,
     data: DeltaTable,
     quarantine: DeltaTable,
+    events: DeltaTable,
     reader: VersionReader,
     topics: HashMap<String, usize>,
     parts: HashMap<Tp, Part>,
@@ -266,6 +324,7 @@ pub struct Ingestor {
     /// A client of its own for high watermarks (the lag gauges), and its running fetch.
     lag_client: Arc<rdkafka::consumer::BaseConsumer>,
     lag_task: Option<tokio::task::JoinHandle<()>>,
+    breaker: Option<Breaker>,
 }
 
 fn now_micros() -> i64 {
@@ -325,8 +384,9 @@ impl Ingestor {
         // open_or_create refuses a table whose txn retention would expire our versions
         let data = delta::open_or_create(&cfg.data).await?;
         let quarantine = delta::open_or_create(&cfg.quarantine).await?;
+        let events = delta::open_or_create(&cfg.events).await?;
         let engine = Self::new_engine(&cfg, &data).await?;
-        let reader = VersionReader::new(&cfg.name, &cfg.data, &cfg.quarantine);
+        let reader = VersionReader::new(&cfg.name, &cfg.data, &cfg.quarantine, &cfg.events);
         let context = IngestContext::new(&cfg.name, reader.clone(), cfg.starting_offsets);
         let consumer: StreamConsumer<IngestContext> = consumer_config(&cfg)
             .create_with_context(context)
@@ -367,6 +427,7 @@ impl Ingestor {
         );
         health.started.store(true, Ordering::SeqCst);
         let evaluator = Some(engine.evaluator());
+        let cfg_breaker = cfg.circuit_breaker;
         Ok(Ingestor {
             topics: cfg
                 .sources
@@ -381,6 +442,7 @@ impl Ingestor {
             evaluator,
             data,
             quarantine,
+            events,
             reader,
             parts: HashMap::new(),
             generation_seen: 0,
@@ -394,6 +456,7 @@ impl Ingestor {
             last_tp: None,
             lag_client,
             lag_task: None,
+            breaker: cfg_breaker.map(Breaker::new),
         })
     }
 
@@ -441,14 +504,16 @@ impl Ingestor {
                             // message is copied out)
                             let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
                             let payload = m.payload().unwrap_or_default().to_vec();
+                            let id = inbound_correlation(&m).map(<[u8]>::to_vec);
                             drop(m);
                             self.sync_assignment()?;
-                            push(&mut self.parts, &mut self.last_tp, &topic, partition, offset, &payload, max_rows, max_bytes)
+                            push(&mut self.parts, &mut self.last_tp, &topic, partition, offset, &payload, id.as_deref(), max_rows, max_bytes)
                         } else {
                             // the hot path: the payload goes from librdkafka's buffer straight
                             // into the partition's arena, nothing allocated per message
                             let payload = m.payload().unwrap_or_default();
-                            let full = push(&mut self.parts, &mut self.last_tp, m.topic(), m.partition(), m.offset(), payload, max_rows, max_bytes);
+                            let id = inbound_correlation(&m);
+                            let full = push(&mut self.parts, &mut self.last_tp, m.topic(), m.partition(), m.offset(), payload, id, max_rows, max_bytes);
                             drop(m);
                             full
                         };
@@ -468,6 +533,7 @@ impl Ingestor {
             }
             self.close_expired().await?;
             self.mark_idle();
+            self.close_breakers();
             if Instant::now() >= next_commit || self.pending_messages >= MAX_PENDING_MESSAGES {
                 self.commit().await?;
                 next_commit = Instant::now() + self.cfg.commit_interval;
@@ -523,6 +589,9 @@ impl Ingestor {
                     if let Some(d) = self.engine.dedup() {
                         d.expect_partition(&tp.0, tp.1);
                     }
+                    if self.breaker.as_ref().is_some_and(|b| b.is_open(&tp.0)) {
+                        self.pause_partitions(std::slice::from_ref(&tp), true);
+                    }
                     self.parts.insert(tp, Part::new(committed));
                 }
             }
@@ -556,6 +625,77 @@ impl Ingestor {
                     }
                 }
             }
+        }
+    }
+
+    /// Pauses (or resumes) fetching of `tps`.
+    fn pause_partitions(&self, tps: &[Tp], pause: bool) {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in tps {
+            tpl.add_partition(t, *p);
+        }
+        let r = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = r {
+            tracing::error!(error = %e, pause, partitions = ?tps, "pause/resume failed");
+        }
+    }
+
+    /// Pauses (or resumes) every owned partition of `topic` and sets its circuit gauge;
+    /// returns how many partitions.
+    fn set_topic_paused(&self, topic: &str, paused: bool) -> usize {
+        let tps: Vec<Tp> = self
+            .parts
+            .keys()
+            .filter(|tp| tp.0 == topic)
+            .cloned()
+            .collect();
+        self.pause_partitions(&tps, paused);
+        self.metrics
+            .circuit_open
+            .with_label_values(&[&self.cfg.name, topic])
+            .set(i64::from(paused));
+        tps.len()
+    }
+
+    /// The circuit breaker as a micro-batch closes: counts the topic's rejects (decode,
+    /// transform and `dead_letter` rules) and pauses a topic that has had too many. What is
+    /// buffered is still committed and reading resumes at the next offset: nothing is dropped.
+    /// Counting here rather than at commit stops a broken feed within a few micro-batches,
+    /// before the prefetched backlog pours into quarantine.
+    fn trip_breaker(&mut self, topic: &str, rejects: u64) {
+        let Some(breaker) = self.breaker.as_mut() else {
+            return;
+        };
+        let Some(count) = breaker.record(topic, rejects, Instant::now()) else {
+            return;
+        };
+        let partitions = self.set_topic_paused(topic, true);
+        self.metrics
+            .circuit_trips
+            .with_label_values(&[&self.cfg.name, topic])
+            .inc();
+        tracing::error!(
+            alert = "circuit_breaker",
+            %topic,
+            rejects = count,
+            partitions,
+            "circuit open: too many rejects, the source is paused (resumes after the cool-down, or now with SIGUSR1)"
+        );
+    }
+
+    /// Resumes the sources whose cool-down has passed, or all of them on the operator's signal.
+    fn close_breakers(&mut self) {
+        let signalled = self.health.resume.swap(false, Ordering::SeqCst);
+        let Some(breaker) = self.breaker.as_mut() else {
+            return;
+        };
+        for topic in breaker.close_due(Instant::now(), signalled) {
+            self.set_topic_paused(&topic, false);
+            tracing::warn!(%topic, signalled, "circuit closed: reading the source again");
         }
     }
 
@@ -625,6 +765,7 @@ impl Ingestor {
             let ingested_at = now_micros();
             let result = (|| -> Result<Closed> {
                 let msgs = raw.msgs();
+                let ids = raw.message_ids();
                 let ctx = BatchContext {
                     topic: &tp2.0,
                     partition: tp2.1,
@@ -632,10 +773,16 @@ impl Ingestor {
                     correlation_id: &correlation_id,
                     ingested_at,
                     arrivals: None,
+                    message_ids: ids.as_deref(),
                 };
+                let t0 = Instant::now();
                 let out = cfg.sources[source].stages.process(&msgs, &ctx)?;
+                let stage_ms = t0.elapsed().as_secs_f64() * 1e3;
+                let t0 = Instant::now();
                 let evaluated = evaluator.evaluate(out.good)?;
+                let rules_ms = t0.elapsed().as_secs_f64() * 1e3;
                 drop(msgs);
+                drop(ids);
                 Ok(Closed {
                     tp: tp2.clone(),
                     correlation_id: correlation_id.clone(),
@@ -645,6 +792,8 @@ impl Ingestor {
                     good_index: out.good_index,
                     evaluated,
                     raw,
+                    stage_ms,
+                    rules_ms,
                 })
             })();
             (evaluator, result)
@@ -653,6 +802,8 @@ impl Ingestor {
         .map_err(|e| IngestError::Internal(format!("micro-batch task: {e}")))?;
         self.evaluator = Some(evaluator);
         let closed = closed?;
+        let rejects = closed.stage_rejects.len() as u64 + closed.evaluated.rule_rejects();
+        self.trip_breaker(&tp.0, rejects);
         self.metrics
             .batch_seconds
             .with_label_values(&[&self.cfg.name])
@@ -670,13 +821,28 @@ impl Ingestor {
             quarantine: Vec::new(),
             dead_letters: Vec::new(),
             parts: BTreeMap::new(),
-            correlation_ids: Vec::new(),
+            records: Vec::new(),
         };
         for b in batches {
             let n = b.raw.offsets.len();
             let (first, last) = (b.raw.offsets[0], b.raw.offsets[n - 1]);
+            let t0 = Instant::now();
             let engine_out = self.engine.apply(b.evaluated)?;
+            let dedup_ms = t0.elapsed().as_secs_f64() * 1e3;
+            let duplicate_of: Vec<(i64, Option<i32>, Option<i64>)> = engine_out
+                .dedup
+                .iter()
+                .filter_map(|(row, v)| match v {
+                    finlake_quality::dedup::Verdict::Duplicate { partition, offset } => Some((
+                        b.raw.offsets[b.good_index.value(*row as usize) as usize],
+                        *partition,
+                        *offset,
+                    )),
+                    _ => None,
+                })
+                .collect();
             let msgs = b.raw.msgs();
+            let ids = b.raw.message_ids();
             let ctx = BatchContext {
                 topic: &b.tp.0,
                 partition: b.tp.1,
@@ -684,6 +850,7 @@ impl Ingestor {
                 correlation_id: &b.correlation_id,
                 ingested_at: b.ingested_at,
                 arrivals: None,
+                message_ids: ids.as_deref(),
             };
             let rule_rejects: Vec<Rejected> = engine_out
                 .rejects
@@ -724,7 +891,7 @@ impl Ingestor {
                             key: format!("{}/{}/{}", b.tp.0, b.tp.1, offset),
                             reason: r.reason.clone(),
                             rule: r.rule.clone(),
-                            correlation_id: b.correlation_id.clone(),
+                            correlation_id: ctx.correlation_id_of(r.index as usize).to_string(),
                         });
                     }
                 }
@@ -747,10 +914,25 @@ impl Ingestor {
             pc.landed += engine_out.landed.num_rows() as u64;
             pc.quarantined += quarantined;
             pc.duplicates += engine_out.stats.dedup.duplicate_rows;
+            out.records.push(BatchRecord {
+                id: b.correlation_id,
+                topic: b.tp.0.clone(),
+                partition: b.tp.1,
+                from: first,
+                to: last,
+                messages: n as u64,
+                landed: engine_out.landed.num_rows() as u64,
+                quarantined,
+                duplicates: engine_out.stats.dedup.duplicate_rows,
+                ingested_at: b.ingested_at,
+                stage_ms: b.stage_ms,
+                rules_ms: b.rules_ms,
+                dedup_ms,
+                duplicate_of,
+            });
             if engine_out.landed.num_rows() > 0 {
                 out.landed.push(engine_out.landed);
             }
-            out.correlation_ids.push(b.correlation_id);
         }
         for (tp, pc) in &out.parts {
             if pc.messages != pc.landed + pc.quarantined + pc.duplicates {
@@ -822,6 +1004,9 @@ impl Ingestor {
                 Err(e) => return Err(e),
             }
         }
+        let events_ok = self
+            .write_events(&prepared, commit_id, started.elapsed().as_secs_f64() * 1e3)
+            .await;
         // update what the tables hold, and Kafka's offsets (a hint for lag tools)
         let mut tpl = TopicPartitionList::new();
         for (tp, pc) in &prepared.parts {
@@ -830,6 +1015,9 @@ impl Ingestor {
                 part.committed.data = Some(pc.next);
                 if !prepared.quarantine.is_empty() {
                     part.committed.quarantine = Some(q);
+                }
+                if events_ok {
+                    part.committed.events = Some(pc.next);
                 }
             }
             let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(pc.next));
@@ -866,7 +1054,7 @@ impl Ingestor {
             self.maintain();
         }
         tracing::info!(
-            batches = prepared.correlation_ids.len(),
+            batches = prepared.records.len(),
             landed,
             quarantined,
             duplicates = dup,
@@ -973,7 +1161,7 @@ impl Ingestor {
             serde_json::json!({
                 "pipeline": self.cfg.name,
                 "commit_id": commit_id,
-                "batches": p.correlation_ids,
+                "batches": p.records,
                 "partitions": partitions,
                 "finlake_version": env!("CARGO_PKG_VERSION"),
                 "instance": instance_id(),
@@ -1009,6 +1197,98 @@ impl Ingestor {
             .with_label_values(&[&self.cfg.name, "data"])
             .inc();
         Ok(())
+    }
+
+    /// The `processed_events` commit after a data commit: this commit's micro-batches, and
+    /// those of an earlier data commit that a crash kept out of the table (read back from the
+    /// data table's log), with a `txn` per partition. Its failure costs no data: it is logged,
+    /// counted, and the gap is filled by the partition's next commit. Returns whether it landed.
+    async fn write_events(&mut self, p: &Prepared, commit_id: &str, commit_ms: f64) -> bool {
+        let Some(version) = self.data.version() else {
+            return false;
+        };
+        let mut repaired: Vec<(i64, String, String, BatchRecord)> = Vec::new();
+        for (tp, pc) in &p.parts {
+            let held = self.parts.get(tp).and_then(|x| x.committed.events);
+            // the data table held `pc.from` before this commit; anything of this partition
+            // before it that the events table lacks is a gap
+            if held.is_some_and(|h| h >= pc.from) || (held.is_none() && pc.from == 0) {
+                continue;
+            }
+            let from = held.unwrap_or(i64::MIN);
+            match events::records_from_log(&self.data, &self.cfg.name, &tp.0, tp.1, from, pc.from)
+                .await
+            {
+                Ok(r) => {
+                    tracing::info!(topic = %tp.0, partition = tp.1, from, to = pc.from, batches = r.len(), "processed_events: gap filled from the data table's log");
+                    repaired.extend(r);
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "processed_events: gap not filled; retried at the next commit");
+                    return false;
+                }
+            }
+        }
+        let instance = instance_id();
+        let mut rows: Vec<events::Committed> = repaired
+            .iter()
+            .map(|(v, cid, inst, r)| events::Committed {
+                record: r,
+                commit_id: cid,
+                data_version: *v,
+                commit_ms: None,
+                instance: inst,
+                repaired: true,
+            })
+            .collect();
+        rows.extend(p.records.iter().map(|r| events::Committed {
+            record: r,
+            commit_id,
+            data_version: version as i64,
+            commit_ms: Some(commit_ms),
+            instance,
+            repaired: false,
+        }));
+        let batch = match events::to_batch(&self.cfg.name, &rows) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "processed_events: rows not built");
+                return false;
+            }
+        };
+        let extras = CommitExtras {
+            txns: p
+                .parts
+                .iter()
+                .map(|(tp, pc)| (self.cfg.app_id(&tp.0, tp.1), pc.next))
+                .collect(),
+            metadata: vec![(
+                "finlake".to_string(),
+                serde_json::json!({"pipeline": self.cfg.name, "commit_id": commit_id, "data_version": version}),
+            )],
+        };
+        match delta::append(self.events.clone(), vec![batch], &extras).await {
+            Ok(t) => {
+                self.events = t;
+                self.metrics
+                    .commits
+                    .with_label_values(&[&self.cfg.name, "processed_events"])
+                    .inc();
+                true
+            }
+            Err(e) => {
+                self.metrics
+                    .events_failures
+                    .with_label_values(&[&self.cfg.name])
+                    .inc();
+                tracing::warn!(error = %e, "processed_events commit failed; its rows are rebuilt from the data table's log at the next commit");
+                // another writer may have moved it: read it afresh next time
+                if let Ok(t) = delta::open_or_create(&self.cfg.events).await {
+                    self.events = t;
+                }
+                false
+            }
+        }
     }
 
     /// The quarantine's version after a commit of `pc`: never below what it holds.
@@ -1067,6 +1347,7 @@ impl Ingestor {
         self.pending_messages = 0;
         self.data = delta::open_or_create(&self.cfg.data).await?;
         self.quarantine = delta::open_or_create(&self.cfg.quarantine).await?;
+        self.events = delta::open_or_create(&self.cfg.events).await?;
         let tps: Vec<Tp> = self.parts.keys().cloned().collect();
         let versions = self.reader.read(&tps).await?;
         for (tp, part) in self.parts.iter_mut() {

@@ -6,18 +6,24 @@
 //!   cannot run;
 //! - [`assign`]: partition ownership, start offsets set inside the assign call;
 //! - [`ingestor`]: the consumer loop, micro-batches, commits with a `txn` per partition;
+//! - [`breaker`]: the circuit breaker that pauses a source whose rejects pile up;
+//! - [`events`]: the `processed_events` table, what became of every micro-batch;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`;
+//! - [`trace`]: `finlake trace`, where a message went, from the lake alone;
 //! - [`devkafka`]: librdkafka's mock cluster as a development broker, and the generated feed
 //!   produced into it.
 
 pub mod assign;
 pub mod bench;
+pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod devkafka;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod ingestor;
 pub mod metrics;
+pub mod trace;
 
 pub use error::{IngestError, Result};

@@ -33,6 +33,12 @@ pub struct IngestMetrics {
     pub last_commit: prometheus::GaugeVec,
     /// Errors the Kafka client reported, by pipeline.
     pub kafka_errors: IntCounterVec,
+    /// 1 while a source is paused by the circuit breaker.
+    pub circuit_open: IntGaugeVec,
+    /// Times the circuit breaker paused a source.
+    pub circuit_trips: IntCounterVec,
+    /// `processed_events` commits that failed (their rows are rebuilt later).
+    pub events_failures: IntCounterVec,
 }
 
 impl IngestMetrics {
@@ -138,6 +144,21 @@ impl IngestMetrics {
             kafka_errors: counter(
                 "finlake_ingest_kafka_errors_total",
                 "Errors the Kafka client reported.",
+                &["pipeline"],
+            ),
+            circuit_open: gauge(
+                "finlake_ingest_circuit_open",
+                "1 while the circuit breaker keeps a source's partitions paused.",
+                &["pipeline", "topic"],
+            ),
+            circuit_trips: counter(
+                "finlake_ingest_circuit_trips_total",
+                "Times too many rejects paused a source.",
+                &["pipeline", "topic"],
+            ),
+            events_failures: counter(
+                "finlake_ingest_processed_events_failures_total",
+                "processed_events commits that failed; the rows are rebuilt from the data table's log.",
                 &["pipeline"],
             ),
         }

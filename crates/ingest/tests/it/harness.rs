@@ -174,6 +174,10 @@ impl Workdir {
     pub fn quarantine(&self) -> PathBuf {
         self.lake().join("market/quarantine")
     }
+
+    pub fn events(&self) -> PathBuf {
+        self.lake().join("market/trades_processed_events")
+    }
 }
 
 /// A running `finlake-ingest`.
@@ -377,6 +381,9 @@ pub fn reconcile(broker: &Broker, w: &Workdir) -> (usize, usize, u64) {
     let mut next: BTreeMap<i32, i64> = BTreeMap::new();
     // messages a test's stand-in for another process claimed (the fencing test)
     let mut external: BTreeMap<i32, u64> = BTreeMap::new();
+    // offset ranges (first, last) the micro-batches covered, from processed_events and the
+    // stand-in's claims
+    let mut ranges: BTreeMap<i32, Vec<(i64, i64)>> = BTreeMap::new();
     for m in commit_metadata(&w.trades()) {
         for p in m["partitions"].as_array().unwrap() {
             let part = p["partition"].as_i64().unwrap() as i32;
@@ -394,6 +401,49 @@ pub fn reconcile(broker: &Broker, w: &Workdir) -> (usize, usize, u64) {
                 + p["external"].as_u64().unwrap_or(0);
             assert_eq!(sum, p["messages"].as_u64().unwrap(), "commit counts: {p}");
             *external.entry(part).or_default() += p["external"].as_u64().unwrap_or(0);
+            if p["external"].as_u64().unwrap_or(0) > 0 {
+                ranges
+                    .entry(part)
+                    .or_default()
+                    .push((from, p["next"].as_i64().unwrap() - 1));
+            }
+        }
+    }
+    // processed_events: one row per micro-batch, its counts adding up, its duplicates listed
+    let mut ev_counts: BTreeMap<i32, [i64; 3]> = BTreeMap::new();
+    for b in read_table(&w.events()) {
+        let col = |n: &str| b.column_by_name(n).unwrap().clone();
+        let i64s = |n: &str| col(n).as_primitive::<Int64Type>().clone();
+        let (part, from, to) = (
+            col("partition").as_primitive::<Int32Type>().clone(),
+            i64s("from_offset"),
+            i64s("to_offset"),
+        );
+        let (msgs, l, q, d) = (
+            i64s("messages"),
+            i64s("landed"),
+            i64s("quarantined"),
+            i64s("duplicates"),
+        );
+        let dup_list = col("duplicate_offsets");
+        let dup_list = dup_list.as_list::<i32>();
+        for r in 0..b.num_rows() {
+            assert_eq!(msgs.value(r), l.value(r) + q.value(r) + d.value(r));
+            if !arrow::array::Array::is_null(dup_list, r) {
+                assert_eq!(
+                    dup_list.value(r).len() as i64,
+                    d.value(r),
+                    "duplicates listed"
+                );
+            }
+            ranges
+                .entry(part.value(r))
+                .or_default()
+                .push((from.value(r), to.value(r)));
+            let c = ev_counts.entry(part.value(r)).or_default();
+            c[0] += l.value(r);
+            c[1] += q.value(r);
+            c[2] += d.value(r);
         }
     }
     for (p, _lo, hi) in broker.watermarks() {
@@ -410,6 +460,26 @@ pub fn reconcile(broker: &Broker, w: &Workdir) -> (usize, usize, u64) {
             next.get(&p).copied().unwrap_or(0),
             hi,
             "partition {p}: commits end below the high watermark"
+        );
+        let mut covered = ranges.remove(&p).unwrap_or_default();
+        covered.sort();
+        let mut expect = 0;
+        for (from, to) in covered {
+            assert_eq!(
+                from, expect,
+                "processed_events, partition {p}: a batch starts at {from}, the previous ended at {}",
+                expect - 1
+            );
+            expect = to + 1;
+        }
+        assert_eq!(
+            expect, hi,
+            "processed_events, partition {p}: covered up to {expect}"
+        );
+        assert_eq!(
+            ev_counts.get(&p).copied().unwrap_or_default(),
+            [l, q, d],
+            "processed_events counts, partition {p}"
         );
     }
     (landed.len(), quarantined.len(), dups.values().sum())

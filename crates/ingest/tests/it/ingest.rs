@@ -533,3 +533,187 @@ fn bad_configuration_exits_2_at_start_naming_the_file() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("missing.yaml"), "{err}");
 }
+
+/// The circuit breaker: a feed with many rejects pauses the source (the metric says so, the
+/// log raises the alert and the table stops moving while the broker holds more); SIGUSR1
+/// resumes it; in the end nothing was dropped.
+#[test]
+fn too_many_rejects_pause_the_source_until_the_operator_resumes_it() {
+    let broker = Broker::start(2);
+    let (manifest, _) = produce(
+        &broker.bootstrap,
+        gen(6_000, 0.1, 7, WireFormat::Json),
+        None,
+    );
+    let rejected = manifest.iter().filter(|e| e.outcome == "rejected").count();
+    assert!(rejected > 200, "the feed has many rejects: {rejected}");
+    let w = Workdir::new(
+        "JSON",
+        "{max_batch_size: 200, batch_timeout: 50ms, commit_interval: 100ms, circuit_breaker: {max_rejects: 40, window: 1m, cool_down: 1h}}",
+    );
+    let ingest = Ingest::start(&w, &broker.bootstrap, &[]);
+    let open = |body: &str| {
+        body.lines()
+            .any(|l| l.starts_with("finlake_ingest_circuit_open{") && l.ends_with(" 1"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !open(&http_get(&ingest.metrics).1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the breaker never opened\n{}",
+            ingest.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // paused: the versions stand still below what the broker holds
+    let highs: Vec<i64> = broker.watermarks().iter().map(|w| w.2).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = versions(&w.trades(), 2);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = versions(&w.trades(), 2);
+    assert_eq!(before, after, "a paused source commits nothing");
+    assert!(
+        after.iter().zip(&highs).any(|(v, h)| v.unwrap_or(0) < *h),
+        "paused before the end: {after:?} of {highs:?}"
+    );
+    assert!(
+        ingest.log().contains("\"alert\":\"circuit_breaker\""),
+        "{}",
+        ingest.log()
+    );
+    // the operator resumes it as often as it opens, until everything is in
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let pid = ingest.child.id().to_string();
+    loop {
+        let v = versions(&w.trades(), 2);
+        if v.iter().zip(&highs).all(|(v, h)| *v == Some(*h)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not caught up: {v:?} of {highs:?}\n{}",
+            ingest.log()
+        );
+        std::process::Command::new("kill")
+            .args(["-USR1", &pid])
+            .status()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let body = http_get(&ingest.metrics).1;
+    let trips: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("finlake_ingest_circuit_trips_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(trips >= 2.0, "opened again after a resume: {trips}\n{body}");
+    assert_eq!(ingest.stop(), 0);
+    let (_, quarantined, _) = reconcile(&broker, &w);
+    assert_eq!(quarantined, rejected, "nothing dropped");
+}
+
+/// A producer's correlation id (a Kafka header) follows its message: into `_correlation_id`
+/// of the landed row, or of the quarantine row and the dead letter; `trace` finds the
+/// messages by it. Messages without one carry their micro-batch's.
+#[test]
+fn a_producers_correlation_id_follows_its_message() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let broker = Broker::start(1);
+    let (symbols, calendar) = finlake_core::demo::embedded_refdata().unwrap();
+    let feed =
+        finlake_core::generate::generate(&gen(30, 0.0, 5, WireFormat::Json), &symbols, &calendar);
+    type CorrelationHeader<'a> = Option<(&'a str, &'a str)>;
+    let mut messages: Vec<(Vec<u8>, CorrelationHeader)> =
+        feed.messages.into_iter().map(|m| (m, None)).collect();
+    messages[3].1 = Some(("correlation-id", "upstream-ok"));
+    messages.push((
+        b"{\"nope\"".to_vec(),
+        Some(("X-Correlation-Id", "upstream-bad")),
+    ));
+    block_on(async {
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &broker.bootstrap)
+            .create()
+            .unwrap();
+        for (payload, header) in &messages {
+            let mut record = FutureRecord::<(), _>::to(TOPIC)
+                .payload(payload)
+                .partition(0);
+            if let Some((k, v)) = header {
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: k,
+                    value: Some(*v),
+                }));
+            }
+            producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+    });
+    let w = Workdir::new("JSON", PROCESSING);
+    let ingest = Ingest::start(&w, &broker.bootstrap, &[]);
+    wait_caught_up(&broker, &w, &ingest, Duration::from_secs(60));
+    assert_eq!(ingest.stop(), 0);
+    let ids = |path: &std::path::Path| -> std::collections::HashMap<i64, String> {
+        let mut out = std::collections::HashMap::new();
+        for b in read_table(path) {
+            let o = b.column_by_name("_offset").unwrap();
+            let o = o
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap();
+            // DataFusion scans strings as Utf8View; compare values, not the physical type.
+            let c = arrow::compute::cast(
+                b.column_by_name("_correlation_id").unwrap(),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let c = arrow::array::AsArray::as_string::<i32>(&c);
+            for r in 0..b.num_rows() {
+                out.insert(o.value(r), c.value(r).to_string());
+            }
+        }
+        out
+    };
+    let landed = ids(&w.trades());
+    assert_eq!(landed.len(), 30);
+    assert_eq!(landed[&3], "upstream-ok");
+    assert!(landed[&4].starts_with("ING:"), "{}", landed[&4]);
+    assert_eq!(ids(&w.quarantine())[&30], "upstream-bad");
+    let letters = dead_letters(&broker.bootstrap);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].1["finlake-correlation-id"], "upstream-bad");
+    // trace by the producer's id
+    let spec_path = w.dir.path().join("spec.yaml");
+    let lake = w.lake().display().to_string();
+    let env = |k: &str| match k {
+        "LAKE_URI" => Some(lake.clone()),
+        "KAFKA_BOOTSTRAP" => Some(broker.bootstrap.clone()),
+        _ => None,
+    };
+    let spec = finlake_core::spec::load_str(
+        &spec_path,
+        &std::fs::read_to_string(&spec_path).unwrap(),
+        &env,
+    )
+    .unwrap();
+    let cfg = finlake_ingest::config::PipelineConfig::from_spec(
+        spec,
+        &finlake_core::transform::RefData::new(Some(w.dir.path().join("refdata"))),
+        &env,
+    )
+    .unwrap();
+    for (id, outcome, offset) in [
+        ("upstream-ok", "landed", 3),
+        ("upstream-bad", "quarantined", 30),
+    ] {
+        let q = finlake_ingest::trace::Query::parse(id);
+        let t = block_on(finlake_ingest::trace::trace(&cfg, &q, id)).unwrap();
+        assert_eq!(t.exit_code(), 0);
+        assert_eq!(t.messages.len(), 1, "{t:?}");
+        assert_eq!(t.messages[0].at, format!("{TOPIC}:0:{offset}"));
+        assert_eq!(t.messages[0].outcome, outcome);
+    }
+}
