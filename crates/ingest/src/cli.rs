@@ -160,11 +160,15 @@ pub fn trace_main(args: TraceArgs) -> u8 {
     let result = rt.block_on(async {
         let spec = finlake_core::spec::load(&args.spec).map_err(finlake_core::Error::from)?;
         // the broker is not needed to read the lake
-        let cfg = crate::config::PipelineConfig::from_spec(spec, &RefData::new(args.refdata.clone()), &|k| {
-            std::env::var(k)
-                .ok()
-                .or_else(|| (k == "KAFKA_BOOTSTRAP").then(|| "unused-by-trace:9092".into()))
-        })?;
+        let cfg = crate::config::PipelineConfig::from_spec(
+            spec,
+            &RefData::new(args.refdata.clone()),
+            &|k| {
+                std::env::var(k)
+                    .ok()
+                    .or_else(|| (k == "KAFKA_BOOTSTRAP").then(|| "unused-by-trace:9092".into()))
+            },
+        )?;
         let query = crate::trace::Query::parse(&args.query);
         crate::trace::trace(&cfg, &query, &args.query).await
     });
