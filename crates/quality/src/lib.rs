@@ -19,6 +19,7 @@ pub mod error;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
 pub mod metrics;
+pub mod patterns;
 pub mod report;
 pub mod results;
 pub mod rules;

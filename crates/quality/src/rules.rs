@@ -106,6 +106,10 @@ pub enum Origin {
     Business(usize),
     /// `spec.validation.table_checks[i]`.
     TableCheck(usize),
+    /// `spec.cep_patterns[i]`.
+    Pattern(usize),
+    /// `spec.alerting[i]` (the guide's list of alert rules).
+    Alert(usize),
 }
 
 impl Origin {
@@ -114,6 +118,8 @@ impl Origin {
             Origin::Validation(i) => ["validation".into(), "rules".into(), i.to_string()],
             Origin::Business(i) => ["business_rules".into(), i.to_string(), String::new()],
             Origin::TableCheck(i) => ["validation".into(), "table_checks".into(), i.to_string()],
+            Origin::Pattern(i) => ["cep_patterns".into(), i.to_string(), String::new()],
+            Origin::Alert(i) => ["alerting".into(), i.to_string(), String::new()],
         }
     }
 
@@ -403,6 +409,45 @@ impl Compiler<'_> {
                 None
             }
         }
+    }
+}
+
+/// Plans one true/false condition over `schema` with the rule compiler's checks (immutable
+/// functions only, no aggregates or subqueries, boolean result), for the pattern engine; the
+/// error names the spec line of `origin`'s `field`.
+pub fn plan_condition(
+    spec: &LoadedSpec,
+    schema: SchemaRef,
+    origin: Origin,
+    field: &str,
+    name: &str,
+    sql: &str,
+) -> std::result::Result<Arc<dyn PhysicalExpr>, SpecError> {
+    let invalid = |diagnostics| SpecError::Invalid {
+        file: spec.file.clone(),
+        diagnostics,
+    };
+    let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(|e| {
+        invalid(vec![spec.error_at(
+            &origin
+                .field_path(field)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            e.to_string(),
+            None,
+        )])
+    })?;
+    let mut c = Compiler {
+        spec,
+        ctx: session(),
+        schema,
+        df_schema,
+        errors: Vec::new(),
+    };
+    match c.plan(origin, field, name, sql) {
+        Some(p) if c.errors.is_empty() => Ok(p),
+        _ => Err(invalid(c.errors)),
     }
 }
 

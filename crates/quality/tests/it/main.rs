@@ -5,4 +5,5 @@ mod dedup;
 mod dqc;
 #[path = "../../../core/tests/it/moto.rs"]
 mod moto;
+mod patterns;
 mod rules;
