@@ -51,6 +51,9 @@ pub struct Versions {
     /// The `processed_events` table's own version. Behind `data` only after a crash between
     /// the two commits: the next commit fills the gap from the data table's log.
     pub events: Option<i64>,
+    /// The alerts table's own version (when the pipeline has patterns): alerts of rows
+    /// below it are there already and are skipped.
+    pub alerts: Option<i64>,
 }
 
 impl Versions {
@@ -86,6 +89,7 @@ pub struct VersionReader {
     data: TableSpec,
     quarantine: TableSpec,
     events: TableSpec,
+    alerts: Option<TableSpec>,
 }
 
 impl VersionReader {
@@ -95,12 +99,14 @@ impl VersionReader {
         data: &TableSpec,
         quarantine: &TableSpec,
         events: &TableSpec,
+        alerts: Option<&TableSpec>,
     ) -> Self {
         VersionReader {
             pipeline: pipeline.to_string(),
             data: data.clone(),
             quarantine: quarantine.clone(),
             events: events.clone(),
+            alerts: alerts.cloned(),
         }
     }
 
@@ -109,6 +115,10 @@ impl VersionReader {
         let data = delta::open_or_create(&self.data).await?;
         let quarantine = delta::open_or_create(&self.quarantine).await?;
         let events = delta::open_or_create(&self.events).await?;
+        let alerts = match &self.alerts {
+            Some(a) => Some(delta::open_or_create(a).await?),
+            None => None,
+        };
         let mut out = HashMap::new();
         for (topic, p) in parts {
             let id = app_id(&self.pipeline, topic, *p);
@@ -116,6 +126,10 @@ impl VersionReader {
                 data: delta::txn_version(&data, &id).await?,
                 quarantine: delta::txn_version(&quarantine, &id).await?,
                 events: delta::txn_version(&events, &id).await?,
+                alerts: match &alerts {
+                    Some(a) => delta::txn_version(a, &id).await?,
+                    None => None,
+                },
             };
             out.insert((topic.clone(), *p), v);
         }

@@ -55,6 +55,9 @@ pub struct PipelineConfig {
     pub quarantine: TableSpec,
     /// The `processed_events` table ([`crate::events`]), beside the data table.
     pub events: TableSpec,
+    /// The alerts table, beside the data table, when the spec has `cep_patterns` or
+    /// `alerting` rules.
+    pub alerts: Option<TableSpec>,
     /// The dead-letter topic, if any.
     pub dead_letter_topic: Option<String>,
     /// Close a micro-batch at this many messages.
@@ -287,6 +290,16 @@ impl PipelineConfig {
         };
         let kafka_settings = kafka_settings_from_env();
         let events = crate::events::table_spec(&data);
+        // the patterns compile here too, so a bad one fails at start-up (exit 2) at its line
+        let alerts = match sources.first() {
+            Some(s) => {
+                let landed = finlake_quality::engine::landed_schema(s.stages.table_schema());
+                finlake_quality::patterns::PatternSet::compile(&spec, landed)
+                    .map_err(|e| IngestError::Core(finlake_core::Error::from(e)))?
+                    .map(|_| alerts_table_spec(&data))
+            }
+            None => None,
+        };
         Ok(PipelineConfig {
             name,
             sources,
@@ -296,6 +309,7 @@ impl PipelineConfig {
             data,
             quarantine,
             events,
+            alerts,
             circuit_breaker,
             dead_letter_topic,
             max_batch_rows,
@@ -353,4 +367,15 @@ pub fn load(files: &[PathBuf], refdata: &RefData) -> Result<Vec<PipelineConfig>>
         });
     }
     Ok(out)
+}
+
+/// The alerts table: `<data table>_alerts`, by the alert's event date.
+pub fn alerts_table_spec(data: &TableSpec) -> TableSpec {
+    TableSpec {
+        uri: format!("{}_alerts", data.uri.trim_end_matches('/')),
+        schema: finlake_quality::patterns::alerts_schema(),
+        partition_by: vec!["alert_date".into()],
+        checkpoint_interval: data.checkpoint_interval,
+        storage_options: data.storage_options.clone(),
+    }
 }

@@ -29,13 +29,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::filter_record_batch;
 use deltalake::DeltaTable;
 use finlake_core::delta::{self, CommitExtras};
 use finlake_core::pipeline::{quarantine_batch, BatchContext, Rejected};
 use finlake_core::spec::StartingOffsets;
 use finlake_quality::engine::{Evaluated, Evaluator};
+use finlake_quality::patterns::PatternSet;
 use finlake_quality::RuleEngine;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -195,6 +196,8 @@ struct PartCommit {
 struct Prepared {
     landed: Vec<RecordBatch>,
     quarantine: Vec<RecordBatch>,
+    /// Alert rows (the alerts table's schema) not yet in the alerts table.
+    alerts: Vec<RecordBatch>,
     dead_letters: Vec<DeadLetter>,
     parts: BTreeMap<Tp, PartCommit>,
     records: Vec<BatchRecord>,
@@ -309,6 +312,9 @@ pub struct Ingestor {
     data: DeltaTable,
     quarantine: DeltaTable,
     events: DeltaTable,
+    /// The alerts table and the patterns' state, when the spec has patterns.
+    alerts: Option<DeltaTable>,
+    patterns: Option<PatternSet>,
     reader: VersionReader,
     topics: HashMap<String, usize>,
     parts: HashMap<Tp, Part>,
@@ -385,8 +391,19 @@ impl Ingestor {
         let data = delta::open_or_create(&cfg.data).await?;
         let quarantine = delta::open_or_create(&cfg.quarantine).await?;
         let events = delta::open_or_create(&cfg.events).await?;
+        let alerts = match &cfg.alerts {
+            Some(a) => Some(delta::open_or_create(a).await?),
+            None => None,
+        };
         let engine = Self::new_engine(&cfg, &data).await?;
-        let reader = VersionReader::new(&cfg.name, &cfg.data, &cfg.quarantine, &cfg.events);
+        let patterns = Self::new_patterns(&cfg, &data).await?;
+        let reader = VersionReader::new(
+            &cfg.name,
+            &cfg.data,
+            &cfg.quarantine,
+            &cfg.events,
+            cfg.alerts.as_ref(),
+        );
         let context = IngestContext::new(&cfg.name, reader.clone(), cfg.starting_offsets);
         let consumer: StreamConsumer<IngestContext> = consumer_config(&cfg)
             .create_with_context(context)
@@ -395,8 +412,13 @@ impl Ingestor {
         consumer
             .subscribe(&topics)
             .map_err(IngestError::kafka("subscribe"))?;
-        let producer = match &cfg.dead_letter_topic {
-            Some(_) => Some(
+        let alert_topics = patterns
+            .as_ref()
+            .map(|p| p.output_topics())
+            .unwrap_or_default();
+        let producer = match (&cfg.dead_letter_topic, alert_topics.is_empty()) {
+            (None, true) => None,
+            _ => Some(
                 client_config(
                     &cfg,
                     "-dlq",
@@ -407,9 +429,8 @@ impl Ingestor {
                     false,
                 )
                 .create::<FutureProducer>()
-                .map_err(IngestError::kafka("create dead-letter producer"))?,
+                .map_err(IngestError::kafka("create dead-letter and alert producer"))?,
             ),
-            None => None,
         };
         let lag_client = Arc::new(
             client_config(&cfg, "-lag", &[], false)
@@ -443,6 +464,8 @@ impl Ingestor {
             data,
             quarantine,
             events,
+            alerts,
+            patterns,
             reader,
             parts: HashMap::new(),
             generation_seen: 0,
@@ -472,6 +495,19 @@ impl Ingestor {
             tracing::info!(pipeline = %cfg.name, rows = seeded, "dedup state seeded from the table's tail");
         }
         Ok(engine)
+    }
+
+    /// The patterns, their state rebuilt from the data table's tail.
+    async fn new_patterns(cfg: &PipelineConfig, data: &DeltaTable) -> Result<Option<PatternSet>> {
+        let landed = finlake_quality::engine::landed_schema(cfg.sources[0].stages.table_schema());
+        let Some(mut patterns) = PatternSet::compile(&cfg.spec, landed)
+            .map_err(|e| IngestError::Core(finlake_core::Error::from(e)))?
+        else {
+            return Ok(None);
+        };
+        let rows = patterns.seed_from_table(data).await?;
+        tracing::info!(pipeline = %cfg.name, rows, keys = patterns.keys_held(), "pattern state seeded from the table's tail");
+        Ok(Some(patterns))
     }
 
     /// Runs until `shutdown` turns true (then commits what is buffered and returns) or an
@@ -819,6 +855,7 @@ impl Ingestor {
         let mut out = Prepared {
             landed: Vec::new(),
             quarantine: Vec::new(),
+            alerts: Vec::new(),
             dead_letters: Vec::new(),
             parts: BTreeMap::new(),
             records: Vec::new(),
@@ -884,7 +921,7 @@ impl Ingestor {
                     .map(|r| b.raw.offsets[r.index as usize] >= skip_below)
                     .collect();
                 for (r, k) in rejects.iter().zip(&keep) {
-                    if *k && self.producer.is_some() {
+                    if *k && self.producer.is_some() && self.cfg.dead_letter_topic.is_some() {
                         let offset = b.raw.offsets[r.index as usize];
                         out.dead_letters.push(DeadLetter {
                             payload: msgs[r.index as usize].to_vec(),
@@ -931,6 +968,37 @@ impl Ingestor {
                 duplicate_of,
             });
             if engine_out.landed.num_rows() > 0 {
+                if let Some(patterns) = self.patterns.as_mut() {
+                    let raised = patterns.process(&engine_out.landed, b.ingested_at)?;
+                    // alerts of rows below the alerts table's own version are there already
+                    let held = self
+                        .parts
+                        .get(&b.tp)
+                        .and_then(|p| p.committed.alerts)
+                        .unwrap_or(i64::MIN);
+                    let raised = if held == i64::MIN || raised.num_rows() == 0 {
+                        raised
+                    } else {
+                        let offsets = raised
+                            .column_by_name("_offset")
+                            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
+                            .cloned();
+                        match offsets {
+                            Some(o) => {
+                                let keep: BooleanArray = o
+                                    .iter()
+                                    .map(|v| Some(v.is_none_or(|v| v >= held)))
+                                    .collect();
+                                filter_record_batch(&raised, &keep)
+                                    .map_err(finlake_core::Error::from)?
+                            }
+                            None => raised,
+                        }
+                    };
+                    if raised.num_rows() > 0 {
+                        out.alerts.push(raised);
+                    }
+                }
                 out.landed.push(engine_out.landed);
             }
         }
@@ -1011,8 +1079,12 @@ impl Ingestor {
         let mut tpl = TopicPartitionList::new();
         for (tp, pc) in &prepared.parts {
             let q = self.quarantine_version(tp, pc);
+            let a = self.alerts_version(tp, pc);
             if let Some(part) = self.parts.get_mut(tp) {
                 part.committed.data = Some(pc.next);
+                if !prepared.alerts.is_empty() {
+                    part.committed.alerts = Some(a);
+                }
                 if !prepared.quarantine.is_empty() {
                     part.committed.quarantine = Some(q);
                 }
@@ -1042,6 +1114,16 @@ impl Ingestor {
         m.outcomes
             .with_label_values(&[name, "duplicate"])
             .inc_by(dup);
+        for a in &prepared.alerts {
+            if let Some(names) = a
+                .column_by_name("alert")
+                .map(|c| c.as_string::<i32>().clone())
+            {
+                for n in names.iter().flatten() {
+                    m.alerts.with_label_values(&[name, n]).inc();
+                }
+            }
+        }
         m.commit_seconds
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
@@ -1190,6 +1272,26 @@ impl Ingestor {
                 .with_label_values(&[&self.cfg.name, "quarantine"])
                 .inc();
         }
+        if !p.alerts.is_empty() {
+            // to the output topics first (at least once: a crash before the table commit
+            // sends them again), then the table (exactly once: its own versions)
+            self.produce_alerts(&p.alerts).await?;
+            if let Some(table) = self.alerts.clone() {
+                let a_extras = CommitExtras {
+                    txns: p
+                        .parts
+                        .iter()
+                        .map(|(tp, pc)| (self.cfg.app_id(&tp.0, tp.1), self.alerts_version(tp, pc)))
+                        .collect(),
+                    metadata: extras.metadata.clone(),
+                };
+                self.alerts = Some(delta::append(table, p.alerts.clone(), &a_extras).await?);
+                self.metrics
+                    .commits
+                    .with_label_values(&[&self.cfg.name, "alerts"])
+                    .inc();
+            }
+        }
         let table = self.data.clone();
         self.data = delta::append(table, p.landed.clone(), &extras).await?;
         self.metrics
@@ -1297,6 +1399,41 @@ impl Ingestor {
         held.map_or(pc.next, |q| q.max(pc.next))
     }
 
+    /// The alerts table's version after a commit of `pc`: never below what it holds.
+    fn alerts_version(&self, tp: &Tp, pc: &PartCommit) -> i64 {
+        let held = self.parts.get(tp).and_then(|p| p.committed.alerts);
+        held.map_or(pc.next, |a| a.max(pc.next))
+    }
+
+    /// Each alert as a JSON message to its output topic, keyed by the alert's key.
+    async fn produce_alerts(&self, alerts: &[RecordBatch]) -> Result<()> {
+        let Some(producer) = &self.producer else {
+            return Ok(());
+        };
+        let mut messages = Vec::new();
+        for b in alerts {
+            for row in 0..b.num_rows() {
+                if let Some((topic, key, payload)) = alert_message(b, row) {
+                    messages.push((topic, key, payload));
+                }
+            }
+        }
+        let mut deliveries = Vec::with_capacity(messages.len());
+        for (topic, key, payload) in &messages {
+            let record = FutureRecord::to(topic)
+                .payload(payload.as_str())
+                .key(key.as_str());
+            deliveries.push(producer.send(record, Duration::from_secs(30)));
+        }
+        for d in futures::future::join_all(deliveries).await {
+            d.map_err(|(e, _)| IngestError::Kafka {
+                operation: "produce alert",
+                source: e,
+            })?;
+        }
+        Ok(())
+    }
+
     async fn produce_dead_letters(&self, letters: &[DeadLetter]) -> Result<()> {
         let (Some(producer), Some(topic)) = (&self.producer, &self.cfg.dead_letter_topic) else {
             return Ok(());
@@ -1348,6 +1485,9 @@ impl Ingestor {
         self.data = delta::open_or_create(&self.cfg.data).await?;
         self.quarantine = delta::open_or_create(&self.cfg.quarantine).await?;
         self.events = delta::open_or_create(&self.cfg.events).await?;
+        if let Some(a) = &self.cfg.alerts {
+            self.alerts = Some(delta::open_or_create(a).await?);
+        }
         let tps: Vec<Tp> = self.parts.keys().cloned().collect();
         let versions = self.reader.read(&tps).await?;
         for (tp, part) in self.parts.iter_mut() {
@@ -1364,6 +1504,7 @@ impl Ingestor {
             });
         }
         self.engine = Self::new_engine(&self.cfg, &self.data).await?;
+        self.patterns = Self::new_patterns(&self.cfg, &self.data).await?;
         if let Some(d) = self.engine.dedup() {
             for tp in self.parts.keys() {
                 d.expect_partition(&tp.0, tp.1);
@@ -1409,4 +1550,55 @@ pub async fn run_all(
         r?;
     }
     Ok(())
+}
+
+/// An alert row as its output-topic message: (topic, key, JSON payload). `None` for an alert
+/// without a Kafka destination.
+fn alert_message(b: &RecordBatch, row: usize) -> Option<(String, String, String)> {
+    let text = |name: &str| -> Option<&str> {
+        let c = b.column_by_name(name)?.as_string_opt::<i32>()?;
+        (!c.is_null(row)).then(|| c.value(row))
+    };
+    let micros = |name: &str| -> Option<String> {
+        let c = b
+            .column_by_name(name)?
+            .as_primitive_opt::<arrow::datatypes::TimestampMicrosecondType>()?;
+        if c.is_null(row) {
+            return None;
+        }
+        chrono::DateTime::from_timestamp_micros(c.value(row))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    };
+    let topic = text("output_topic")?;
+    let partition = b
+        .column_by_name("_partition")
+        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int32Type>())
+        .filter(|c| !c.is_null(row))
+        .map(|c| c.value(row));
+    let offset = b
+        .column_by_name("_offset")
+        .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Int64Type>())
+        .filter(|c| !c.is_null(row))
+        .map(|c| c.value(row));
+    let detail: serde_json::Value = text("detail")
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let payload = serde_json::json!({
+        "pipeline": text("pipeline"),
+        "alert": text("alert"),
+        "kind": text("kind"),
+        "severity": text("severity"),
+        "condition": text("condition"),
+        "key": text("key"),
+        "event_time": micros("event_time"),
+        "detected_at": micros("detected_at"),
+        "source": {"topic": text("_topic"), "partition": partition, "offset": offset},
+        "correlation_id": text("_correlation_id"),
+        "row": detail,
+    });
+    Some((
+        topic.to_string(),
+        text("key").unwrap_or_default().to_string(),
+        payload.to_string(),
+    ))
 }

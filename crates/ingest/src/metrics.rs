@@ -25,6 +25,8 @@ pub struct IngestMetrics {
     pub retries: IntCounterVec,
     /// Dead letters produced, by pipeline.
     pub dead_letters: IntCounterVec,
+    /// Alerts raised (committed to the alerts table), by pipeline and alert.
+    pub alerts: IntCounterVec,
     /// Partitions owned, by pipeline.
     pub assigned: IntGaugeVec,
     /// Consumer lag in messages, by pipeline, topic and partition.
@@ -129,6 +131,11 @@ impl IngestMetrics {
                 "finlake_ingest_dead_letters_total",
                 "Rejects produced to the dead-letter topic.",
                 &["pipeline"],
+            ),
+            alerts: counter(
+                "finlake_ingest_alerts_total",
+                "Alerts raised by cep_patterns and alerting rules (committed to the alerts table).",
+                &["pipeline", "alert"],
             ),
             assigned: gauge(
                 "finlake_ingest_assigned_partitions",

@@ -78,11 +78,10 @@ pub struct PipelineSpec {
     pub business_rules: Vec<BusinessRule>,
     /// Complex-event patterns that raise alerts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-finlake-unenforced" = "patterns are evaluated by finlake-ingest, which is not built yet"))]
     pub cep_patterns: Vec<CepPattern>,
     /// Alert channels, or the guide's list of alert rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-finlake-unenforced" = "alerts are raised by finlake-ingest, which is not built yet; delivery to Slack and email comes after it"))]
+    #[schemars(extend("x-finlake-unenforced" = "finlake-ingest evaluates alert rules' conditions into the alerts table and their `kafka://` destinations; delivery to Slack, email, PagerDuty and webhooks (and the `channels` form) comes later"))]
     pub alerting: Option<Alerting>,
     /// Where data lands.
     pub destinations: Vec<Destination>,
@@ -668,7 +667,8 @@ pub enum LateHandling {
 pub struct CepPattern {
     /// Name, unique in the pipeline.
     pub name: String,
-    /// The pattern expression, with `prev(col)` for the previous row of the same key.
+    /// A true/false SQL condition over the landed row, with `prev(col)` (the previous row of
+    /// the same key) and `avg(col)` / `avg(col, 20d)` (the key's mean over the window).
     pub pattern: String,
     /// Topic the alerts go to.
     pub output_topic: String,
@@ -963,15 +963,14 @@ impl JsonSchema for IntOrString {
 pub struct Monitoring {
     /// Port of `/metrics`, `/healthz`, `/readyz`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-finlake-unenforced" = "read by finlake-ingest, which is not built yet"))]
     pub metrics_port: Option<u16>,
     /// `json` or `pretty`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-finlake-unenforced" = "read by finlake-ingest, which is not built yet"))]
+    #[schemars(extend("x-finlake-unenforced" = "the log format is `finlake-ingest --log-format` (env FINLAKE_LOG_FORMAT, default json)"))]
     pub log_format: Option<String>,
     /// Consumer lag (seconds) above which the pipeline is unhealthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-finlake-unenforced" = "read by finlake-ingest, which is not built yet"))]
+    #[schemars(extend("x-finlake-unenforced" = "lag is exported per partition as `finlake_ingest_consumer_lag_messages`; alert on it in Prometheus (deploy/), /readyz does not read this threshold yet"))]
     pub max_lag: Option<Duration>,
     /// The guide's quality dashboard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1000,15 +999,15 @@ pub struct Dashboard {
 pub struct Security {
     /// `PLAINTEXT`, `SSL`, `SASL_SSL`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-finlake-unenforced" = "read by finlake-ingest, which is not built yet"))]
+    #[schemars(extend("x-finlake-unenforced" = "librdkafka settings come from the environment: FINLAKE_KAFKA_SECURITY_PROTOCOL=SASL_SSL sets `security.protocol`"))]
     pub protocol: Option<String>,
     /// `PLAIN`, `SCRAM-SHA-512`, `OAUTHBEARER`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-finlake-unenforced" = "read by finlake-ingest, which is not built yet"))]
+    #[schemars(extend("x-finlake-unenforced" = "librdkafka settings come from the environment: FINLAKE_KAFKA_SASL_MECHANISM sets `sasl.mechanism`"))]
     pub sasl_mechanism: Option<String>,
     /// Kubernetes secret holding the credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("x-finlake-unenforced" = "read by finlake-ingest, which is not built yet"))]
+    #[schemars(extend("x-finlake-unenforced" = "mount the secret into the Deployment's environment (FINLAKE_KAFKA_SASL_USERNAME/PASSWORD, AWS_*): finlake does not read Kubernetes secrets itself"))]
     pub credentials_secret: Option<String>,
     /// Encryption in transit and at rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]

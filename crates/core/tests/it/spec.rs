@@ -130,12 +130,12 @@ fn unknown_enum_value_and_bad_type_get_hints() {
 #[test]
 fn unenforced_sections_warn_instead_of_passing_silently() {
     let text = MINIMAL.to_string()
-        + "  cep_patterns:\n    - {name: gap, pattern: \"x > 1\", output_topic: a}\n";
+        + "  alerting:\n    - {name: gap, condition: \"x > 1\", destinations: [\"slack://desk\"]}\n";
     let loaded = spec::load_str(Path::new("p.yaml"), &text, &no_env).unwrap();
     assert!(loaded
         .warnings
         .iter()
-        .any(|w| w.message.contains("cep_patterns") && w.message.contains("not acted on")));
+        .any(|w| w.message.contains("alerting") && w.message.contains("not acted on")));
 }
 
 #[test]

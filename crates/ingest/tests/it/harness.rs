@@ -178,6 +178,10 @@ impl Workdir {
     pub fn events(&self) -> PathBuf {
         self.lake().join("market/trades_processed_events")
     }
+
+    pub fn alerts(&self) -> PathBuf {
+        self.lake().join("market/trades_alerts")
+    }
 }
 
 /// A running `finlake-ingest`.
@@ -365,6 +369,8 @@ pub fn commit_metadata(path: &Path) -> Vec<serde_json::Value> {
 /// row, a duplicate counted in a data commit. Returns (landed, quarantined, duplicates).
 pub fn reconcile(broker: &Broker, w: &Workdir) -> (usize, usize, u64) {
     broker.assert_nothing_dropped();
+    // alerts: each of a landed row, none twice (across the kill and rebalance tests too)
+    alert_rows(w);
     let landed = lineage(&w.trades());
     let quarantined = lineage(&w.quarantine());
     for (k, n) in landed.iter().chain(quarantined.iter()) {
@@ -528,19 +534,24 @@ pub fn http_get(url: &str) -> (u16, String) {
 
 /// Every message of the dead-letter topic: (payload, headers by name).
 pub fn dead_letters(bootstrap: &str) -> Vec<(Vec<u8>, HashMap<String, String>)> {
+    read_topic(bootstrap, DLQ)
+}
+
+/// Every message of `topic` (payload and headers), from the beginning.
+pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<(Vec<u8>, HashMap<String, String>)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", "dlq-reader")
+        .set("group.id", format!("reader-{topic}"))
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "true")
         .create()
         .unwrap();
-    let parts = devkafka::partition_count(bootstrap, DLQ).unwrap();
+    let parts = devkafka::partition_count(bootstrap, topic).unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..parts {
-        tpl.add_partition_offset(DLQ, p, rdkafka::Offset::Beginning)
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
             .unwrap();
     }
     consumer.assign(&tpl).unwrap();
@@ -601,4 +612,70 @@ fn keys(b: &RecordBatch) -> Vec<(i32, i64)> {
         .copied()
         .zip(o.values().iter().copied())
         .collect()
+}
+
+/// Produces raw payloads to partition 0 of the source topic, in order.
+pub fn produce_raw(bootstrap: &str, payloads: &[Vec<u8>]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    block_on(async {
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .create()
+            .unwrap();
+        let sends: Vec<_> = payloads
+            .iter()
+            .map(|p| {
+                producer.send(
+                    FutureRecord::<(), _>::to(TOPIC).payload(p).partition(0),
+                    Duration::from_secs(30),
+                )
+            })
+            .collect();
+        for s in futures::future::join_all(sends).await {
+            s.unwrap();
+        }
+    });
+}
+
+/// The alerts table's rows as (alert, partition, offset), checking that each is of a landed
+/// row and none is there twice.
+pub fn alert_rows(w: &Workdir) -> Vec<(String, i32, i64)> {
+    let mut out = Vec::new();
+    if !w.alerts().join("_delta_log").exists() {
+        return out;
+    }
+    let landed = lineage(&w.trades());
+    for b in read_table(&w.alerts()) {
+        let alert = arrow::compute::cast(
+            b.column_by_name("alert").unwrap(),
+            &arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let alert = alert.as_string::<i32>();
+        let (p, o) = (
+            b.column_by_name("_partition")
+                .unwrap()
+                .as_primitive::<Int32Type>(),
+            b.column_by_name("_offset")
+                .unwrap()
+                .as_primitive::<Int64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            let key = (p.value(i), o.value(i));
+            assert!(
+                landed.contains_key(&key),
+                "an alert of {key:?}, which did not land"
+            );
+            out.push((alert.value(i).to_string(), key.0, key.1));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for a in &out {
+        assert!(
+            seen.insert(a.clone()),
+            "alert {a:?} is in the alerts table twice"
+        );
+    }
+    out
 }

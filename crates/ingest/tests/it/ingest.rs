@@ -1,7 +1,9 @@
 //! `finlake-ingest` through its binary.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use arrow::array::AsArray;
 use finlake_core::generate::WireFormat;
 
 use crate::harness::*;
@@ -656,8 +658,8 @@ fn a_producers_correlation_id_follows_its_message() {
     let ingest = Ingest::start(&w, &broker.bootstrap, &[]);
     wait_caught_up(&broker, &w, &ingest, Duration::from_secs(60));
     assert_eq!(ingest.stop(), 0);
-    let ids = |path: &std::path::Path| -> std::collections::HashMap<i64, String> {
-        let mut out = std::collections::HashMap::new();
+    let ids = |path: &std::path::Path| -> HashMap<i64, String> {
+        let mut out = HashMap::new();
         for b in read_table(path) {
             let o = b.column_by_name("_offset").unwrap();
             let o = o
@@ -716,4 +718,159 @@ fn a_producers_correlation_id_follows_its_message() {
         assert_eq!(t.messages[0].at, format!("{TOPIC}:0:{offset}"));
         assert_eq!(t.messages[0].outcome, outcome);
     }
+}
+
+/// Replaces the value of `"field":` in a generated JSON message.
+fn set_json_field(msg: &[u8], field: &str, value: &str) -> Vec<u8> {
+    let s = std::str::from_utf8(msg).unwrap();
+    let tag = format!("\"{field}\":");
+    let start = s.find(&tag).unwrap() + tag.len();
+    let end = start + s[start..].find([',', '}']).unwrap();
+    format!("{}{value}{}", &s[..start], &s[end..]).into_bytes()
+}
+
+fn json_field<'a>(msg: &'a [u8], field: &str) -> &'a str {
+    let s = std::str::from_utf8(msg).unwrap();
+    let tag = format!("\"{field}\":");
+    let start = s.find(&tag).unwrap() + tag.len();
+    let end = start + s[start..].find([',', '}']).unwrap();
+    s[start..end].trim_matches('"')
+}
+
+/// The sample's `cep_patterns` on a stream that restarts half way: `price-gap` raises exactly
+/// the alerts a by-hand pass over the landed rows finds (a symbol's first trade after the
+/// restart is compared with its last before it: the state is seeded from the table), and
+/// `unusual-volume` catches every injected spike, its 5m average seeded the same way. Each
+/// alert is in the alerts table once and on its output topic as JSON; Python reads the table.
+#[test]
+fn pattern_alerts_land_once_reach_their_topics_and_survive_a_restart() {
+    let broker = Broker::start(1);
+    let (symbols, calendar) = finlake_core::demo::embedded_refdata().unwrap();
+    let feed = finlake_core::generate::generate(
+        &gen(6000, 0.0, 11, WireFormat::Json),
+        &symbols,
+        &calendar,
+    );
+    let mut msgs = feed.messages;
+    let half = msgs.len() / 2;
+    let micros = |m: &[u8]| {
+        chrono::DateTime::parse_from_rfc3339(json_field(m, "timestamp"))
+            .unwrap()
+            .timestamp_micros()
+    };
+    // in the second half: each symbol's first trade. Every other one gaps 20% from the
+    // symbol's last price before the restart; the rest that follow their symbol's previous
+    // trade within 4 minutes trade 1,000,000 shares (the feed trades at most 9,900)
+    let mut last: HashMap<String, usize> = HashMap::new();
+    for (i, m) in msgs[..half].iter().enumerate() {
+        last.insert(json_field(m, "symbol").to_string(), i);
+    }
+    let (mut gaps, mut spikes) = (Vec::new(), Vec::new());
+    let mut seen = std::collections::HashSet::new();
+    for i in half..msgs.len() {
+        let symbol = json_field(&msgs[i], "symbol").to_string();
+        if !seen.insert(symbol.clone()) {
+            continue;
+        }
+        let Some(&before) = last.get(&symbol) else {
+            continue;
+        };
+        if gaps.len() <= spikes.len() {
+            let p: f64 = json_field(&msgs[before], "price").parse().unwrap();
+            msgs[i] = set_json_field(&msgs[i], "price", &format!("{:.6}", p * 1.2));
+            gaps.push(i as i64);
+        } else if micros(&msgs[i]) - micros(&msgs[before]) < 240_000_000 {
+            msgs[i] = set_json_field(&msgs[i], "quantity", "1000000");
+            spikes.push(i as i64);
+        }
+    }
+    assert!(gaps.len() >= 3 && !spikes.is_empty(), "{gaps:?} {spikes:?}");
+
+    let w = Workdir::new("JSON", PROCESSING);
+    produce_raw(&broker.bootstrap, &msgs[..half]);
+    let ingest = Ingest::start(&w, &broker.bootstrap, &[]);
+    wait_caught_up(&broker, &w, &ingest, Duration::from_secs(90));
+    assert_eq!(ingest.stop(), 0);
+    produce_raw(&broker.bootstrap, &msgs[half..]);
+    let ingest = Ingest::start(&w, &broker.bootstrap, &[]);
+    wait_caught_up(&broker, &w, &ingest, Duration::from_secs(90));
+    assert!(
+        ingest.log().contains("pattern state seeded"),
+        "{}",
+        ingest.log()
+    );
+    assert_eq!(ingest.stop(), 0);
+    let (landed, _, _) = reconcile(&broker, &w);
+    assert_eq!(landed, msgs.len(), "a clean feed lands whole");
+
+    // by hand: over the landed rows in offset order, |price - prev| > 5% of price, exactly
+    // (decimals as scaled integers)
+    let mut rows: Vec<(i64, String, i128)> = Vec::new();
+    for b in read_table(&w.trades()) {
+        let sym = arrow::compute::cast(
+            b.column_by_name("symbol").unwrap(),
+            &arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let sym = sym.as_string::<i32>();
+        let off = b
+            .column_by_name("_offset")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        let price = b
+            .column_by_name("price")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::Decimal128Type>();
+        for i in 0..b.num_rows() {
+            rows.push((off.value(i), sym.value(i).to_string(), price.value(i)));
+        }
+    }
+    rows.sort();
+    let mut prev: HashMap<&str, i128> = HashMap::new();
+    let mut expected_gaps = std::collections::BTreeSet::new();
+    for (off, sym, p) in &rows {
+        if let Some(q) = prev.insert(sym, *p) {
+            if (p - q).abs() * 100 > p * 5 {
+                expected_gaps.insert(*off);
+            }
+        }
+    }
+    let alerts = alert_rows(&w);
+    let of = |name: &str| -> std::collections::BTreeSet<i64> {
+        alerts.iter().filter(|a| a.0 == name).map(|a| a.2).collect()
+    };
+    assert_eq!(of("price-gap"), expected_gaps);
+    for g in &gaps {
+        assert!(
+            expected_gaps.contains(g),
+            "the gap at {g} across the restart"
+        );
+    }
+    let volume = of("unusual-volume");
+    for s in &spikes {
+        assert!(volume.contains(s), "spike at {s} not raised: {volume:?}");
+    }
+
+    // the output topics: one JSON message per alert, keyed and traceable to its source row
+    for (topic, name) in [
+        ("alerts.price_gap", "price-gap"),
+        ("alerts.unusual_volume", "unusual-volume"),
+    ] {
+        let sent = read_topic(&broker.bootstrap, topic);
+        let mut offsets = std::collections::BTreeSet::new();
+        for (payload, _) in &sent {
+            let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+            assert_eq!(v["alert"], name, "{v}");
+            assert_eq!(v["source"]["topic"], TOPIC);
+            assert!(v["row"]["symbol"].is_string(), "{v}");
+            if name == "price-gap" {
+                assert!(!v["row"]["prev(price)"].is_null(), "{v}");
+            }
+            offsets.insert(v["source"]["offset"].as_i64().unwrap());
+        }
+        assert_eq!(sent.len(), of(name).len(), "{topic}: one message per alert");
+        assert_eq!(offsets, of(name), "{topic}");
+    }
+    let (py, pl) = python_counts(&w.alerts());
+    assert_eq!((py, pl), (alerts.len(), alerts.len()));
 }
