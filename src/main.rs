@@ -148,6 +148,26 @@ enum Command {
         #[arg(long, default_value = "1s")]
         commit_interval: String,
     },
+    /// Benchmark the ingestor's latency: steady JSON load at --rate messages/s into the mock
+    /// broker while the ingestor runs; prints the produce-to-committed latency percentiles
+    /// and this process's RSS over the run, as one JSON line.
+    BenchLatency {
+        /// Messages per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u32,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Seconds at the start left out of the figures.
+        #[arg(long, default_value_t = 5)]
+        warmup: u32,
+        /// Partitions.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// commit_interval.
+        #[arg(long, default_value = "100ms")]
+        commit_interval: String,
+    },
     /// Generate a feed and land it in ./demo-lake through decode, transforms and checks.
     Demo {
         /// Where the tables go.
@@ -288,6 +308,24 @@ fn run(command: Command) -> anyhow::Result<u8> {
                 batch,
                 commit_interval,
             })?;
+            println!("{summary}");
+            Ok(0)
+        }
+        Command::BenchLatency {
+            rate,
+            seconds,
+            warmup,
+            partitions,
+            commit_interval,
+        } => {
+            let summary =
+                finlake_ingest::bench::run_latency(&finlake_ingest::bench::LatencyOptions {
+                    rate,
+                    seconds,
+                    warmup,
+                    partitions,
+                    commit_interval,
+                })?;
             println!("{summary}");
             Ok(0)
         }

@@ -43,26 +43,97 @@ pub fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The mock broker on a thread of its own (it is not `Send`), until `stop` is dropped or sent.
+struct BenchBroker {
+    bootstrap: String,
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<Result<()>>,
+}
+
+impl BenchBroker {
+    fn start(topic: &str, partitions: i32) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
+        let t2 = topic.to_string();
+        let thread = std::thread::spawn(move || -> Result<()> {
+            let cluster = devkafka::mock_cluster(1, &[t2, "market.trades.dlq".into()], partitions)?;
+            let _ = tx.send(cluster.bootstrap_servers());
+            let _ = stop_rx.recv();
+            Ok(())
+        });
+        let bootstrap = rx
+            .recv()
+            .map_err(|_| IngestError::Internal("mock broker did not start".into()))?;
+        Ok(BenchBroker {
+            bootstrap,
+            stop,
+            thread,
+        })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+/// The sample spec with the benchmark's processing settings, on a lake and reference data
+/// under `dir`.
+fn bench_config(
+    dir: &Path,
+    bootstrap: &str,
+    format: WireFormat,
+    processing: &str,
+) -> Result<PipelineConfig> {
+    let date = finlake_core::demo::demo_date();
+    let refdata = dir.join("refdata");
+    std::fs::create_dir_all(&refdata).map_err(|e| finlake_core::Error::io(&refdata, e))?;
+    std::fs::write(
+        refdata.join("fx_rates.csv"),
+        finlake_core::generate::fx_rates_csv(date, 42),
+    )
+    .map_err(|e| finlake_core::Error::io(&refdata, e))?;
+    let format = match format {
+        WireFormat::Json => "JSON",
+        WireFormat::Avro => "AVRO_CONFLUENT",
+    };
+    let text = finlake_core::embedded::MARKET_DATA_STREAM
+        .replace(
+            "    config: {max_batch_size: 1000, batch_timeout: 10ms}",
+            &format!("    config: {processing}"),
+        )
+        .replace("      format: JSON\n", &format!("      format: {format}\n"))
+        .replace(
+            "        consumer_group: finlake-market-data-stream\n",
+            "        consumer_group: finlake-market-data-stream\n        schema_id: 7\n",
+        );
+    let lake = dir.join("lake").display().to_string();
+    let spec =
+        finlake_core::spec::load_str(Path::new("samples/market-data-stream.yaml"), &text, &|k| {
+            match k {
+                "KAFKA_BOOTSTRAP" => Some(bootstrap.to_string()),
+                "LAKE_URI" => Some(lake.clone()),
+                _ => None,
+            }
+        })
+        .map_err(finlake_core::Error::from)?;
+    PipelineConfig::from_spec(spec, &RefData::new(Some(refdata)), &|_| None)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| IngestError::Internal(e.to_string()))
+}
+
 /// Runs the benchmark; returns its JSON summary.
 pub fn run(opts: &BenchOptions) -> Result<serde_json::Value> {
     let topic = "market.trades".to_string();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let partitions = opts.partitions;
-    let t2 = topic.clone();
-    let broker = std::thread::spawn(move || -> Result<()> {
-        let cluster = devkafka::mock_cluster(1, &[t2, "market.trades.dlq".into()], partitions)?;
-        let _ = tx.send(cluster.bootstrap_servers());
-        let _ = stop_rx.recv();
-        Ok(())
-    });
-    let bootstrap = rx
-        .recv()
-        .map_err(|_| IngestError::Internal("mock broker did not start".into()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| IngestError::Internal(e.to_string()))?;
+    let broker = BenchBroker::start(&topic, partitions)?;
+    let bootstrap = broker.bootstrap.clone();
+    let rt = runtime()?;
     let (symbols, calendar) = finlake_core::demo::embedded_refdata()?;
     let date = finlake_core::demo::demo_date();
     let produce_started = Instant::now();
@@ -93,41 +164,19 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value> {
     }
     let highs: Vec<i64> = marks.iter().map(|m| m.2).collect();
     let dir = tempfile_dir()?;
-    let refdata = dir.join("refdata");
-    std::fs::create_dir_all(&refdata).map_err(|e| finlake_core::Error::io(&refdata, e))?;
-    std::fs::write(
-        refdata.join("fx_rates.csv"),
-        finlake_core::generate::fx_rates_csv(date, 42),
-    )
-    .map_err(|e| finlake_core::Error::io(&refdata, e))?;
     let format = match opts.format {
         WireFormat::Json => "JSON",
         WireFormat::Avro => "AVRO_CONFLUENT",
     };
-    let text = finlake_core::embedded::MARKET_DATA_STREAM
-        .replace(
-            "    config: {max_batch_size: 1000, batch_timeout: 10ms}",
-            &format!(
-                "    config: {{max_batch_size: {}, batch_timeout: 50ms, commit_interval: {}}}",
-                opts.batch, opts.commit_interval
-            ),
-        )
-        .replace("      format: JSON\n", &format!("      format: {format}\n"))
-        .replace(
-            "        consumer_group: finlake-market-data-stream\n",
-            "        consumer_group: finlake-market-data-stream\n        schema_id: 7\n",
-        );
-    let lake = dir.join("lake").display().to_string();
-    let spec =
-        finlake_core::spec::load_str(Path::new("samples/market-data-stream.yaml"), &text, &|k| {
-            match k {
-                "KAFKA_BOOTSTRAP" => Some(bootstrap.clone()),
-                "LAKE_URI" => Some(lake.clone()),
-                _ => None,
-            }
-        })
-        .map_err(finlake_core::Error::from)?;
-    let cfg = PipelineConfig::from_spec(spec, &RefData::new(Some(refdata)), &|_| None)?;
+    let cfg = bench_config(
+        &dir,
+        &bootstrap,
+        opts.format,
+        &format!(
+            "{{max_batch_size: {}, batch_timeout: 50ms, commit_interval: {}}}",
+            opts.batch, opts.commit_interval
+        ),
+    )?;
     let data = cfg.data.clone();
     let app = |p: i32| crate::config::app_id(&cfg.name, &topic, p);
     let apps: Vec<String> = (0..partitions).map(app).collect();
@@ -164,8 +213,7 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value> {
             .map_err(|e| IngestError::Internal(e.to_string()))??;
         Ok::<_, IngestError>((assigned.unwrap_or_default(), total))
     });
-    let _ = stop_tx.send(());
-    let _ = broker.join();
+    broker.stop();
     let _ = std::fs::remove_dir_all(&dir);
     let (assigned, total) = result?;
     let after = (total - assigned).as_secs_f64();
@@ -182,6 +230,279 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value> {
         "messages_per_second_after_assignment": placed.len() as f64 / after,
         "peak_rss_mib": peak_rss_kib() / 1024,
     }))
+}
+
+/// Settings of the latency benchmark.
+#[derive(Debug, Clone)]
+pub struct LatencyOptions {
+    /// Messages per second, produced in 10 ms ticks.
+    pub rate: u32,
+    /// Seconds of load.
+    pub seconds: u32,
+    /// Seconds at the start left out of the figures (assignment, first commits).
+    pub warmup: u32,
+    /// Partitions of the topic.
+    pub partitions: i32,
+    /// `commit_interval`, as the spec writes it.
+    pub commit_interval: String,
+}
+
+/// Resident set of this process now, KiB (`VmRSS`).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Steady load at `rate` JSON messages/s (generated as it goes, round robin over the
+/// partitions) while the ingestor runs in this process: the latency of each message from
+/// the producer's send to the data commit that covers its offset, and this process's RSS
+/// every second. The mock broker drops the oldest data past 5 MiB a partition; that is fine
+/// here as long as the ingestor keeps up, which the figures show.
+pub fn run_latency(opts: &LatencyOptions) -> Result<serde_json::Value> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let topic = "market.trades".to_string();
+    let partitions = opts.partitions.max(1);
+    let broker = BenchBroker::start(&topic, partitions)?;
+    let bootstrap = broker.bootstrap.clone();
+    let rt = runtime()?;
+    let dir = tempfile_dir()?;
+    let cfg = bench_config(
+        &dir,
+        &bootstrap,
+        WireFormat::Json,
+        &format!(
+            "{{max_batch_size: 20000, batch_timeout: 20ms, commit_interval: {}}}",
+            opts.commit_interval
+        ),
+    )?;
+    let (symbols, calendar) = finlake_core::demo::embedded_refdata()?;
+    let total = opts.rate as usize * opts.seconds as usize;
+    let mut feed = finlake_core::generate::FeedGenerator::new(
+        &GenOptions {
+            rows: total,
+            faults: 0.0,
+            seed: 42,
+            format: WireFormat::Json,
+            date: finlake_core::demo::demo_date(),
+            source_type: SourceType::Trade,
+        },
+        &symbols,
+        &calendar,
+    );
+    let health: Arc<Health> = Arc::default();
+    if let Ok(mut c) = health.commits.lock() {
+        *c = Some(Vec::new());
+    }
+    let (stop, stop_watch) = tokio::sync::watch::channel(false);
+    let result = rt.block_on(async {
+        let ingestor = Ingestor::start(cfg, health.clone()).await?;
+        let task = tokio::spawn(ingestor.run(stop_watch));
+        while !health.assigned.load(Ordering::SeqCst) {
+            if task.is_finished() {
+                return Err(IngestError::Internal("the ingestor stopped".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("linger.ms", "1")
+            .set("compression.type", "lz4")
+            .create()
+            .map_err(IngestError::kafka("create the load producer"))?;
+        // deliveries are awaited in order on a task of their own, which matches each to the
+        // commit that covers it; memory stays flat: pending messages and a fixed histogram
+        let (dtx, mut drx) =
+            tokio::sync::mpsc::unbounded_channel::<(Instant, rdkafka::producer::DeliveryFuture)>();
+        let load_started = Instant::now();
+        let warmup = Duration::from_secs(opts.warmup as u64);
+        let h2 = health.clone();
+        let nparts = partitions as usize;
+        let collector = tokio::spawn(async move {
+            let mut lat = Latencies::new();
+            let mut commits: Vec<Vec<(i64, Instant)>> = vec![Vec::new(); nparts];
+            let mut pending: Vec<std::collections::VecDeque<(i64, Instant)>> =
+                vec![std::collections::VecDeque::new(); nparts];
+            let mut failed = 0u64;
+            let mut delivered = 0u64;
+            let drain = |commits: &mut Vec<Vec<(i64, Instant)>>| {
+                if let Ok(mut c) = h2.commits.lock() {
+                    if let Some(c) = c.as_mut() {
+                        for (p, n, at) in c.drain(..) {
+                            if let Some(v) = commits.get_mut(p as usize) {
+                                v.push((n, at));
+                            }
+                        }
+                    }
+                }
+            };
+            let resolve =
+                |lat: &mut Latencies,
+                 commits: &Vec<Vec<(i64, Instant)>>,
+                 pending: &mut Vec<std::collections::VecDeque<(i64, Instant)>>| {
+                    for (p, q) in pending.iter_mut().enumerate() {
+                        while let Some(&(o, at)) = q.front() {
+                            let v = &commits[p];
+                            let i = v.partition_point(|(n, _)| *n <= o);
+                            let Some((_, c)) = v.get(i) else { break };
+                            if at.duration_since(load_started) >= warmup {
+                                lat.record(c.duration_since(at));
+                            }
+                            q.pop_front();
+                        }
+                    }
+                };
+            let mut last_drain = Instant::now();
+            while let Some((at, d)) = drx.recv().await {
+                match d.await {
+                    Ok(Ok(delivery)) => {
+                        delivered += 1;
+                        if let Some(q) = pending.get_mut(delivery.partition as usize) {
+                            q.push_back((delivery.offset, at));
+                        }
+                    }
+                    _ => failed += 1,
+                }
+                if last_drain.elapsed() >= Duration::from_millis(10) {
+                    drain(&mut commits);
+                    resolve(&mut lat, &commits, &mut pending);
+                    last_drain = Instant::now();
+                }
+            }
+            // the load is over: wait for the commits that cover the rest
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                drain(&mut commits);
+                resolve(&mut lat, &commits, &mut pending);
+                if pending.iter().all(|q| q.is_empty()) || Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let unresolved: usize = pending.iter().map(|q| q.len()).sum();
+            (lat, delivered, failed, unresolved)
+        });
+        let per_tick = (opts.rate as usize / 100).max(1);
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut rss: Vec<(f64, u64)> = Vec::new();
+        let mut next_rss = Instant::now();
+        let mut produced = 0usize;
+        let mut i = 0usize;
+        while produced < total {
+            tick.tick().await;
+            let chunk = feed.next_chunk(per_tick.min(total - produced));
+            let now = Instant::now();
+            for m in &chunk.messages {
+                let p = (i % partitions as usize) as i32;
+                i += 1;
+                let record = FutureRecord::<(), _>::to(&topic).payload(m).partition(p);
+                match producer.send_result(record) {
+                    Ok(d) => {
+                        let _ = dtx.send((now, d));
+                    }
+                    Err((e, _)) => {
+                        return Err(IngestError::Internal(format!(
+                            "the load producer's queue refused a message: {e}"
+                        )))
+                    }
+                }
+            }
+            produced += chunk.messages.len();
+            if now >= next_rss {
+                rss.push((load_started.elapsed().as_secs_f64(), rss_kib()));
+                next_rss = now + Duration::from_secs(1);
+            }
+            if task.is_finished() {
+                return Err(IngestError::Internal("the ingestor stopped".into()));
+            }
+        }
+        let load_seconds = load_started.elapsed().as_secs_f64();
+        drop(dtx);
+        let (lat, delivered, failed, unresolved) = collector
+            .await
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
+        let _ = stop.send(true);
+        task.await
+            .map_err(|e| IngestError::Internal(e.to_string()))??;
+        if unresolved > 0 {
+            return Err(IngestError::Internal(format!(
+                "{unresolved} delivered messages were not committed within 120 s of the load's end"
+            )));
+        }
+        Ok::<_, IngestError>((lat, delivered, failed, rss, load_seconds))
+    });
+    broker.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (lat, delivered, failed, rss, load_seconds) = result?;
+    let steady: Vec<u64> = rss
+        .iter()
+        .filter(|(t, _)| *t >= opts.warmup as f64)
+        .map(|r| r.1)
+        .collect();
+    Ok(serde_json::json!({
+        "rate": opts.rate,
+        "seconds": opts.seconds,
+        "achieved_rate": delivered as f64 / load_seconds,
+        "partitions": partitions,
+        "commit_interval": opts.commit_interval,
+        "delivered": delivered,
+        "delivery_failures": failed,
+        "measured": lat.count,
+        "latency_ms": {"p50": lat.quantile_ms(0.50), "p90": lat.quantile_ms(0.90), "p99": lat.quantile_ms(0.99), "max": lat.max_ms},
+        "rss_mib_after_warmup": {
+            "first": steady.first().map(|k| k / 1024),
+            "min": steady.iter().min().map(|k| k / 1024),
+            "max": steady.iter().max().map(|k| k / 1024),
+            "last": steady.last().map(|k| k / 1024),
+        },
+        "peak_rss_mib": peak_rss_kib() / 1024,
+    }))
+}
+
+/// A latency histogram in 0.1 ms buckets up to 10 s (and one beyond): fixed memory.
+struct Latencies {
+    buckets: Vec<u32>,
+    count: u64,
+    max_ms: f64,
+}
+
+impl Latencies {
+    const BUCKETS: usize = 100_000;
+
+    fn new() -> Self {
+        Latencies {
+            buckets: vec![0; Self::BUCKETS + 1],
+            count: 0,
+            max_ms: 0.0,
+        }
+    }
+
+    fn record(&mut self, d: Duration) {
+        let ms = d.as_secs_f64() * 1e3;
+        let i = ((ms * 10.0) as usize).min(Self::BUCKETS);
+        self.buckets[i] += 1;
+        self.count += 1;
+        self.max_ms = self.max_ms.max(ms);
+    }
+
+    /// The upper edge of the bucket holding quantile `q`.
+    fn quantile_ms(&self, q: f64) -> f64 {
+        let target = ((self.count as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0u64;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += u64::from(*n);
+            if seen >= target {
+                return (i + 1) as f64 / 10.0;
+            }
+        }
+        f64::NAN
+    }
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {

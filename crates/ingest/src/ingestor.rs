@@ -111,6 +111,9 @@ pub struct Health {
     pub assigned: AtomicBool,
     /// Set by the operator's signal (SIGUSR1): resume every source the circuit breaker paused.
     pub resume: AtomicBool,
+    /// When `Some` (a benchmark sets it), each data commit appends (partition, next offset,
+    /// when) for every partition it covers: produce-to-committed latency without polling.
+    pub commits: std::sync::Mutex<Option<Vec<(i32, i64, Instant)>>>,
 }
 
 /// Messages of one partition collected for the next micro-batch.
@@ -1093,6 +1096,12 @@ impl Ingestor {
                 }
             }
             let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(pc.next));
+        }
+        if let Ok(mut seen) = self.health.commits.lock() {
+            if let Some(seen) = seen.as_mut() {
+                let now = Instant::now();
+                seen.extend(prepared.parts.iter().map(|(tp, pc)| (tp.1, pc.next, now)));
+            }
         }
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!(error = %e, "kafka offset commit (a hint only) failed");
