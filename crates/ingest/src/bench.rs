@@ -31,16 +31,21 @@ pub struct BenchOptions {
     pub commit_interval: String,
 }
 
-/// Peak resident set of this process, KiB (`VmHWM`).
-pub fn peak_rss_kib() -> u64 {
+/// A KiB figure of this process from `/proc/self/status` (`VmHWM`, `VmRSS`); 0 elsewhere.
+fn proc_status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Peak resident set of this process, KiB (`VmHWM`).
+pub fn peak_rss_kib() -> u64 {
+    proc_status_kib("VmHWM:")
 }
 
 /// The mock broker on a thread of its own (it is not `Send`), until `stop` is dropped or sent.
@@ -249,14 +254,7 @@ pub struct LatencyOptions {
 
 /// Resident set of this process now, KiB (`VmRSS`).
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_status_kib("VmRSS:")
 }
 
 /// Steady load at `rate` JSON messages/s (generated as it goes, round robin over the

@@ -601,66 +601,7 @@ impl Deduplicator {
     /// one window of the newest, in arrival order. A restarted ingestor calls this before its
     /// first batch so duplicates of rows landed before the restart are still caught.
     pub async fn seed_from_table(&mut self, table: &deltalake::DeltaTable) -> Result<usize> {
-        let uri = table.table_url().to_string();
-        let err = |e: &dyn std::fmt::Display| crate::error::QualityError::Query {
-            table: uri.clone(),
-            message: e.to_string(),
-        };
-        let ctx = finlake_core::delta::sql_context(table, "t").await?;
-        let ts = finlake_core::schema::EVENT_TIME;
-        // the newest event time from the log's statistics (no data read); to the millisecond,
-        // so one more millisecond; a table without statistics asks the data
-        let from_stats =
-            finlake_core::delta::max_timestamp_from_stats(table, ts).map_err(|e| err(&e))?;
-        let newest = match from_stats {
-            Some(m) => Some(m + 1_000),
-            None => {
-                let newest = ctx
-                    .sql(&format!("SELECT CAST(max({ts}) AS BIGINT) AS m FROM t"))
-                    .await
-                    .map_err(|e| err(&e))?
-                    .collect()
-                    .await
-                    .map_err(|e| err(&e))?;
-                newest
-                    .first()
-                    .map(|b| b.column(0).as_primitive::<Int64Type>())
-                    .filter(|c| !c.is_empty() && !c.is_null(0))
-                    .map(|c| c.value(0))
-            }
-        };
-        let Some(newest) = newest else { return Ok(0) };
-        let from = newest - self.rule.window_micros;
-        // typed literals, so the trade_date partitions and the files' timestamp statistics
-        // prune: only the last window's files are read. trade_date is the exchange's local
-        // date, at most a day either side of the UTC date.
-        let Some(from_ts) = chrono::DateTime::from_timestamp_micros(from) else {
-            return Ok(0);
-        };
-        let first_day = from_ts.date_naive() - chrono::Days::new(1);
-        let date = finlake_core::schema::TRADE_DATE;
-        let has_date = table
-            .snapshot()
-            .map_err(|e| err(&e))?
-            .schema()
-            .field(date)
-            .is_some();
-        let by_date = if has_date {
-            format!("{date} >= DATE '{first_day}' AND ")
-        } else {
-            String::new()
-        };
-        let tail = ctx
-            .sql(&format!(
-                "SELECT * FROM t WHERE {by_date}{ts} >= TIMESTAMP '{}' \
-                 ORDER BY _ingested_at, _topic, _partition, _offset",
-                from_ts.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
-            ))
-            .await
-            .map_err(|e| err(&e))?
-            .collect()
-            .await
-            .map_err(|e| err(&e))?;
+        let tail = table_tail(table, self.rule.window_micros).await?;
         let mut rows = 0;
         for b in &tail {
             // the converters are typed by the first batch seen; scans may give string views
@@ -670,6 +611,77 @@ impl Deduplicator {
         }
         Ok(rows)
     }
+}
+
+/// The rows of a landed table whose event time is within `window_micros` of its newest, in
+/// the order they landed (`_ingested_at, _topic, _partition, _offset`): what stateful
+/// consumers (dedup, patterns) replay after a restart. Pruned by `trade_date` and the files'
+/// timestamp statistics, so only the last window's files are read.
+pub async fn table_tail(
+    table: &deltalake::DeltaTable,
+    window_micros: i64,
+) -> Result<Vec<arrow::array::RecordBatch>> {
+    let uri = table.table_url().to_string();
+    let err = |e: &dyn std::fmt::Display| crate::error::QualityError::Query {
+        table: uri.clone(),
+        message: e.to_string(),
+    };
+    let ctx = finlake_core::delta::sql_context(table, "t").await?;
+    let ts = finlake_core::schema::EVENT_TIME;
+    // the newest event time from the log's statistics (no data read); to the millisecond,
+    // so one more millisecond; a table without statistics asks the data
+    let from_stats =
+        finlake_core::delta::max_timestamp_from_stats(table, ts).map_err(|e| err(&e))?;
+    let newest = match from_stats {
+        Some(m) => Some(m + 1_000),
+        None => {
+            let newest = ctx
+                .sql(&format!("SELECT CAST(max({ts}) AS BIGINT) AS m FROM t"))
+                .await
+                .map_err(|e| err(&e))?
+                .collect()
+                .await
+                .map_err(|e| err(&e))?;
+            newest
+                .first()
+                .map(|b| b.column(0).as_primitive::<Int64Type>())
+                .filter(|c| !c.is_empty() && !c.is_null(0))
+                .map(|c| c.value(0))
+        }
+    };
+    let Some(newest) = newest else {
+        return Ok(Vec::new());
+    };
+    let from = newest.saturating_sub(window_micros);
+    // typed literals, so the trade_date partitions and the files' timestamp statistics
+    // prune. trade_date is the exchange's local date, at most a day either side of the UTC
+    // date.
+    let Some(from_ts) = chrono::DateTime::from_timestamp_micros(from) else {
+        return Ok(Vec::new());
+    };
+    let first_day = from_ts.date_naive() - chrono::Days::new(1);
+    let date = finlake_core::schema::TRADE_DATE;
+    let has_date = table
+        .snapshot()
+        .map_err(|e| err(&e))?
+        .schema()
+        .field(date)
+        .is_some();
+    let by_date = if has_date {
+        format!("{date} >= DATE '{first_day}' AND ")
+    } else {
+        String::new()
+    };
+    ctx.sql(&format!(
+        "SELECT * FROM t WHERE {by_date}{ts} >= TIMESTAMP '{}' \
+         ORDER BY _ingested_at, _topic, _partition, _offset",
+        from_ts.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
+    ))
+    .await
+    .map_err(|e| err(&e))?
+    .collect()
+    .await
+    .map_err(|e| err(&e))
 }
 
 /// Casts string views to plain strings, so scanned and live batches compare as equal bytes.

@@ -923,48 +923,7 @@ impl PatternSet {
     /// Rebuilds the state from the data table: the rows of the longest retention before the
     /// newest event time, in the order they landed, with alerts off. Returns the rows read.
     pub async fn seed_from_table(&mut self, table: &deltalake::DeltaTable) -> Result<usize> {
-        let uri = table.table_url().to_string();
-        let err = |e: &dyn std::fmt::Display| QualityError::Query {
-            table: uri.clone(),
-            message: e.to_string(),
-        };
-        let ts = finlake_core::schema::EVENT_TIME;
-        let newest =
-            match finlake_core::delta::max_timestamp_from_stats(table, ts).map_err(|e| err(&e))? {
-                Some(m) => m + 1_000,
-                None => return Ok(0),
-            };
-        let from = newest.saturating_sub(self.retention_micros());
-        let Some(from_ts) = chrono::DateTime::from_timestamp_micros(from) else {
-            return Ok(0);
-        };
-        let ctx = finlake_core::delta::sql_context(table, "t").await?;
-        let date = finlake_core::schema::TRADE_DATE;
-        let has_date = table
-            .snapshot()
-            .map_err(|e| err(&e))?
-            .schema()
-            .field(date)
-            .is_some();
-        let by_date = if has_date {
-            format!(
-                "{date} >= DATE '{}' AND ",
-                from_ts.date_naive() - chrono::Days::new(1)
-            )
-        } else {
-            String::new()
-        };
-        let tail = ctx
-            .sql(&format!(
-                "SELECT * FROM t WHERE {by_date}{ts} >= TIMESTAMP '{}' \
-                 ORDER BY _ingested_at, _topic, _partition, _offset",
-                from_ts.format("%Y-%m-%dT%H:%M:%S%.6fZ"),
-            ))
-            .await
-            .map_err(|e| err(&e))?
-            .collect()
-            .await
-            .map_err(|e| err(&e))?;
+        let tail = crate::dedup::table_tail(table, self.retention_micros()).await?;
         let mut rows = 0;
         for b in &tail {
             rows += b.num_rows();
