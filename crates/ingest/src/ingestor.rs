@@ -1156,13 +1156,18 @@ impl Ingestor {
         Ok(())
     }
 
-    /// Log cleanup of both tables on a task of its own: delta-rs would list `_delta_log`
+    /// Log cleanup of every table the pipeline writes, on a task of its own: delta-rs would list `_delta_log`
     /// inside every commit (our commits turn that off); one run at a time.
     fn maintain(&mut self) {
         if self.maintenance.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
-        let tables = [self.data.clone(), self.quarantine.clone()];
+        let mut tables = vec![
+            self.data.clone(),
+            self.quarantine.clone(),
+            self.events.clone(),
+        ];
+        tables.extend(self.alerts.clone());
         let span = tracing::Span::current();
         self.maintenance = Some(tokio::spawn(
             async move {
