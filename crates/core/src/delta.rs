@@ -258,9 +258,19 @@ pub async fn open_or_create(spec: &TableSpec) -> Result<DeltaTable> {
         deltalake::aws::register_handlers(None);
     }
     let options = with_client_defaults(&url, &spec.storage_options);
-    let table = DeltaTable::try_from_url_with_storage_options(url, options)
+    let mut table = deltalake::DeltaTableBuilder::from_url(url)
+        .map_err(table_err(&spec.uri, "open"))?
+        .with_storage_options(options)
+        .build()
+        .map_err(table_err(&spec.uri, "open"))?;
+    // load only a table that is there: loading an empty location makes delta-kernel log an
+    // ERROR ("No files in log segment") before delta-rs reports "not a table", on every create
+    let exists = deltalake::logstore::LogStore::is_delta_table_location(table.log_store().as_ref())
         .await
         .map_err(table_err(&spec.uri, "open"))?;
+    if exists {
+        table.load().await.map_err(table_err(&spec.uri, "open"))?;
+    }
     let table = if table.version().is_none() {
         let schema: StructType =
             spec.schema
