@@ -318,6 +318,8 @@ pub struct Ingestor {
     /// The alerts table and the patterns' state, when the spec has patterns.
     alerts: Option<DeltaTable>,
     patterns: Option<PatternSet>,
+    /// The data table's txn versions for the fencing check (no log replay per lookup).
+    txns: crate::txncache::TxnCache,
     reader: VersionReader,
     topics: HashMap<String, usize>,
     parts: HashMap<Tp, Part>,
@@ -469,6 +471,7 @@ impl Ingestor {
             events,
             alerts,
             patterns,
+            txns: Default::default(),
             reader,
             parts: HashMap::new(),
             generation_seen: 0,
@@ -1225,7 +1228,7 @@ impl Ingestor {
         })?;
         for (tp, pc) in &p.parts {
             let app = self.cfg.app_id(&tp.0, tp.1);
-            let found = delta::txn_version(&self.data, &app).await?;
+            let found = self.txns.version(&self.data, &app).await?;
             let ours = self.parts.get(tp).and_then(|x| x.committed.data);
             if found != ours || found.is_some_and(|v| v != pc.from) {
                 return Err(IngestError::Fenced {
@@ -1497,6 +1500,7 @@ impl Ingestor {
         self.pending.clear();
         self.pending_messages = 0;
         self.data = delta::open_or_create(&self.cfg.data).await?;
+        self.txns.clear();
         self.quarantine = delta::open_or_create(&self.cfg.quarantine).await?;
         self.events = delta::open_or_create(&self.cfg.events).await?;
         if let Some(a) = &self.cfg.alerts {

@@ -25,5 +25,6 @@ pub mod http;
 pub mod ingestor;
 pub mod metrics;
 pub mod trace;
+pub mod txncache;
 
 pub use error::{IngestError, Result};
