@@ -487,6 +487,11 @@ pub struct CommitExtras {
     pub txns: Vec<(String, i64)>,
     /// Key-values added to the commit info (`job`, `run_id`, `correlation_id`).
     pub metadata: Vec<(String, serde_json::Value)>,
+    /// The writer checkpoints on a task of its own ([`checkpoint_and_reopen`]): the commit
+    /// writes none, even on a `checkpointInterval` boundary. Off, a commit on a boundary
+    /// writes the checkpoint inline (delta-rs's post-commit hook) and the table is reopened
+    /// from it.
+    pub deferred_checkpoint: bool,
 }
 
 impl CommitExtras {
@@ -497,6 +502,7 @@ impl CommitExtras {
     fn properties(&self) -> CommitProperties {
         CommitProperties::default()
             .with_cleanup_expired_logs(Some(false))
+            .with_create_checkpoint(!self.deferred_checkpoint)
             .with_application_transactions(
                 self.txns
                     .iter()
@@ -607,6 +613,9 @@ pub async fn append(
         .rows_written
         .with_label_values(&[uri.as_str()])
         .inc_by(rows as u64);
+    if extras.deferred_checkpoint {
+        return Ok(table);
+    }
     reopen_at_checkpoint(table, &uri).await
 }
 
@@ -640,6 +649,9 @@ async fn commit_without_data(
         .update_incremental(Some(commit.version()))
         .await
         .map_err(table_err(uri, "load the new version"))?;
+    if extras.deferred_checkpoint {
+        return Ok(table);
+    }
     reopen_at_checkpoint(table, uri).await
 }
 
@@ -666,6 +678,33 @@ async fn reopen_at_checkpoint(table: DeltaTable, uri: &str) -> Result<DeltaTable
     if !(version + 1).is_multiple_of(interval) {
         return Ok(table);
     }
+    reopen(&table, uri).await
+}
+
+/// The table's `delta.checkpointInterval` (delta-rs's default, 100, when unset).
+pub fn checkpoint_interval(table: &DeltaTable) -> u64 {
+    use deltalake::table::config::TablePropertiesExt;
+    table
+        .snapshot()
+        .map(|s| s.table_config().checkpoint_interval().get())
+        .unwrap_or(100)
+}
+
+/// Writes a checkpoint at the table's loaded version and returns the table opened afresh
+/// from it (a new log store: see [`reopen_at_checkpoint`] for why). For a writer whose
+/// commits defer their checkpoints ([`CommitExtras::deferred_checkpoint`]) and that runs
+/// this off its commit path; the table it returns is at the checkpoint's version or later.
+pub async fn checkpoint_and_reopen(table: &DeltaTable) -> Result<DeltaTable> {
+    let uri = table.table_url().to_string();
+    deltalake::protocol::checkpoints::create_checkpoint(table, None)
+        .await
+        .map_err(table_err(&uri, "checkpoint"))?;
+    reopen(table, &uri).await
+}
+
+/// The table opened again by URL with the same storage options: a new log store, object
+/// store and engine, loaded from the last checkpoint.
+async fn reopen(table: &DeltaTable, uri: &str) -> Result<DeltaTable> {
     let log_store = table.log_store();
     let options: HashMap<String, String> = log_store
         .config()

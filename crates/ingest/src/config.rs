@@ -10,7 +10,7 @@ use std::time::Duration;
 use finlake_core::delta::TableSpec;
 use finlake_core::pipeline::Stages;
 use finlake_core::schema;
-use finlake_core::spec::{DestinationType, LoadedSpec, PipelineType, StartingOffsets};
+use finlake_core::spec::{DestinationType, IngestTime, LoadedSpec, PipelineType, StartingOffsets};
 use finlake_core::transform::RefData;
 
 use crate::error::{IngestError, Result};
@@ -33,6 +33,8 @@ pub struct SourceRuntime {
     pub topic: String,
     /// Decode and transforms.
     pub stages: Stages,
+    /// The clock of `_ingested_at`.
+    pub ingest_time: IngestTime,
 }
 
 /// A pipeline, ready to run.
@@ -72,7 +74,14 @@ pub struct PipelineConfig {
     pub circuit_breaker: Option<crate::breaker::BreakerConfig>,
     /// Extra librdkafka settings (`FINLAKE_KAFKA_<NAME>` from the environment, `.` as `_`).
     pub kafka_settings: Vec<(String, String)>,
+    /// An owned partition whose `txn` has not been written for this long is written again
+    /// (same version) in the next commit, so a log retention set on the table later cannot
+    /// expire an idle partition's version (`FINLAKE_TXN_RESTAMP`, default 1h).
+    pub txn_restamp: Duration,
 }
+
+/// Default of [`PipelineConfig::txn_restamp`].
+pub const DEFAULT_TXN_RESTAMP: Duration = Duration::from_secs(3600);
 
 fn cfg_err(spec: &LoadedSpec, message: impl Into<String>) -> IngestError {
     IngestError::Config {
@@ -177,6 +186,7 @@ impl PipelineConfig {
                 name: src.name.clone(),
                 topic,
                 stages,
+                ingest_time: src.config.ingest_time.unwrap_or_default(),
             });
         }
         let first = sources
@@ -289,6 +299,18 @@ impl PipelineConfig {
             }
         };
         let kafka_settings = kafka_settings_from_env();
+        let txn_restamp = match env("FINLAKE_TXN_RESTAMP") {
+            None => DEFAULT_TXN_RESTAMP,
+            Some(v) => humantime::parse_duration(&v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    cfg_err(
+                        &spec,
+                        format!("FINLAKE_TXN_RESTAMP=`{v}` is not a duration above zero (say `1h` or `30s`)"),
+                    )
+                })?,
+        };
         let events = crate::events::table_spec(&data);
         // the patterns compile here too, so a bad one fails at start-up (exit 2) at its line
         let alerts = match sources.first() {
@@ -317,6 +339,7 @@ impl PipelineConfig {
             batch_timeout,
             commit_interval,
             kafka_settings,
+            txn_restamp,
             spec: Arc::new(spec),
         })
     }

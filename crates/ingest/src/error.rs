@@ -41,6 +41,26 @@ pub enum IngestError {
         /// The batch's first offset.
         expected: i64,
     },
+    /// A rule whose action is `fail` failed: the pipeline stops before committing anything of
+    /// the commit interval that holds the row (a restart stops there again until the data
+    /// or the rule is fixed).
+    #[error("rule `{rule}` (action: fail) failed on {rows} row(s) of {topic}/{partition} offsets {from}..={to}, the first at offset {offset}: the pipeline stops; nothing from offset {from} on was committed for this partition. Fix the rule or the data (or produce past it and reset the partition's txn) before restarting")]
+    Halted {
+        /// The rule.
+        rule: String,
+        /// Rows of the micro-batch that failed it.
+        rows: u64,
+        /// Source topic.
+        topic: String,
+        /// Source partition.
+        partition: i32,
+        /// The micro-batch's first offset.
+        from: i64,
+        /// Its last offset.
+        to: i64,
+        /// The first failing message's offset.
+        offset: i64,
+    },
     /// The metrics endpoint could not bind.
     #[error("metrics port {port}: {source}")]
     Http {
@@ -64,6 +84,7 @@ impl IngestError {
             IngestError::Config { .. } | IngestError::Http { .. } => ErrorClass::Config,
             IngestError::Kafka { source, .. } => kafka_class(source),
             IngestError::Fenced { .. } => ErrorClass::Transient,
+            IngestError::Halted { .. } => ErrorClass::Data,
             IngestError::Internal(_) => ErrorClass::Internal,
         }
     }

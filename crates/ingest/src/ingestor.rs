@@ -34,7 +34,7 @@ use arrow::compute::filter_record_batch;
 use deltalake::DeltaTable;
 use finlake_core::delta::{self, CommitExtras};
 use finlake_core::pipeline::{quarantine_batch, BatchContext, Rejected};
-use finlake_core::spec::StartingOffsets;
+use finlake_core::spec::{IngestTime, StartingOffsets};
 use finlake_quality::engine::{Evaluated, Evaluator};
 use finlake_quality::patterns::PatternSet;
 use finlake_quality::RuleEngine;
@@ -97,6 +97,15 @@ fn inbound_correlation<'m>(m: &'m rdkafka::message::BorrowedMessage<'_>) -> Opti
 const COMMIT_ATTEMPTS: u32 = 5;
 /// Expired log files are cleaned up (in the background) every this many data commits.
 const MAINTENANCE_EVERY: u64 = 100;
+
+/// The tables a pipeline writes, as the maintenance task names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum TableKind {
+    Data,
+    Quarantine,
+    Events,
+    Alerts,
+}
 /// How often the consumer-lag gauges are refreshed.
 const LAG_EVERY: Duration = Duration::from_secs(5);
 /// Buffered micro-batches are committed early once they hold this many messages.
@@ -138,6 +147,9 @@ struct Raw {
     arena: Vec<u8>,
     ends: Vec<usize>,
     offsets: Vec<i64>,
+    /// Each message's Kafka timestamp, µs (`i64::MIN` when it has none): `_ingested_at`
+    /// under `ingest_time: message_timestamp`.
+    times: Vec<i64>,
     /// Producers' correlation ids: the bytes, and (message index, start, end) of each.
     id_arena: Vec<u8>,
     ids: Vec<(u32, u32, u32)>,
@@ -155,6 +167,33 @@ impl Raw {
             out[i as usize] = std::str::from_utf8(&self.id_arena[a as usize..b as usize]).ok();
         }
         Some(out)
+    }
+
+    /// Settles each message's ingest time by the source's `ingest_time`; returns the batch's
+    /// (the latest). Under `wall_clock` that is now, for every message, and `times` is
+    /// cleared (no per-row column is needed); under `message_timestamp` each message keeps
+    /// its Kafka timestamp, and one without a timestamp takes now.
+    fn ingest_times(&mut self, clock: IngestTime) -> i64 {
+        let now = now_micros();
+        match clock {
+            IngestTime::WallClock => {
+                self.times.clear();
+                now
+            }
+            IngestTime::MessageTimestamp => {
+                for t in &mut self.times {
+                    if *t == i64::MIN {
+                        *t = now;
+                    }
+                }
+                self.times.iter().copied().max().unwrap_or(now)
+            }
+        }
+    }
+
+    /// Per-message ingest times, when the source takes them from the messages.
+    fn arrivals(&self) -> Option<&[i64]> {
+        (!self.times.is_empty()).then_some(self.times.as_slice())
     }
 
     fn msgs(&self) -> Vec<&[u8]> {
@@ -204,6 +243,8 @@ struct Prepared {
     dead_letters: Vec<DeadLetter>,
     parts: BTreeMap<Tp, PartCommit>,
     records: Vec<BatchRecord>,
+    /// Idle partitions' `txn`s are written again: every table commits, empty or not.
+    restamp: bool,
 }
 
 struct DeadLetter {
@@ -228,6 +269,8 @@ struct Part {
     last_seen: Instant,
     /// Silent for [`IDLE_PARTITION`]: it no longer holds the dedup watermark.
     idle: bool,
+    /// When a commit of ours last wrote its `txn` (or it was assigned).
+    stamped: Instant,
 }
 
 impl Part {
@@ -239,6 +282,7 @@ impl Part {
             seek_to: None,
             last_seen: Instant::now(),
             idle: false,
+            stamped: Instant::now(),
         }
     }
 }
@@ -257,6 +301,7 @@ fn push(
     topic: &str,
     partition: i32,
     offset: i64,
+    timestamp_ms: Option<i64>,
     payload: &[u8],
     id: Option<&[u8]>,
     max_rows: usize,
@@ -302,6 +347,8 @@ fn push(
     raw.arena.extend_from_slice(payload);
     raw.ends.push(raw.arena.len());
     raw.offsets.push(offset);
+    raw.times
+        .push(timestamp_ms.map_or(i64::MIN, |t| t.saturating_mul(1000)));
     (raw.offsets.len() >= max_rows || raw.arena.len() >= max_bytes).then(|| tp.clone())
 }
 
@@ -330,7 +377,10 @@ pub struct Ingestor {
     metrics: &'static IngestMetrics,
     lag_updated: Instant,
     commits: u64,
-    maintenance: Option<tokio::task::JoinHandle<()>>,
+    /// The running maintenance task: the tables it checkpointed, opened afresh.
+    maintenance: Option<tokio::task::JoinHandle<Vec<(TableKind, DeltaTable)>>>,
+    /// The version each table was last checkpointed at (or opened at).
+    checkpointed: HashMap<TableKind, u64>,
     last_tp: Option<Tp>,
     /// A client of its own for high watermarks (the lag gauges), and its running fetch.
     lag_client: Arc<rdkafka::consumer::BaseConsumer>,
@@ -482,6 +532,7 @@ impl Ingestor {
             lag_updated: Instant::now() - LAG_EVERY,
             commits: 0,
             maintenance: None,
+            checkpointed: HashMap::new(),
             last_tp: None,
             lag_client,
             lag_task: None,
@@ -544,18 +595,18 @@ impl Ingestor {
                         {
                             // a rebalance ran inside this recv: take it first (rare, so the
                             // message is copied out)
-                            let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
+                            let (topic, partition, offset, ts) = (m.topic().to_string(), m.partition(), m.offset(), m.timestamp().to_millis());
                             let payload = m.payload().unwrap_or_default().to_vec();
                             let id = inbound_correlation(&m).map(<[u8]>::to_vec);
                             drop(m);
                             self.sync_assignment()?;
-                            push(&mut self.parts, &mut self.last_tp, &topic, partition, offset, &payload, id.as_deref(), max_rows, max_bytes)
+                            push(&mut self.parts, &mut self.last_tp, &topic, partition, offset, ts, &payload, id.as_deref(), max_rows, max_bytes)
                         } else {
                             // the hot path: the payload goes from librdkafka's buffer straight
                             // into the partition's arena, nothing allocated per message
                             let payload = m.payload().unwrap_or_default();
                             let id = inbound_correlation(&m);
-                            let full = push(&mut self.parts, &mut self.last_tp, m.topic(), m.partition(), m.offset(), payload, id, max_rows, max_bytes);
+                            let full = push(&mut self.parts, &mut self.last_tp, m.topic(), m.partition(), m.offset(), m.timestamp().to_millis(), payload, id, max_rows, max_bytes);
                             drop(m);
                             full
                         };
@@ -587,6 +638,10 @@ impl Ingestor {
             self.close(&tp).await?;
         }
         self.commit().await?;
+        if let Some(h) = self.maintenance.take() {
+            // a checkpoint under way finishes (the next start reads from it)
+            let _ = h.await;
+        }
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "no consumer offsets to commit at shutdown");
         }
@@ -804,7 +859,8 @@ impl Ingestor {
         let started = Instant::now();
         let (evaluator, closed) = tokio::task::spawn_blocking(move || {
             let _g = span.enter();
-            let ingested_at = now_micros();
+            let mut raw = raw;
+            let ingested_at = raw.ingest_times(cfg.sources[source].ingest_time);
             let result = (|| -> Result<Closed> {
                 let msgs = raw.msgs();
                 let ids = raw.message_ids();
@@ -814,7 +870,7 @@ impl Ingestor {
                     offsets: &raw.offsets,
                     correlation_id: &correlation_id,
                     ingested_at,
-                    arrivals: None,
+                    arrivals: raw.arrivals(),
                     message_ids: ids.as_deref(),
                 };
                 let t0 = Instant::now();
@@ -865,12 +921,36 @@ impl Ingestor {
             dead_letters: Vec::new(),
             parts: BTreeMap::new(),
             records: Vec::new(),
+            restamp: false,
         };
         for b in batches {
             let n = b.raw.offsets.len();
             let (first, last) = (b.raw.offsets[0], b.raw.offsets[n - 1]);
             let t0 = Instant::now();
-            let engine_out = self.engine.apply(b.evaluated)?;
+            let engine_out = match self.engine.apply(b.evaluated) {
+                Ok(o) => o,
+                Err(finlake_quality::QualityError::RuleFailed {
+                    rule,
+                    rows,
+                    first_row,
+                }) => {
+                    let index = b
+                        .good_index
+                        .values()
+                        .get(first_row)
+                        .map_or(0, |i| *i as usize);
+                    return Err(IngestError::Halted {
+                        rule,
+                        rows,
+                        topic: b.tp.0.clone(),
+                        partition: b.tp.1,
+                        from: first,
+                        to: last,
+                        offset: b.raw.offsets.get(index).copied().unwrap_or(first),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
             let dedup_ms = t0.elapsed().as_secs_f64() * 1e3;
             let duplicate_of: Vec<(i64, Option<i32>, Option<i64>)> = engine_out
                 .dedup
@@ -892,7 +972,7 @@ impl Ingestor {
                 offsets: &b.raw.offsets,
                 correlation_id: &b.correlation_id,
                 ingested_at: b.ingested_at,
-                arrivals: None,
+                arrivals: b.raw.arrivals(),
                 message_ids: ids.as_deref(),
             };
             let rule_rejects: Vec<Rejected> = engine_out
@@ -1021,21 +1101,55 @@ impl Ingestor {
 
     /// Commits what is buffered: prepare (dedup), dead letters, quarantine, data.
     async fn commit(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
+        let restamp = self.due_for_restamp();
+        if self.pending.is_empty() && restamp.is_empty() {
             return Ok(());
         }
         let commit_id = finlake_core::telemetry::correlation_id("ING-COMMIT");
         let span =
             tracing::info_span!("commit", correlation_id = %commit_id, pipeline = %self.cfg.name);
-        self.commit_inner(&commit_id).instrument(span).await
+        self.commit_inner(&commit_id, restamp)
+            .instrument(span)
+            .await
     }
 
-    async fn commit_inner(&mut self, commit_id: &str) -> Result<()> {
+    /// Owned partitions with nothing buffered whose `txn` no commit has written for
+    /// `txn_restamp`, with their versions: the next commit writes them again, unchanged.
+    fn due_for_restamp(&self) -> Vec<(Tp, i64)> {
+        let buffered: std::collections::HashSet<&Tp> = self.pending.iter().map(|b| &b.tp).collect();
+        self.parts
+            .iter()
+            .filter(|(tp, p)| {
+                p.stamped.elapsed() >= self.cfg.txn_restamp
+                    && p.seek_to.is_none()
+                    && !buffered.contains(tp)
+            })
+            .filter_map(|(tp, p)| Some((tp.clone(), p.committed.data?)))
+            .collect()
+    }
+
+    async fn commit_inner(&mut self, commit_id: &str, restamp: Vec<(Tp, i64)>) -> Result<()> {
         let started = Instant::now();
         let batches = std::mem::take(&mut self.pending);
         self.pending_messages = 0;
         let prepared = match self.prepare(batches) {
-            Ok(p) => p,
+            Ok(mut p) => {
+                if !restamp.is_empty() {
+                    tracing::info!(
+                        partitions = restamp.len(),
+                        "re-stamping idle partitions' txn versions"
+                    );
+                    p.restamp = true;
+                }
+                for (tp, v) in restamp {
+                    p.parts.entry(tp).or_insert(PartCommit {
+                        from: v,
+                        next: v,
+                        ..PartCommit::default()
+                    });
+                }
+                p
+            }
             Err(e) => {
                 // the dedup state may hold part of what failed: rebuild it
                 tracing::error!(error = %e, "preparing the commit failed");
@@ -1043,6 +1157,7 @@ impl Ingestor {
                 return Err(e);
             }
         };
+        self.adopt_maintained().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -1088,10 +1203,11 @@ impl Ingestor {
             let a = self.alerts_version(tp, pc);
             if let Some(part) = self.parts.get_mut(tp) {
                 part.committed.data = Some(pc.next);
-                if !prepared.alerts.is_empty() {
+                part.stamped = Instant::now();
+                if !prepared.alerts.is_empty() || (prepared.restamp && self.alerts.is_some()) {
                     part.committed.alerts = Some(a);
                 }
-                if !prepared.quarantine.is_empty() {
+                if !prepared.quarantine.is_empty() || prepared.restamp {
                     part.committed.quarantine = Some(q);
                 }
                 if events_ok {
@@ -1144,9 +1260,7 @@ impl Ingestor {
             .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
         self.update_lag(&prepared.parts);
         self.commits += 1;
-        if self.commits.is_multiple_of(MAINTENANCE_EVERY) {
-            self.maintain();
-        }
+        self.maintain();
         tracing::info!(
             batches = prepared.records.len(),
             landed,
@@ -1159,30 +1273,117 @@ impl Ingestor {
         Ok(())
     }
 
-    /// Log cleanup of every table the pipeline writes, on a task of its own: delta-rs would list `_delta_log`
-    /// inside every commit (our commits turn that off); one run at a time.
+    fn table_mut(&mut self, kind: TableKind) -> Option<&mut DeltaTable> {
+        match kind {
+            TableKind::Data => Some(&mut self.data),
+            TableKind::Quarantine => Some(&mut self.quarantine),
+            TableKind::Events => Some(&mut self.events),
+            TableKind::Alerts => self.alerts.as_mut(),
+        }
+    }
+
+    /// Checkpoints and log cleanup, on a task of their own, never inside a commit. A table
+    /// whose version has moved its `checkpointInterval` past its last checkpoint gets one,
+    /// and comes back opened afresh from it (a long-lived table handle grows slower to commit
+    /// to; see `delta::reopen_at_checkpoint`); [`Self::adopt_maintained`] swaps it in before
+    /// a later commit. Expired log files (delta-rs would list `_delta_log` in every commit;
+    /// ours turn that off) are removed every [`MAINTENANCE_EVERY`] data commits. One run at
+    /// a time; a failure is logged and retried on the next run.
     fn maintain(&mut self) {
-        if self.maintenance.as_ref().is_some_and(|h| !h.is_finished()) {
+        if self.maintenance.is_some() {
             return;
         }
-        let mut tables = vec![
-            self.data.clone(),
-            self.quarantine.clone(),
-            self.events.clone(),
-        ];
-        tables.extend(self.alerts.clone());
+        let cleanup = self.commits.is_multiple_of(MAINTENANCE_EVERY);
+        let mut due = Vec::new();
+        let mut all = Vec::new();
+        for kind in [
+            TableKind::Data,
+            TableKind::Quarantine,
+            TableKind::Events,
+            TableKind::Alerts,
+        ] {
+            let last = self.checkpointed.get(&kind).copied();
+            let Some(t) = self.table_mut(kind) else {
+                continue;
+            };
+            let t = t.clone();
+            let Some(v) = t.version() else { continue };
+            let last = *self.checkpointed.entry(kind).or_insert(last.unwrap_or(v));
+            if v.saturating_sub(last) >= delta::checkpoint_interval(&t) {
+                self.checkpointed.insert(kind, v);
+                due.push((kind, t.clone()));
+            }
+            all.push(t);
+        }
+        if due.is_empty() && !cleanup {
+            return;
+        }
         let span = tracing::Span::current();
+        let metrics = self.metrics;
+        let name = self.cfg.name.clone();
         self.maintenance = Some(tokio::spawn(
             async move {
-                for t in tables {
-                    match delta::cleanup_logs(&t).await {
-                        Ok(n) => tracing::info!(table = %t.table_url(), removed = n, "expired log files cleaned up"),
-                        Err(e) => tracing::warn!(table = %t.table_url(), error = %e, "log cleanup failed; retried later"),
+                let mut fresh = Vec::new();
+                for (kind, t) in due {
+                    let started = Instant::now();
+                    match delta::checkpoint_and_reopen(&t).await {
+                        Ok(t2) => {
+                            metrics
+                                .checkpoints
+                                .with_label_values(&[&name])
+                                .inc();
+                            tracing::info!(table = %t.table_url(), version = t.version().unwrap_or_default(), ms = started.elapsed().as_millis() as u64, "checkpoint written");
+                            fresh.push((kind, t2));
+                        }
+                        Err(e) => tracing::warn!(table = %t.table_url(), error = %e, "checkpoint failed; retried later"),
                     }
                 }
+                if cleanup {
+                    for t in all {
+                        match delta::cleanup_logs(&t).await {
+                            Ok(n) => tracing::info!(table = %t.table_url(), removed = n, "expired log files cleaned up"),
+                            Err(e) => tracing::warn!(table = %t.table_url(), error = %e, "log cleanup failed; retried later"),
+                        }
+                    }
+                }
+                fresh
             }
             .instrument(span),
         ));
+    }
+
+    /// Takes a finished maintenance run's tables, opened afresh at their checkpoints, in
+    /// place of the long-lived handles, brought to the version this process has reached
+    /// (reading only the few commits since).
+    async fn adopt_maintained(&mut self) {
+        if !self.maintenance.as_ref().is_some_and(|h| h.is_finished()) {
+            return;
+        }
+        let Some(handle) = self.maintenance.take() else {
+            return;
+        };
+        let fresh = match handle.await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "maintenance task failed");
+                return;
+            }
+        };
+        for (kind, mut t) in fresh {
+            let Some(current) = self.table_mut(kind) else {
+                continue;
+            };
+            let now = current.version();
+            if t.version() < now {
+                if let Err(e) = t.update_incremental(now).await {
+                    tracing::warn!(table = %t.table_url(), error = %e, "reopened table not brought forward; keeping the old handle");
+                    continue;
+                }
+            }
+            if let Some(current) = self.table_mut(kind) {
+                *current = t;
+            }
+        }
     }
 
     /// Consumer lag per committed partition (high watermark minus the committed version),
@@ -1266,8 +1467,12 @@ impl Ingestor {
                 "instance": instance_id(),
             }),
         )];
-        let extras = CommitExtras { txns, metadata };
-        if !p.quarantine.is_empty() {
+        let extras = CommitExtras {
+            txns,
+            metadata,
+            deferred_checkpoint: true,
+        };
+        if !p.quarantine.is_empty() || p.restamp {
             // never move the quarantine's version back (after a crash it can be ahead)
             let q_extras = CommitExtras {
                 txns: p
@@ -1281,6 +1486,7 @@ impl Ingestor {
                     })
                     .collect(),
                 metadata: extras.metadata.clone(),
+                deferred_checkpoint: true,
             };
             let table = self.quarantine.clone();
             self.quarantine = delta::append(table, p.quarantine.clone(), &q_extras).await?;
@@ -1289,7 +1495,7 @@ impl Ingestor {
                 .with_label_values(&[&self.cfg.name, "quarantine"])
                 .inc();
         }
-        if !p.alerts.is_empty() {
+        if !p.alerts.is_empty() || p.restamp {
             // to the output topics first (at least once: a crash before the table commit
             // sends them again), then the table (exactly once: its own versions)
             self.produce_alerts(&p.alerts).await?;
@@ -1301,6 +1507,7 @@ impl Ingestor {
                         .map(|(tp, pc)| (self.cfg.app_id(&tp.0, tp.1), self.alerts_version(tp, pc)))
                         .collect(),
                     metadata: extras.metadata.clone(),
+                    deferred_checkpoint: true,
                 };
                 self.alerts = Some(delta::append(table, p.alerts.clone(), &a_extras).await?);
                 self.metrics
@@ -1385,6 +1592,7 @@ impl Ingestor {
                 "finlake".to_string(),
                 serde_json::json!({"pipeline": self.cfg.name, "commit_id": commit_id, "data_version": version}),
             )],
+            deferred_checkpoint: true,
         };
         match delta::append(self.events.clone(), vec![batch], &extras).await {
             Ok(t) => {

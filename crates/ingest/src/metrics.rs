@@ -23,6 +23,8 @@ pub struct IngestMetrics {
     pub fenced: IntCounterVec,
     /// Commits retried after a transient error, by pipeline.
     pub retries: IntCounterVec,
+    /// Checkpoints written by the maintenance task, by pipeline.
+    pub checkpoints: IntCounterVec,
     /// Dead letters produced, by pipeline.
     pub dead_letters: IntCounterVec,
     /// Alerts raised (committed to the alerts table), by pipeline and alert.
@@ -125,6 +127,11 @@ impl IngestMetrics {
             retries: counter(
                 "finlake_ingest_commit_retries_total",
                 "Commits retried after a transient error.",
+                &["pipeline"],
+            ),
+            checkpoints: counter(
+                "finlake_ingest_checkpoints_total",
+                "Checkpoints written off the commit path, by the maintenance task.",
                 &["pipeline"],
             ),
             dead_letters: counter(

@@ -324,6 +324,7 @@ impl RuleEngine {
                     return Err(QualityError::RuleFailed {
                         rule: rule.name.clone(),
                         rows: res.failed_rows,
+                        first_row: set_bits(&res.failed).next().unwrap_or_default(),
                     })
                 }
                 Action::DeadLetter => 2,

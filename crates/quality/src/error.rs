@@ -21,12 +21,14 @@ pub enum QualityError {
         message: String,
     },
     /// A rule whose action is `fail` failed on some rows.
-    #[error("rule `{rule}` failed on {rows} row(s) and its action is `fail`")]
+    #[error("rule `{rule}` failed on {rows} row(s) (the first: row {first_row} of the batch) and its action is `fail`")]
     RuleFailed {
         /// The rule.
         rule: String,
         /// How many rows failed it.
         rows: u64,
+        /// The first failing row's index in the batch.
+        first_row: usize,
     },
     /// Bad arguments or an unknown pipeline.
     #[error("{0}")]

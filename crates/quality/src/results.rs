@@ -139,6 +139,7 @@ pub async fn append(
             ("run_id".into(), run.run_id.clone().into()),
             ("pipeline".into(), run.pipeline.clone().into()),
         ],
+        deferred_checkpoint: false,
     };
     Ok(delta::append(table, vec![batch(run, results)?], &extras).await?)
 }

@@ -400,6 +400,23 @@ pub struct SourceConfig {
     /// default: messages produced before the first start land too) or `latest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starting_offsets: Option<StartingOffsets>,
+    /// What a row's `_ingested_at` is, against which clock skew and lateness are judged:
+    /// `wall_clock` (the default: when the ingestor read the message) or
+    /// `message_timestamp` (the Kafka message's own timestamp: a replay of a recorded feed
+    /// judged as it arrived then, not as it is read now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_time: Option<IngestTime>,
+}
+
+/// The clock of `_ingested_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestTime {
+    /// When the ingestor read the message.
+    #[default]
+    WallClock,
+    /// The message's Kafka timestamp (producer's CreateTime or the broker's LogAppendTime).
+    MessageTimestamp,
 }
 
 /// Where a partition with no committed version starts.

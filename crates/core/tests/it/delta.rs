@@ -48,6 +48,7 @@ fn txn(app: &str, v: i64) -> CommitExtras {
     CommitExtras {
         txns: vec![(app.into(), v)],
         metadata: vec![("job".into(), "test".into())],
+        deferred_checkpoint: false,
     }
 }
 

@@ -116,6 +116,7 @@ pub fn produce(
             gen: opts,
             confluent_schema_id: confluent,
             window: 5_000,
+            arrival_timestamps: false,
         },
         &symbols,
         &calendar,
@@ -139,7 +140,14 @@ impl Workdir {
                 "    config: {max_batch_size: 1000, batch_timeout: 10ms}",
                 &format!("    config: {processing}"),
             )
-            .replace("      format: JSON\n", &format!("      format: {format}\n"));
+            .replace("      format: JSON\n", &format!("      format: {format}\n"))
+            // checkpoints every few commits: the tests run through the maintenance task's
+            // checkpoints and table swaps, kills and rebalances included
+            .replace("checkpoint_interval: 50", "checkpoint_interval: 3");
+        assert!(
+            spec.contains("checkpoint_interval: 3"),
+            "the sample's checkpoint line moved"
+        );
         let spec = if format == "AVRO_CONFLUENT" {
             spec.replace(
                 "        consumer_group: finlake-market-data-stream\n",
@@ -270,6 +278,22 @@ impl Ingest {
                 return s.code().unwrap_or(-1);
             }
             assert!(Instant::now() < deadline, "no exit within 60 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit on its own; its exit code.
+    pub fn wait_exit(mut self, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {timeout:?}\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -31,8 +31,24 @@ fn lands_a_feed_produced_before_the_first_start(format: WireFormat, spec_format:
         body.contains("finlake_ingest_consumer_lag_messages{"),
         "lag per partition: {body}"
     );
+    // checkpoints come from the maintenance task, off the commit path
+    assert!(
+        metric(&body, "finlake_ingest_checkpoints_total") >= 1.0,
+        "{body}"
+    );
     let log = ingest.log();
     assert_eq!(ingest.stop(), 0, "{log}");
+    let checkpoints = std::fs::read_dir(w.trades().join("_delta_log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".checkpoint.parquet")
+        })
+        .count();
+    assert!(checkpoints >= 1, "no checkpoint in the trades table's log");
     // every line of the pipeline's run carries a correlation id
     let mut lines = 0;
     for line in log.lines().filter(|l| l.starts_with('{')) {
@@ -374,6 +390,7 @@ fn a_partition_committed_by_another_writer_is_fenced_not_doubled() {
                         "partitions": [{"topic": TOPIC, "partition": 0, "from": v, "next": v + 100,
                         "messages": 100, "landed": 0, "quarantined": 0, "duplicates": 0, "external": 100}]}),
                 )],
+                deferred_checkpoint: false,
             };
             match finlake_core::delta::append(t, vec![], &extras).await {
                 Ok(_) => break v,
@@ -873,4 +890,129 @@ fn pattern_alerts_land_once_reach_their_topics_and_survive_a_restart() {
     }
     let (py, pl) = python_counts(&w.alerts());
     assert_eq!((py, pl), (alerts.len(), alerts.len()));
+}
+
+/// A rule with `action: fail` stops the pipeline at the micro-batch that breaks it: exit 65,
+/// the log names the rule and the offset, nothing of that batch is committed, and a restart
+/// stops there again instead of skipping it.
+#[test]
+fn a_fail_rule_stops_the_stream_before_committing_the_batch() {
+    let broker = Broker::start(1);
+    let (symbols, calendar) = finlake_core::demo::embedded_refdata().unwrap();
+    let mut feed =
+        finlake_core::generate::generate(&gen(50, 0.0, 8, WireFormat::Json), &symbols, &calendar)
+            .messages;
+    feed[40] = set_json_field(&feed[40], "quantity", "5000000");
+    produce_raw(&broker.bootstrap, &feed);
+    let w = Workdir::new("JSON", PROCESSING);
+    let spec_path = w.dir.path().join("spec.yaml");
+    let spec = std::fs::read_to_string(&spec_path).unwrap();
+    let skew = "      - {name: clock-skew,";
+    assert!(spec.contains(skew));
+    std::fs::write(
+        &spec_path,
+        spec.replace(
+            skew,
+            &format!("      - {{name: fat-finger, type: sql, condition: \"quantity < 1000000\", action: fail, severity: error}}\n{skew}"),
+        ),
+    )
+    .unwrap();
+    for run in 0..2 {
+        let ingest = Ingest::start(&w, &broker.bootstrap, &[]);
+        let log_path = ingest.log.clone();
+        let code = ingest.wait_exit(Duration::from_secs(90));
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert_eq!(code, 65, "run {run}: {log}");
+        assert!(
+            log.contains("rule `fat-finger` (action: fail)")
+                && log.contains(&format!("{TOPIC}/0"))
+                && log.contains("the first at offset 40"),
+            "run {run}: {log}"
+        );
+        assert!(
+            !lineage(&w.trades()).contains_key(&(0, 40)),
+            "the failing row landed"
+        );
+        assert!(
+            versions(&w.trades(), 1)[0].is_none_or(|v| v <= 40),
+            "the partition's version moved past the failing offset"
+        );
+    }
+    broker.assert_nothing_dropped();
+}
+
+/// How many commits of a table's log write `app`'s `txn` at `version`.
+fn txn_writes(table: &std::path::Path, app: &str, version: i64) -> usize {
+    let Ok(dir) = std::fs::read_dir(table.join("_delta_log")) else {
+        return 0;
+    };
+    dir.map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| {
+            std::fs::read_to_string(p).unwrap().lines().any(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.pointer("/txn/appId").and_then(|a| a.as_str()) == Some(app)
+                    && v.pointer("/txn/version").and_then(|a| a.as_i64()) == Some(version)
+            })
+        })
+        .count()
+}
+
+/// A partition that goes quiet has its `txn` written again (same version) every
+/// `FINLAKE_TXN_RESTAMP`, in every table the pipeline writes, so a log retention set on a
+/// table later cannot expire it; the versions and the reconciliation do not change.
+#[test]
+fn idle_partitions_txn_versions_are_written_again_unchanged() {
+    let broker = Broker::start(2);
+    produce(&broker.bootstrap, gen(400, 0.0, 3, WireFormat::Json), None);
+    let highs: Vec<Option<i64>> = broker.watermarks().iter().map(|m| Some(m.2)).collect();
+    let w = Workdir::new("JSON", PROCESSING);
+    let ingest = Ingest::start(&w, &broker.bootstrap, &[("FINLAKE_TXN_RESTAMP", "1s")]);
+    wait_caught_up(&broker, &w, &ingest, Duration::from_secs(60));
+    let app = format!("market-data-stream/{TOPIC}/1");
+    let h = highs[1].unwrap();
+    let count = || {
+        (
+            txn_writes(&w.trades(), &app, h),
+            txn_writes(&w.quarantine(), &app, h),
+            txn_writes(&w.events(), &app, h),
+        )
+    };
+    let before = count();
+    std::thread::sleep(Duration::from_secs(4));
+    let after = count();
+    let log = ingest.log();
+    assert_eq!(ingest.stop(), 0, "{log}");
+    assert!(
+        after.0 >= before.0 + 2,
+        "data: {before:?} -> {after:?}\n{log}"
+    );
+    assert!(after.1 > before.1, "quarantine: {before:?} -> {after:?}");
+    assert!(
+        after.2 > before.2,
+        "processed_events: {before:?} -> {after:?}"
+    );
+    assert!(log.contains("re-stamping idle partitions"), "{log}");
+    assert_eq!(versions(&w.trades(), 2), highs);
+    let (landed, quarantined, duplicates) = reconcile(&broker, &w);
+    assert_eq!(landed + quarantined + duplicates as usize, 400);
+}
+
+/// A `FINLAKE_TXN_RESTAMP` that is no duration is refused at start-up, naming it.
+#[test]
+fn a_bad_restamp_interval_exits_2() {
+    let broker = Broker::start(1);
+    let w = Workdir::new("JSON", PROCESSING);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_finlake-ingest"))
+        .arg(w.dir.path().join("spec.yaml"))
+        .arg("--refdata")
+        .arg(w.dir.path().join("refdata"))
+        .env("KAFKA_BOOTSTRAP", &broker.bootstrap)
+        .env("LAKE_URI", w.lake())
+        .env("FINLAKE_TXN_RESTAMP", "often")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("FINLAKE_TXN_RESTAMP=`often`"), "{stderr}");
 }
