@@ -92,6 +92,11 @@ enum Command {
         /// Avro in the Confluent wire format with this schema id (with `--kafka`).
         #[arg(long)]
         confluent_schema_id: Option<u32>,
+        /// With `--kafka`: stamp each message with its generated arrival time (a few hundred
+        /// ms after its event) instead of now, so a source with `ingest_time:
+        /// message_timestamp` replays the day as it arrived.
+        #[arg(long, requires = "kafka")]
+        arrival_timestamps: bool,
         /// Also write each message's expected outcome, one JSON object per line.
         #[arg(long)]
         manifest: Option<PathBuf>,
@@ -168,7 +173,9 @@ enum Command {
         #[arg(long, default_value = "100ms")]
         commit_interval: String,
     },
-    /// Generate a feed and land it in ./demo-lake through decode, transforms and checks.
+    /// The whole streaming path with no set-up: an embedded broker, a generated day of trades
+    /// with faults and producer retries, the ingestor on the sample spec (rules, dedup,
+    /// patterns) into ./demo-lake, and every offset reconciled.
     Demo {
         /// Where the tables go.
         #[arg(long, default_value = "demo-lake")]
@@ -182,9 +189,12 @@ enum Command {
         /// Seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Messages per micro-batch (one commit to each table per batch).
+        /// Messages per micro-batch.
         #[arg(long, default_value_t = 10_000)]
         batch_size: usize,
+        /// Partitions of the embedded topic (rerun a lake with the same number).
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
     },
     /// Is a day's data right? The same as `data-quality-check` (try `finlake dq --help`).
     #[command(disable_help_flag = true)]
@@ -353,6 +363,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             kafka,
             topic,
             confluent_schema_id,
+            arrival_timestamps,
             manifest,
             avsc,
         } => {
@@ -388,6 +399,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
                         gen: opts,
                         confluent_schema_id,
                         window: 10_000,
+                        arrival_timestamps,
                     },
                     &symbols,
                     &calendar,
@@ -455,69 +467,76 @@ fn run(command: Command) -> anyhow::Result<u8> {
             faults,
             seed,
             batch_size,
+            partitions,
         } => {
-            let rt = tokio::runtime::Runtime::new()?;
-            let opts = finlake_core::demo::DemoOptions {
+            let opts = finlake_ingest::demo::DemoOptions {
                 lake,
                 rows,
                 faults,
                 seed,
+                partitions,
                 batch_size,
             };
-            let report = rt.block_on(finlake_core::demo::run(&opts))?;
-            let rejected: u64 = report.rejects.iter().map(|(_, n)| n).sum();
-            if report.generated == 0 {
-                println!(
-                    "finlake demo: {} messages (seed {seed}), all already in the lake at txn \
-                     version {} of {}; nothing written (Delta version {})",
-                    report.feed,
-                    report.already_landed,
-                    report.trades_uri.display(),
-                    report.trades_version
-                );
-                return Ok(0);
-            }
-            if report.already_landed > 0 {
-                println!(
-                    "finlake demo: {} of {} messages already in the lake (txn version {}); \
-                     processing the rest",
-                    report.already_landed, report.feed, report.already_landed
-                );
-            }
+            let report = finlake_ingest::demo::run(&opts)?;
+            let r = &report.reconciliation;
+            let versions = report
+                .start_versions
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
             println!(
-                "finlake demo: {} messages generated (seed {seed}, {:.1}% faults)",
-                report.generated,
+                "finlake demo: {} messages (seed {seed}, {:.1}% faults) through an embedded broker, {partitions} partitions",
+                report.feed,
                 faults * 100.0
             );
-            println!(
-                "  landed   {:>8} rows in {} (Delta version {})",
-                report.landed,
-                report.trades_uri.display(),
-                report.trades_version
-            );
-            println!(
-                "  rejected {rejected:>8} rows in {}",
-                report.quarantine_uri.display()
-            );
-            for ((stage, field), n) in &report.rejects {
-                println!("    {n:>6}  {stage:<10} {field}");
-            }
-            let total = report.landed as u64 + rejected;
-            println!(
-                "  landed + rejected = {total} of {} messages; {} differ from the manifest",
-                report.generated, report.manifest_mismatches
-            );
-            let c = &report.commit_seconds;
-            if c.len() >= 200 {
-                let avg = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64 * 1e3;
+            if report.already_landed >= report.feed {
+                println!("  all already in the lake (txn versions {versions}): nothing written");
+            } else {
+                if report.already_landed > 0 {
+                    println!(
+                        "  {} already in the lake (txn versions {versions}): the ingestor started after them",
+                        report.already_landed
+                    );
+                }
                 println!(
-                    "  commits  {:>8} to the trades table; first 100 took {:.1} ms each, last 100 {:.1} ms",
-                    c.len(),
-                    avg(&c[..100]),
-                    avg(&c[c.len() - 100..])
+                    "  ingested in {:.1} s (sample spec: stages, rules, dedup, patterns)",
+                    report.ingest_seconds
                 );
             }
-            if total != report.generated as u64 || report.manifest_mismatches > 0 {
+            println!(
+                "  landed      {:>8} rows in {} (Delta version {})",
+                r.landed, report.trades_uri, report.trades_version
+            );
+            println!(
+                "  quarantined {:>8} rows in {}",
+                r.quarantined, report.quarantine_uri
+            );
+            for ((stage, rule), n) in r.rejects() {
+                println!("    {n:>6}  {stage:<10} {rule}");
+            }
+            println!(
+                "  duplicates  {:>8} producer retries counted, not landed",
+                r.duplicates
+            );
+            println!(
+                "  alerts      {:>8} pattern matches in the alerts table",
+                report.alerts
+            );
+            println!(
+                "  reconciled per offset: landed + quarantined + duplicates = {} of {} messages; {} offsets out of place; {} differ from the manifest",
+                r.landed + r.quarantined + r.duplicates,
+                report.feed,
+                r.problems.len(),
+                report.manifest_mismatches
+            );
+            for p in r.problems.iter().take(5) {
+                eprintln!("  problem: {p}");
+            }
+            for m in &report.mismatch_examples {
+                eprintln!("  differs: {m}");
+            }
+            if !r.problems.is_empty() || report.manifest_mismatches > 0 {
                 anyhow::bail!("the demo lost or misrouted messages: this is a bug");
             }
             Ok(0)

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use finlake_core::generate::{GenOptions, WireFormat};
 use finlake_core::spec::SourceType;
-use finlake_core::transform::RefData;
 
 use crate::config::PipelineConfig;
-use crate::devkafka::{self, ProduceOptions};
+use crate::demo::runtime;
+use crate::devkafka::{self, EmbeddedBroker, ProduceOptions};
 use crate::error::{IngestError, Result};
 use crate::ingestor::{Health, Ingestor};
 
@@ -48,95 +48,21 @@ pub fn peak_rss_kib() -> u64 {
     proc_status_kib("VmHWM:")
 }
 
-/// The mock broker on a thread of its own (it is not `Send`), until `stop` is dropped or sent.
-struct BenchBroker {
-    bootstrap: String,
-    stop: std::sync::mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<Result<()>>,
-}
-
-impl BenchBroker {
-    fn start(topic: &str, partitions: i32) -> Result<Self> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
-        let t2 = topic.to_string();
-        let thread = std::thread::spawn(move || -> Result<()> {
-            let cluster = devkafka::mock_cluster(1, &[t2, "market.trades.dlq".into()], partitions)?;
-            let _ = tx.send(cluster.bootstrap_servers());
-            let _ = stop_rx.recv();
-            Ok(())
-        });
-        let bootstrap = rx
-            .recv()
-            .map_err(|_| IngestError::Internal("mock broker did not start".into()))?;
-        Ok(BenchBroker {
-            bootstrap,
-            stop,
-            thread,
-        })
-    }
-
-    fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.thread.join();
-    }
-}
-
-/// The sample spec with the benchmark's processing settings, on a lake and reference data
-/// under `dir`.
+/// The sample spec with the benchmark's processing settings, on a lake under `dir`.
 fn bench_config(
     dir: &Path,
     bootstrap: &str,
     format: WireFormat,
     processing: &str,
 ) -> Result<PipelineConfig> {
-    let date = finlake_core::demo::demo_date();
-    let refdata = dir.join("refdata");
-    std::fs::create_dir_all(&refdata).map_err(|e| finlake_core::Error::io(&refdata, e))?;
-    std::fs::write(
-        refdata.join("fx_rates.csv"),
-        finlake_core::generate::fx_rates_csv(date, 42),
-    )
-    .map_err(|e| finlake_core::Error::io(&refdata, e))?;
-    let format = match format {
-        WireFormat::Json => "JSON",
-        WireFormat::Avro => "AVRO_CONFLUENT",
-    };
-    let text = finlake_core::embedded::MARKET_DATA_STREAM
-        .replace(
-            "    config: {max_batch_size: 1000, batch_timeout: 10ms}",
-            &format!("    config: {processing}"),
-        )
-        .replace("      format: JSON\n", &format!("      format: {format}\n"))
-        .replace(
-            "        consumer_group: finlake-market-data-stream\n",
-            "        consumer_group: finlake-market-data-stream\n        schema_id: 7\n",
-        );
-    let lake = dir.join("lake").display().to_string();
-    let spec =
-        finlake_core::spec::load_str(Path::new("samples/market-data-stream.yaml"), &text, &|k| {
-            match k {
-                "KAFKA_BOOTSTRAP" => Some(bootstrap.to_string()),
-                "LAKE_URI" => Some(lake.clone()),
-                _ => None,
-            }
-        })
-        .map_err(finlake_core::Error::from)?;
-    PipelineConfig::from_spec(spec, &RefData::new(Some(refdata)), &|_| None)
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| IngestError::Internal(e.to_string()))
+    crate::demo::sample_config(&dir.join("lake"), bootstrap, format, processing, false, 42)
 }
 
 /// Runs the benchmark; returns its JSON summary.
 pub fn run(opts: &BenchOptions) -> Result<serde_json::Value> {
     let topic = "market.trades".to_string();
     let partitions = opts.partitions;
-    let broker = BenchBroker::start(&topic, partitions)?;
+    let broker = EmbeddedBroker::start(&[topic.clone(), "market.trades.dlq".into()], partitions)?;
     let bootstrap = broker.bootstrap.clone();
     let rt = runtime()?;
     let (symbols, calendar) = finlake_core::demo::embedded_refdata()?;
@@ -156,6 +82,7 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value> {
             },
             confluent_schema_id: (opts.format == WireFormat::Avro).then_some(7),
             window: 20_000,
+            arrival_timestamps: false,
         },
         &symbols,
         &calendar,
@@ -266,7 +193,7 @@ pub fn run_latency(opts: &LatencyOptions) -> Result<serde_json::Value> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let topic = "market.trades".to_string();
     let partitions = opts.partitions.max(1);
-    let broker = BenchBroker::start(&topic, partitions)?;
+    let broker = EmbeddedBroker::start(&[topic.clone(), "market.trades.dlq".into()], partitions)?;
     let bootstrap = broker.bootstrap.clone();
     let rt = runtime()?;
     let dir = tempfile_dir()?;

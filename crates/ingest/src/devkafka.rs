@@ -36,6 +36,50 @@ pub fn mock_cluster(
     Ok(cluster)
 }
 
+/// The mock broker on a thread of its own (it is not `Send`), until `stop` is dropped or sent.
+pub struct EmbeddedBroker {
+    /// Its bootstrap address.
+    pub bootstrap: String,
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<Result<()>>,
+}
+
+impl EmbeddedBroker {
+    /// Starts it with `topics` of `partitions` partitions each.
+    pub fn start(topics: &[String], partitions: i32) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Result<String>>();
+        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
+        let topics = topics.to_vec();
+        // the cluster is not `Send`: it lives and dies on this thread
+        let thread = std::thread::spawn(move || -> Result<()> {
+            match mock_cluster(1, &topics, partitions) {
+                Ok(cluster) => {
+                    let _ = tx.send(Ok(cluster.bootstrap_servers()));
+                    let _ = stop_rx.recv();
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+            Ok(())
+        });
+        let bootstrap = rx.recv().map_err(|_| {
+            IngestError::Internal("mock broker thread ended before it started".into())
+        })??;
+        Ok(EmbeddedBroker {
+            bootstrap,
+            stop,
+            thread,
+        })
+    }
+
+    /// Stops it and waits for its thread.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
 /// `finlake dev-kafka`: starts the mock cluster, prints its bootstrap address on stdout (one
 /// line), and serves until SIGTERM or SIGINT, or until stdin closes when `stdin_closes` (so a
 /// test's broker dies with the test).
@@ -108,6 +152,10 @@ pub struct ProduceOptions {
     pub confluent_schema_id: Option<u32>,
     /// Messages to leave unacknowledged at most (the producer's window).
     pub window: usize,
+    /// Stamp each message with its generated arrival time (a few hundred ms after its event
+    /// time) instead of the time it is sent: a recorded day replayed, for a spec whose source
+    /// says `ingest_time: message_timestamp`.
+    pub arrival_timestamps: bool,
 }
 
 /// Produces the generated feed: message `i` to partition `i % partitions`, so each partition
@@ -132,8 +180,10 @@ pub async fn produce_feed(
     let mut manifest = Vec::with_capacity(feed.remaining());
     let mut placed = Vec::with_capacity(feed.remaining());
     let mut index = 0usize;
+    let mut arrivals = finlake_core::generate::Arrivals::new(opts.gen.seed);
     while feed.remaining() > 0 {
         let chunk = feed.next_chunk(opts.window.max(1));
+        let times = arrivals.next(&chunk.event_times);
         let framed: Vec<Vec<u8>> = match (opts.gen.format, opts.confluent_schema_id) {
             (WireFormat::Avro, Some(id)) => chunk
                 .messages
@@ -154,12 +204,15 @@ pub async fn produce_feed(
             &framed
         };
         let mut deliveries = Vec::with_capacity(payloads.len());
-        for m in payloads {
+        for (m, t) in payloads.iter().zip(&times) {
             let partition = (index % partitions as usize) as i32;
             index += 1;
-            let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(&opts.topic)
+            let mut record: FutureRecord<'_, (), [u8]> = FutureRecord::to(&opts.topic)
                 .payload(m.as_slice())
                 .partition(partition);
+            if opts.arrival_timestamps {
+                record = record.timestamp(t.div_euclid(1000));
+            }
             deliveries.push(producer.send(record, Duration::from_secs(60)));
         }
         for d in futures::future::join_all(deliveries).await {

@@ -10,6 +10,9 @@
 //! - [`events`]: the `processed_events` table, what became of every micro-batch;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`;
 //! - [`trace`]: `finlake trace`, where a message went, from the lake alone;
+//! - [`reconcile`]: every source offset landed, quarantined or a counted duplicate, from the
+//!   lake alone;
+//! - [`demo`]: `finlake demo`, the whole streaming path in one process;
 //! - [`devkafka`]: librdkafka's mock cluster as a development broker, and the generated feed
 //!   produced into it.
 
@@ -18,12 +21,14 @@ pub mod bench;
 pub mod breaker;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod devkafka;
 pub mod error;
 pub mod events;
 pub mod http;
 pub mod ingestor;
 pub mod metrics;
+pub mod reconcile;
 pub mod trace;
 pub mod txncache;
 
