@@ -761,6 +761,16 @@ pub async fn sql_context(
     Ok(ctx)
 }
 
+/// A text column of a batch read back from a table, as `Utf8`: DataFusion's scans may give
+/// `Utf8View` (or a dictionary), which `as_string::<i32>` would panic on. `None` when the
+/// batch has no such column or it is not text.
+pub fn string_column(b: &RecordBatch, name: &str) -> Option<arrow::array::StringArray> {
+    use arrow::array::AsArray;
+    let c = b.column_by_name(name)?;
+    let c = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok()?;
+    c.as_string_opt::<i32>().cloned()
+}
+
 /// Reads a whole table into batches (for tests, checks and small tables).
 pub async fn read_all(table: &DeltaTable) -> Result<Vec<RecordBatch>> {
     let uri = table.table_url().to_string();

@@ -67,6 +67,12 @@ async fn read(spec: &TableSpec) -> Result<Vec<RecordBatch>> {
     }
 }
 
+/// A text column, as `Utf8` whatever the scan gave.
+fn text(b: &RecordBatch, name: &str, table: &str) -> Result<arrow::array::StringArray> {
+    delta::string_column(b, name)
+        .ok_or_else(|| IngestError::Internal(format!("{table}: no text column `{name}`")))
+}
+
 fn column<'a>(b: &'a RecordBatch, name: &str, table: &str) -> Result<&'a dyn Array> {
     b.column_by_name(name)
         .map(|c| c.as_ref())
@@ -111,7 +117,7 @@ pub async fn reconcile(
     };
     for b in read(data).await? {
         let (t, p, o) = (
-            column(&b, "_topic", "data")?.as_string::<i32>(),
+            text(&b, "_topic", "data")?,
             column(&b, "_partition", "data")?.as_primitive::<Int32Type>(),
             column(&b, "_offset", "data")?.as_primitive::<Int64Type>(),
         );
@@ -123,14 +129,14 @@ pub async fn reconcile(
     }
     for b in read(quarantine).await? {
         let (t, p, o) = (
-            column(&b, "_topic", "quarantine")?.as_string::<i32>(),
+            text(&b, "_topic", "quarantine")?,
             column(&b, "_partition", "quarantine")?.as_primitive::<Int32Type>(),
             column(&b, "_offset", "quarantine")?.as_primitive::<Int64Type>(),
         );
         let (stage, rule, field) = (
-            column(&b, "stage", "quarantine")?.as_string::<i32>(),
-            column(&b, "rule", "quarantine")?.as_string::<i32>(),
-            column(&b, "field", "quarantine")?.as_string::<i32>(),
+            text(&b, "stage", "quarantine")?,
+            text(&b, "rule", "quarantine")?,
+            text(&b, "field", "quarantine")?,
         );
         for i in 0..b.num_rows() {
             if t.value(i) == topic {
@@ -145,7 +151,7 @@ pub async fn reconcile(
     }
     for b in read(events).await? {
         let (t, p) = (
-            column(&b, "topic", "processed_events")?.as_string::<i32>(),
+            text(&b, "topic", "processed_events")?,
             column(&b, "partition", "processed_events")?.as_primitive::<Int32Type>(),
         );
         let dups = column(&b, "duplicate_offsets", "processed_events")?.as_list::<i32>();

@@ -226,9 +226,7 @@ async fn scan(table: &DeltaTable, filter: Expr) -> Result<Vec<RecordBatch>> {
 
 /// A column as strings (scans may give string views), cast once per batch.
 fn strings(b: &RecordBatch, name: &str) -> arrow::array::StringArray {
-    b.column_by_name(name)
-        .and_then(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok())
-        .map(|c| c.as_string::<i32>().clone())
+    delta::string_column(b, name)
         .unwrap_or_else(|| arrow::array::StringArray::from(vec![""; b.num_rows()]))
 }
 
