@@ -717,20 +717,35 @@ async fn reopen(table: &DeltaTable, uri: &str) -> Result<DeltaTable> {
         .map_err(table_err(uri, "reopen at checkpoint"))
 }
 
-/// Replaces the rows of one partition (`column = value`, a SQL literal) with `batches`, in one
-/// commit: a rerun of the same job and date gives the same table.
+/// Replaces the rows of one partition, `column = value` (a typed value, never SQL text),
+/// with `batches`, in one commit: a rerun of the same job and date gives the same table. With
+/// no rows the partition's rows are deleted (the day had nothing), still in one commit.
 pub async fn replace_partition(
     table: DeltaTable,
     batches: Vec<RecordBatch>,
-    predicate: &str,
+    column: &str,
+    value: deltalake::datafusion::scalar::ScalarValue,
     extras: &CommitExtras,
 ) -> Result<DeltaTable> {
+    use deltalake::datafusion::prelude::{col, lit};
     let uri = table.table_url().to_string();
+    let predicate = col(column).eq(lit(value));
+    let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+    if batches.is_empty() {
+        let (table, _) = table
+            .delete()
+            .with_predicate(predicate)
+            .with_session_state(in_order_session())
+            .with_commit_properties(extras.properties())
+            .await
+            .map_err(table_err(&uri, "replace partition"))?;
+        return Ok(table);
+    }
     table
         .write(batches)
         .with_session_state(in_order_session())
         .with_save_mode(SaveMode::Overwrite)
-        .with_replace_where(predicate.to_string())
+        .with_replace_where(predicate)
         .with_commit_properties(extras.properties())
         .await
         .map_err(table_err(&uri, "replace partition"))

@@ -34,7 +34,7 @@ pub fn init(format: LogFormat) {
     // which open-or-create does on purpose; that one target is silenced unless RUST_LOG asks.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(
-            "warn,finlake=info,finlake_core=info,finlake_quality=info,finlake_ingest=info,data_quality_check=info,\
+            "warn,finlake=info,finlake_core=info,finlake_quality=info,finlake_ingest=info,finlake_batch=info,data_quality_check=info,\
              buoyant_kernel::snapshot::builder=off",
         )
     });

@@ -243,21 +243,74 @@ pub fn load_str(
     })
 }
 
-/// The JSON schema of a DataPipeline (OpenAPI 3 dialect, every subschema inlined),
-/// with `additionalProperties: false` on every object: what `load` checks against.
-pub fn json_schema() -> Value {
+/// Reads YAML text of another document type (a batch job's `job.yaml`) the way [`load_str`]
+/// reads a DataPipeline: `${VAR}` expanded by `env`, the whole tree checked against `T`'s
+/// JSON schema so every unknown key, wrong type or missing field is reported with its line
+/// and column, then deserialised. Returns the value and the positioned tree (for later
+/// diagnostics that point into the file).
+pub fn load_document<T>(
+    file: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(T, yaml::Node), SpecError>
+where
+    T: schemars::JsonSchema + serde::de::DeserializeOwned,
+{
+    let invalid = |diagnostics| SpecError::Invalid {
+        file: file.to_path_buf(),
+        diagnostics,
+    };
+    let at = |pos, message| Diagnostic {
+        level: Level::Error,
+        pos,
+        path: String::new(),
+        message,
+        hint: None,
+    };
+    let mut root = yaml::parse(text)
+        .map_err(|(pos, message)| invalid(vec![at(pos, format!("not valid YAML: {message}"))]))?;
+    let mut env_errors = Vec::new();
+    root.expand_env(env, &mut env_errors);
+    let mut checker = check::Checker {
+        root: &root,
+        rewrites: Vec::new(),
+        out: env_errors.into_iter().map(|(p, m)| at(p, m)).collect(),
+    };
+    checker.structure(&root, &schema_for::<T>(), &mut Vec::new());
+    let (out, rewrites) = (checker.out, checker.rewrites);
+    if out.iter().any(|d| d.level == Level::Error) {
+        let mut out = out;
+        out.sort_by_key(|d| (d.pos.line, d.pos.col));
+        return Err(invalid(out));
+    }
+    for (path, canonical) in &rewrites {
+        root.set_scalar(path, canonical);
+    }
+    let value = serde_json::from_value(root.to_json())
+        .map_err(|e| invalid(vec![at(root.pos, e.to_string())]))?;
+    Ok((value, root))
+}
+
+/// `T`'s JSON schema as the checker reads it: OpenAPI 3 dialect, every subschema inlined.
+fn schema_for<T: schemars::JsonSchema>() -> Value {
     let generator = SchemaSettings::openapi3()
         .with(|s| {
             s.inline_subschemas = true;
             s.meta_schema = None;
         })
         .into_generator();
-    let mut schema = generator.into_root_schema_for::<DataPipeline>().to_value();
+    let mut schema = generator.into_root_schema_for::<T>().to_value();
     if let Some(obj) = schema.as_object_mut() {
         obj.remove("title");
         obj.remove("components");
     }
     schema
+}
+
+/// The JSON schema of a DataPipeline (OpenAPI 3 dialect, every subschema inlined),
+/// with `additionalProperties: false` on every object: what `load` checks against.
+pub fn json_schema() -> Value {
+    schema_for::<DataPipeline>()
 }
 
 /// The Kubernetes CustomResourceDefinition for DataPipeline, as a JSON value.

@@ -151,7 +151,8 @@ async fn replace_partition_is_idempotent_and_leaves_other_days() {
         table = delta::replace_partition(
             table,
             vec![batch(50..53, 101)],
-            "trade_date = '1970-04-12'",
+            "trade_date",
+            deltalake::datafusion::scalar::ScalarValue::Date32(Some(101)),
             &CommitExtras::default(),
         )
         .await
@@ -170,6 +171,23 @@ async fn replace_partition_is_idempotent_and_leaves_other_days() {
         .collect();
     ids.sort_unstable();
     assert_eq!(ids, (0..10).chain(50..53).collect::<Vec<_>>());
+    // a day with nothing to write empties its partition, and only it
+    let table = delta::replace_partition(
+        table,
+        vec![batch(0..0, 101)],
+        "trade_date",
+        deltalake::datafusion::scalar::ScalarValue::Date32(Some(101)),
+        &CommitExtras::default(),
+    )
+    .await
+    .unwrap();
+    let rows: usize = delta::read_all(&table)
+        .await
+        .unwrap()
+        .iter()
+        .map(RecordBatch::num_rows)
+        .sum();
+    assert_eq!(rows, 10);
 }
 
 #[tokio::test]
