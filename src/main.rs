@@ -196,6 +196,14 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         partitions: i32,
     },
+    /// Run a batch job (`finlake batch run daily-bars --date 2026-11-20`), or list them:
+    /// the same as `finlake-batch` (try `finlake batch --help`).
+    #[command(disable_help_flag = true)]
+    Batch {
+        /// Arguments of finlake-batch.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Is a day's data right? The same as `data-quality-check` (try `finlake dq --help`).
     #[command(disable_help_flag = true)]
     Dq {
@@ -228,7 +236,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `finlake ingest` sets up its own logging from its own `--log-format` (json by default,
     // as in production); the first set-up would win
-    if !matches!(cli.command, Command::Ingest { .. }) {
+    if !matches!(cli.command, Command::Ingest { .. } | Command::Batch { .. }) {
         telemetry::init(cli.log_format);
     }
     match run(cli.command) {
@@ -290,6 +298,14 @@ fn run(command: Command) -> anyhow::Result<u8> {
             )
             .unwrap_or_else(|e| e.exit());
             Ok(finlake_ingest::cli::main(args))
+        }
+        Command::Batch { args } => {
+            use clap::Parser as _;
+            let args = finlake_batch::cli::BatchArgs::try_parse_from(
+                std::iter::once(std::ffi::OsString::from("finlake batch")).chain(args),
+            )
+            .unwrap_or_else(|e| e.exit());
+            Ok(finlake_batch::cli::main(args))
         }
         Command::Trace(args) => Ok(finlake_ingest::cli::trace_main(args)),
         Command::DevKafka {

@@ -1,0 +1,128 @@
+//! The DataFusion engine: one session per run with every input registered, pruned to its
+//! date window, and a memory pool that spills (sorts, aggregations, joins) past the limit.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::common::DataFusionError;
+use datafusion::execution::disk_manager::DiskManagerBuilder;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{col, lit, DataFrame, SessionConfig, SessionContext};
+use deltalake::DeltaTable;
+use finlake_core::error::ErrorClass;
+
+use crate::error::{BatchError, Result};
+use crate::job::{Input, Job};
+use crate::params::{date32, Params};
+
+/// An input opened for a run: the table at the version read, and its date window.
+pub struct OpenInput<'a> {
+    /// The job's declaration.
+    pub input: &'a Input,
+    /// The table.
+    pub table: DeltaTable,
+    /// The first and last date partition read, when pruned.
+    pub window: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+}
+
+/// The memory limit the run uses: the command line's, else the job's.
+#[derive(Debug, Clone)]
+pub struct MemoryLimit {
+    /// Bytes.
+    pub bytes: usize,
+    /// As written, for messages.
+    pub text: String,
+}
+
+/// Runs the job's query on DataFusion; returns the output schema and batches.
+pub async fn run_datafusion(
+    job: &Job,
+    inputs: &[OpenInput<'_>],
+    params: &Params,
+    limit: Option<&MemoryLimit>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let name = job.spec.name.clone();
+    let classify = |e: DataFusionError| classify(&name, limit, e);
+    let mut runtime = RuntimeEnvBuilder::new();
+    if let Some(l) = limit {
+        runtime = runtime
+            .with_memory_pool(Arc::new(FairSpillPool::new(l.bytes)))
+            .with_disk_manager_builder(DiskManagerBuilder::default());
+    }
+    let runtime = runtime.build_arc().map_err(classify)?;
+    let config = SessionConfig::new().with_information_schema(false);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    for i in inputs {
+        let uri = i.table.table_url().to_string();
+        i.table
+            .update_datafusion_session(&ctx.state())
+            .map_err(|e| {
+                BatchError::Delta(finlake_core::delta::DeltaError::Table {
+                    uri: uri.clone(),
+                    operation: "register",
+                    source: Box::new(e),
+                })
+            })?;
+        let provider = i.table.table_provider().await.map_err(|e| {
+            BatchError::Delta(finlake_core::delta::DeltaError::Table {
+                uri: uri.clone(),
+                operation: "scan",
+                source: Box::new(deltalake::DeltaTableError::Generic(e.to_string())),
+            })
+        })?;
+        let mut df = ctx.read_table(provider).map_err(classify)?;
+        if let (Some(column), Some((from, to))) = (&i.input.partition_column, i.window) {
+            // pushed down to the Delta scan: only the window's partitions are listed and read
+            df = df
+                .filter(col(column.as_str()).between(lit(date32(from)), lit(date32(to))))
+                .map_err(classify)?;
+        }
+        ctx.register_table(i.input.name.as_str(), df.into_view())
+            .map_err(classify)?;
+    }
+    let statement = datafusion::sql::parser::Statement::Statement(Box::new(job.query.statement()));
+    let state = ctx.state();
+    let plan = state.statement_to_plan(statement).await.map_err(classify)?;
+    let df = DataFrame::new(state, plan)
+        .with_param_values(params.values())
+        .map_err(classify)?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(classify)?;
+    Ok((schema, batches))
+}
+
+/// A DataFusion error as the run reports it: past the memory limit, a planning error (the
+/// job's SQL names a column or table that is not there: config), a storage failure
+/// (transient or config by its kind), else internal.
+fn classify(job: &str, limit: Option<&MemoryLimit>, e: DataFusionError) -> BatchError {
+    let root = e.find_root();
+    if let DataFusionError::ResourcesExhausted(m) = root {
+        return BatchError::Memory {
+            job: job.to_string(),
+            limit: limit
+                .map(|l| l.text.clone())
+                .unwrap_or_else(|| "none".into()),
+            message: m.clone(),
+        };
+    }
+    let class = match root {
+        DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::SQL(..)
+        | DataFusionError::NotImplemented(_) => ErrorClass::Config,
+        _ => finlake_core::delta::storage_class(&e).unwrap_or(ErrorClass::Internal),
+    };
+    BatchError::Query {
+        job: job.to_string(),
+        message: e.to_string(),
+        class,
+    }
+}

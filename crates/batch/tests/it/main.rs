@@ -1,0 +1,437 @@
+//! finlake-batch through its binary, on lakes of generated trades.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use chrono::NaiveDate;
+use finlake_core::delta::{self, CommitExtras, TableSpec};
+use finlake_core::generate::{self, GenOptions, WireFormat};
+use finlake_core::pipeline::BatchContext;
+use finlake_core::spec::SourceType;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn d(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+/// A lake whose `market/trades` holds a clean generated day of `rows` trades per date.
+async fn lake_with_trades(dates: &[&str], rows: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (symbols, calendar) = finlake_core::demo::embedded_refdata().unwrap();
+    let mut table = None;
+    for (i, date) in dates.iter().enumerate() {
+        let date = d(date);
+        let generated = generate::generate(
+            &GenOptions {
+                rows,
+                faults: 0.0,
+                seed: 7 + i as u64,
+                format: WireFormat::Json,
+                date,
+                source_type: SourceType::Trade,
+            },
+            &symbols,
+            &calendar,
+        );
+        let stages = finlake_core::demo::trade_stages(date, 7).unwrap();
+        let msgs: Vec<&[u8]> = generated.messages.iter().map(Vec::as_slice).collect();
+        let offsets: Vec<i64> = (0..msgs.len() as i64).collect();
+        let out = stages
+            .process(
+                &msgs,
+                &BatchContext {
+                    topic: "market.trades",
+                    partition: 0,
+                    offsets: &offsets,
+                    correlation_id: "test",
+                    ingested_at: 0,
+                    arrivals: None,
+                    message_ids: None,
+                },
+            )
+            .unwrap();
+        assert!(out.good.num_rows() > rows / 2, "most trades land");
+        let t = match table.take() {
+            Some(t) => t,
+            None => delta::open_or_create(&TableSpec {
+                uri: dir.path().join("market/trades").display().to_string(),
+                schema: stages.table_schema().clone(),
+                partition_by: vec!["trade_date".into()],
+                checkpoint_interval: None,
+                storage_options: Default::default(),
+            })
+            .await
+            .unwrap(),
+        };
+        table = Some(
+            delta::append(t, vec![out.good], &CommitExtras::default())
+                .await
+                .unwrap(),
+        );
+    }
+    dir
+}
+
+fn batch(lake: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_finlake-batch"))
+        .args(args)
+        .arg("--jobs-dir")
+        .arg(root().join("jobs"))
+        .env("LAKE_URI", lake)
+        .env("FINLAKE_TERMINATION_LOG", lake.join("termination-log"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn summary(o: &Output) -> serde_json::Value {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+async fn open(uri: &Path) -> Option<deltalake::DeltaTable> {
+    delta::open_existing(&uri.display().to_string(), &Default::default())
+        .await
+        .unwrap()
+}
+
+/// The table's rows as sorted debug lines (order-free comparison).
+async fn rows(uri: &Path) -> Vec<String> {
+    let Some(t) = open(uri).await else {
+        return Vec::new();
+    };
+    let batches = delta::read_all(&t).await.unwrap();
+    let mut out = Vec::new();
+    for b in &batches {
+        let text = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b))
+            .unwrap()
+            .to_string();
+        out.extend(
+            text.lines()
+                .filter(|l| l.starts_with("| "))
+                .map(String::from),
+        );
+    }
+    out.retain(|l| !l.contains("trade_date") && !l.contains("logical_date"));
+    out.sort();
+    out
+}
+
+fn python_check(lake: &Path, date: &str) -> serde_json::Value {
+    let o = std::process::Command::new("python3")
+        .arg(root().join("scripts/expected/daily_bars.py"))
+        .arg(lake)
+        .arg(date)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(o.stdout.trim_ascii()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn daily_bars_match_an_independent_computation_and_a_rerun_changes_nothing() {
+    let lake = lake_with_trades(&["2026-11-19", "2026-11-20"], 3000).await;
+    let lake = lake.path();
+    let bars = lake.join("reports/daily_bars");
+    for date in ["2026-11-19", "2026-11-20"] {
+        let o = batch(lake, &["run", "daily-bars", "--date", date]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        let s = summary(&o);
+        assert_eq!(s["status"], "ok");
+        assert_eq!(s["logical_date"], date);
+        assert!(s["rows_out"].as_u64().unwrap() > 10, "{s}");
+        // the input was pruned to the date's partition: the rows read are that day's only
+        assert_eq!(s["inputs"][0]["window"], serde_json::json!([date, date]));
+        let expected = python_check(lake, date);
+        assert_eq!(expected["mismatches"], serde_json::json!([]), "{expected}");
+        assert_eq!(expected["bars"].as_u64(), s["rows_out"].as_u64());
+        assert_eq!(s["rows_in"].as_u64(), expected["trades"].as_u64(), "{s}");
+        // the termination message is the summary
+        let term = std::fs::read_to_string(lake.join("termination-log")).unwrap_or_default();
+        assert!(term.is_empty() || term.contains(&s["run_id"].as_str().unwrap().to_string()));
+    }
+    let before = rows(&bars).await;
+    let v_before = open(&bars).await.unwrap().version().unwrap();
+    let o = batch(lake, &["run", "daily-bars", "--date", "2026-11-20"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        rows(&bars).await,
+        before,
+        "a rerun leaves the table's contents identical"
+    );
+    let t = open(&bars).await.unwrap();
+    assert_eq!(t.version().unwrap(), v_before + 1, "one commit per run");
+    // the commit says who wrote it and from what
+    let info = t.history(Some(1)).collect::<Vec<_>>().await;
+    let meta = serde_json::to_value(info[0].as_ref().unwrap()).unwrap();
+    let flat = meta.to_string();
+    assert!(flat.contains("\"job\":\"daily-bars\""), "{flat}");
+    assert!(flat.contains("\"logical_date\":\"2026-11-20\""), "{flat}");
+    assert!(flat.contains("market/trades@"), "{flat}");
+    // every run is recorded
+    let runs = finlake_batch::runs::read(&lake.join("ops/job_runs").display().to_string())
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 3);
+    assert!(runs
+        .iter()
+        .all(|r| r.status == "ok" && r.exit_code == 0 && r.job == "daily-bars"));
+    // and `list` shows the last one
+    let o = batch(lake, &["list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out.lines().find(|l| l.starts_with("daily-bars")).unwrap();
+    assert!(line.contains("2026-11-20 ok (exit 0)"), "{out}");
+}
+
+use futures::StreamExt;
+
+/// A copy of the shipped daily-bars job with its job.yaml edited.
+fn job_variant(lake: &Path, edit: impl Fn(String) -> String, sql: Option<&str>) -> PathBuf {
+    let dir = lake.join("jobs/variant");
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = std::fs::read_to_string(root().join("jobs/daily-bars/job.yaml")).unwrap();
+    std::fs::write(dir.join("job.yaml"), edit(yaml)).unwrap();
+    let query = match sql {
+        Some(s) => s.to_string(),
+        None => std::fs::read_to_string(root().join("jobs/daily-bars/daily-bars.sql")).unwrap(),
+    };
+    std::fs::write(dir.join("daily-bars.sql"), query).unwrap();
+    dir.join("job.yaml")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_failing_an_error_check_writes_nothing_and_exits_65() {
+    let lake = lake_with_trades(&["2026-11-20"], 500).await;
+    let lake = lake.path();
+    let job = job_variant(
+        lake,
+        |y| {
+            y.replace(
+                "  table_checks:",
+                "    - {name: tiny-volume, type: sql, severity: error, condition: \"volume < 10\"}\n  table_checks:",
+            )
+        },
+        None,
+    );
+    let o = batch(
+        lake,
+        &["run", job.to_str().unwrap(), "--date", "2026-11-20"],
+    );
+    assert_eq!(o.status.code(), Some(65), "{}", text(&o));
+    let s = summary(&o);
+    assert_eq!(s["status"], "failed");
+    assert_eq!(s["error_class"], "data");
+    let err = s["error"].as_str().unwrap();
+    assert!(err.contains("rule `tiny-volume` (sql) failed on"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(
+        open(&lake.join("reports/daily_bars")).await.is_none(),
+        "no output table"
+    );
+    let runs = finlake_batch::runs::read(&lake.join("ops/job_runs").display().to_string())
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!((runs[0].status.as_str(), runs[0].exit_code), ("failed", 65));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_arguments_and_bad_jobs_exit_2_before_anything_runs() {
+    let lake = lake_with_trades(&["2026-11-20"], 200).await;
+    let lake = lake.path();
+    // a malformed date
+    let o = batch(lake, &["run", "daily-bars", "--date", "2026-11-31"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("2026-11-31"),
+        "{}",
+        text(&o)
+    );
+    // an unknown job, with a suggestion
+    let o = batch(lake, &["run", "daily-bar", "--date", "2026-11-20"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("did you mean `daily-bars`?"),
+        "{}",
+        text(&o)
+    );
+    // an unknown key in the job file, with its line
+    let job = job_variant(
+        lake,
+        |y| y.replace("calendar: XNYS", "calender: XNYS"),
+        None,
+    );
+    let o = batch(
+        lake,
+        &["run", job.to_str().unwrap(), "--date", "2026-11-20"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("job.yaml:7:1"), "{err}");
+    assert!(err.contains("calender"), "{err}");
+    // an unknown parameter in the SQL, with its line and column
+    let job = job_variant(
+        lake,
+        |y| y,
+        Some("SELECT trade_date, isin FROM trades\nWHERE trade_date = :day"),
+    );
+    let o = batch(
+        lake,
+        &["run", job.to_str().unwrap(), "--date", "2026-11-20"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("daily-bars.sql:2:20: unknown parameter `:day`"),
+        "{err}"
+    );
+    // a query naming a column the input does not have: config, not a crash
+    let job = job_variant(
+        lake,
+        |y| y,
+        Some("SELECT trade_date, venue_code FROM trades WHERE trade_date = :date"),
+    );
+    let o = batch(
+        lake,
+        &["run", job.to_str().unwrap(), "--date", "2026-11-20"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        summary(&o)["error"]
+            .as_str()
+            .unwrap()
+            .contains("venue_code"),
+        "{}",
+        text(&o)
+    );
+    // nothing was written by any of them
+    assert!(open(&lake.join("reports/daily_bars")).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dry_run_shows_the_files_and_the_partition_and_writes_nothing() {
+    let lake = lake_with_trades(&["2026-11-19", "2026-11-20"], 300).await;
+    let lake = lake.path();
+    let o = batch(
+        lake,
+        &["run", "daily-bars", "--date", "2026-11-20", "--dry-run"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s = summary(&o);
+    assert_eq!(s["status"], "dry_run");
+    assert_eq!(s["output"]["partition"], "trade_date=2026-11-20");
+    let files = s["inputs"][0]["file_list"].as_array().unwrap();
+    assert!(!files.is_empty());
+    assert!(
+        files
+            .iter()
+            .all(|f| f.as_str().unwrap().contains("trade_date=2026-11-20")),
+        "only the date's partition is read: {files:?}"
+    );
+    assert!(open(&lake.join("reports/daily_bars")).await.is_none());
+    assert!(
+        open(&lake.join("ops/job_runs")).await.is_none(),
+        "a dry run records nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_runs_the_trading_days_and_resumes_where_it_stopped() {
+    // trades on the 19th and 20th; the range also holds a weekend and Monday the 23rd,
+    // which has no trades (an empty partition: a row_count warning, not a failure)
+    let lake = lake_with_trades(&["2026-11-19", "2026-11-20"], 300).await;
+    let lake = lake.path();
+    let args = [
+        "run",
+        "daily-bars",
+        "--from",
+        "2026-11-19",
+        "--to",
+        "2026-11-23",
+        "--jobs",
+        "2",
+    ];
+    let o = batch(lake, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let total = summary(&o);
+    assert_eq!(total["dates"], 3, "{total}");
+    assert_eq!(total["ran"], 3);
+    // progress, one plain line per date when stderr is not a terminal
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr)
+            .matches("] daily-bars 2026-11-")
+            .count(),
+        3,
+        "{}",
+        text(&o)
+    );
+    // started again, it finds every date done
+    let o = batch(lake, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let total = summary(&o);
+    assert_eq!(
+        (total["skipped"].as_u64(), total["ran"].as_u64()),
+        (Some(3), Some(0)),
+        "{total}"
+    );
+    let expected = python_check(lake, "2026-11-19");
+    assert_eq!(expected["mismatches"], serde_json::json!([]), "{expected}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn volume_baseline_reads_twenty_trading_days_of_daily_bars() {
+    let lake = lake_with_trades(&["2026-11-18", "2026-11-19", "2026-11-20"], 600).await;
+    let lake = lake.path();
+    let o = batch(
+        lake,
+        &[
+            "run",
+            "daily-bars",
+            "--from",
+            "2026-11-18",
+            "--to",
+            "2026-11-20",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = batch(lake, &["run", "volume-baseline", "--date", "2026-11-20"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s = summary(&o);
+    // 19 XNYS trading days back from Friday 2026-11-20 (no holiday in between)
+    let start = s["params"]["start"].as_str().unwrap().to_string();
+    assert_eq!(start, "2026-10-26", "{s}");
+    assert_eq!(
+        s["inputs"][0]["window"],
+        serde_json::json!([start, "2026-11-20"])
+    );
+    assert_eq!(
+        s["inputs"][0]["files"], 3,
+        "one daily_bars file per day: {s}"
+    );
+    let out = std::process::Command::new("python3")
+        .arg(root().join("scripts/expected/volume_baseline.py"))
+        .args([lake.to_str().unwrap(), "2026-11-20", &start])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let check: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
+    assert_eq!(check["mismatches"], serde_json::json!([]), "{check}");
+    assert_eq!(check["rows"].as_u64(), s["rows_out"].as_u64());
+    // instruments that traded on all three days have three days in their window
+    let rows = rows(&lake.join("reports/volume_baseline")).await;
+    assert!(rows.iter().any(|r| r.contains("| 3    |")), "{rows:#?}");
+}

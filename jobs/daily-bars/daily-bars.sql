@@ -1,0 +1,22 @@
+-- One row per (trade_date, isin, venue, currency). Prices are in the trade's currency
+-- (price_base, in USD, is in the trades table for cross-venue views). Open and close are
+-- the first and last trade by event time, ties broken by trade_id. VWAP is
+-- sum(price * quantity) / sum(quantity), exact in DECIMAL and rounded half away from zero
+-- to the price's 6 places.
+SELECT
+  trade_date,
+  isin,
+  exchange AS venue,
+  currency,
+  first_value(price ORDER BY "timestamp", trade_id) AS open,
+  max(price) AS high,
+  min(price) AS low,
+  last_value(price ORDER BY "timestamp", trade_id) AS close,
+  sum(quantity) AS volume,
+  CAST(sum(price * quantity) / sum(quantity) AS DECIMAL(18, 6)) AS vwap,
+  sum(price * quantity) AS notional,
+  count(*) AS trade_count
+FROM trades
+WHERE trade_date = :date AND isin IS NOT NULL
+GROUP BY trade_date, isin, exchange, currency
+ORDER BY isin, venue
