@@ -88,7 +88,8 @@ pub async fn run_datafusion(
         ctx.register_table(i.input.name.as_str(), df.into_view())
             .map_err(classify)?;
     }
-    let statement = datafusion::sql::parser::Statement::Statement(Box::new(job.query.statement()));
+    let (query, _) = job.sql()?;
+    let statement = datafusion::sql::parser::Statement::Statement(Box::new(query.statement()));
     let state = ctx.state();
     let plan = state.statement_to_plan(statement).await.map_err(classify)?;
     let df = DataFrame::new(state, plan)

@@ -24,6 +24,10 @@ pub struct JobSpec {
     pub name: String,
     /// One line on what it computes, for `finlake-batch list`.
     pub description: String,
+    /// `sql` (the default: inputs, a query, an output) or `maintenance` (compaction,
+    /// checkpoint and vacuum of the tables in `maintenance`).
+    #[serde(default)]
+    pub kind: JobKind,
     /// When the CronJob runs it (cron syntax), for `list` and the deploy manifests.
     #[serde(default)]
     pub schedule: Option<String>,
@@ -38,12 +42,18 @@ pub struct JobSpec {
     #[serde(default)]
     pub engines_reason: Option<String>,
     /// The Delta tables the query reads, registered under their names.
+    #[serde(default)]
     pub inputs: Vec<Input>,
     /// The SQL file, relative to the job file. Parameters: `:date`, `:start`, `:end`,
     /// `:prev_trading_day`, bound as DATE values.
-    pub query: String,
+    #[serde(default)]
+    pub query: Option<String>,
     /// Where the result goes.
-    pub output: Output,
+    #[serde(default)]
+    pub output: Option<Output>,
+    /// kind maintenance: the tables and the policy.
+    #[serde(default)]
+    pub maintenance: Option<Maintenance>,
     /// Checks on the output before it is written: the rule engine's row rules and table
     /// checks, in a DataPipeline's `validation` words. An error-severity failure writes
     /// nothing and exits 65.
@@ -64,6 +74,48 @@ fn default_calendar() -> String {
 
 fn default_engines() -> Vec<EngineKind> {
     vec![EngineKind::Datafusion]
+}
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Inputs, a query, checks, an output.
+    #[default]
+    Sql,
+    /// Compaction, checkpoint and vacuum.
+    Maintenance,
+}
+
+/// The maintenance policy.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    /// The tables.
+    pub tables: Vec<MaintainedTable>,
+    /// Compaction's target file size (`128MiB`, the default).
+    #[serde(default)]
+    pub target_file_size: Option<String>,
+    /// Vacuum deletes files removed from the table longer ago than this (default 7d). It
+    /// must be at least `longest_reader` and the table's `delta.deletedFileRetentionDuration`.
+    #[serde(default)]
+    pub vacuum_retention: Option<spec::Duration>,
+    /// The longest a reader of these tables holds an old snapshot (a long query, a
+    /// time-travel read, the window `finlake restore` may go back to): vacuum never deletes
+    /// files younger than this.
+    pub longest_reader: spec::Duration,
+}
+
+/// One table maintenance keeps.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaintainedTable {
+    /// The Delta table.
+    pub table_uri: String,
+    /// Its date partition column: compaction rewrites the run's date partition only (the
+    /// stream may still be writing today's). Absent: the whole table is compacted.
+    #[serde(default)]
+    pub partition_column: Option<String>,
 }
 
 /// The SQL engines.
@@ -132,8 +184,8 @@ pub struct Job {
     pub spec: JobSpec,
     /// The job file.
     pub file: PathBuf,
-    /// The SQL, parsed and its parameters resolved.
-    pub query: Query,
+    /// The SQL, parsed and its parameters resolved (kind sql).
+    pub query: Option<Query>,
     /// The SQL file.
     pub query_file: PathBuf,
     /// The checks as the rule engine reads them (positions point into the job file).
@@ -147,7 +199,22 @@ pub struct Job {
 impl Job {
     /// The date column the run replaces (`overwrite_partition`).
     pub fn date_column(&self) -> Option<&str> {
-        self.spec.output.partition_by.first().map(String::as_str)
+        let out = self.spec.output.as_ref()?;
+        match out.mode {
+            WriteMode::OverwritePartition => out.partition_by.first().map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// A sql job's query and output (load made sure a sql job has both).
+    pub fn sql(&self) -> Result<(&Query, &Output)> {
+        match (&self.query, &self.spec.output) {
+            (Some(q), Some(o)) => Ok((q, o)),
+            _ => Err(BatchError::Internal(format!(
+                "job `{}` has no query or output",
+                self.spec.name
+            ))),
+        }
     }
 }
 
@@ -269,17 +336,64 @@ pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Job> {
             );
         }
     }
-    match spec.output.mode {
-        WriteMode::OverwritePartition if spec.output.partition_by.is_empty() => err(
-            &["output", "partition_by"],
-            "mode overwrite_partition needs `partition_by` (its first column is the date the run replaces)"
-                .to_string(),
+    match (&spec.output, spec.kind) {
+        (Some(out), JobKind::Sql) => match out.mode {
+            WriteMode::OverwritePartition if out.partition_by.is_empty() => err(
+                &["output", "partition_by"],
+                "mode overwrite_partition needs `partition_by` (its first column is the date the run replaces)"
+                    .to_string(),
+            ),
+            WriteMode::Merge => err(
+                &["output", "mode"],
+                "mode merge is not supported yet: use overwrite_partition or append".to_string(),
+            ),
+            _ => {}
+        },
+        (None, JobKind::Sql) => err(&[], "a sql job needs an `output`".to_string()),
+        (Some(_), JobKind::Maintenance) => err(
+            &["output"],
+            "a maintenance job writes no output; its tables are under `maintenance`".to_string(),
         ),
-        WriteMode::Merge => err(
-            &["output", "mode"],
-            "mode merge is not supported yet: use overwrite_partition or append".to_string(),
+        (None, JobKind::Maintenance) => {}
+    }
+    match (&spec.maintenance, spec.kind) {
+        (None, JobKind::Maintenance) => err(
+            &["kind"],
+            "a maintenance job needs a `maintenance` section (tables, longest_reader)".to_string(),
         ),
-        _ => {}
+        (Some(_), JobKind::Sql) => err(
+            &["maintenance"],
+            "`maintenance` belongs to `kind: maintenance` jobs".to_string(),
+        ),
+        (Some(m), JobKind::Maintenance) => {
+            let retention = m.vacuum_retention.map_or(DEFAULT_RETENTION, |d| d.0);
+            if retention < m.longest_reader.0 {
+                err(
+                    &["maintenance", "vacuum_retention"],
+                    format!(
+                        "vacuum_retention {} is shorter than longest_reader {}: vacuum would delete files a reader may still need",
+                        humanize(retention),
+                        humanize(m.longest_reader.0)
+                    ),
+                );
+            }
+            if let Some(Err(e)) = m.target_file_size.as_deref().map(parse_bytes) {
+                err(&["maintenance", "target_file_size"], e);
+            }
+            if m.tables.is_empty() {
+                err(
+                    &["maintenance", "tables"],
+                    "no tables to maintain".to_string(),
+                );
+            }
+        }
+        (None, JobKind::Sql) => {}
+    }
+    if spec.kind == JobKind::Maintenance && (!spec.inputs.is_empty() || spec.query.is_some()) {
+        err(
+            &["kind"],
+            "a maintenance job has no `inputs` or `query`".to_string(),
+        );
     }
     let memory_limit = match spec.memory_limit.as_deref().map(parse_bytes) {
         Some(Err(m)) => {
@@ -315,22 +429,29 @@ pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Job> {
         }
     }
     let base = file.parent().unwrap_or(Path::new("."));
-    let query_file = base.join(&spec.query);
-    let query = match std::fs::read_to_string(&query_file) {
-        Ok(sql) => match Query::parse(&query_file, &sql) {
-            Ok(q) => Some(q),
+    let query_file = base.join(spec.query.as_deref().unwrap_or_default());
+    let query = match (&spec.query, spec.kind) {
+        (Some(_), JobKind::Sql) => match std::fs::read_to_string(&query_file) {
+            Ok(sql) => match Query::parse(&query_file, &sql) {
+                Ok(q) => Some(q),
+                Err(e) => {
+                    err(&["query"], e);
+                    None
+                }
+            },
             Err(e) => {
-                err(&["query"], e);
+                err(
+                    &["query"],
+                    format!("cannot read the query {}: {e}", query_file.display()),
+                );
                 None
             }
         },
-        Err(e) => {
-            err(
-                &["query"],
-                format!("cannot read the query {}: {e}", query_file.display()),
-            );
+        (None, JobKind::Sql) => {
+            err(&[], "a sql job needs a `query` (its SQL file)".to_string());
             None
         }
+        _ => None,
     };
     let runs_table = match &spec.runs_table {
         Some(t) => t.clone(),
@@ -343,11 +464,6 @@ pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Job> {
             diagnostics: errors,
         }));
     }
-    let Some(query) = query else {
-        return Err(BatchError::Internal(
-            "query missing without an error".into(),
-        ));
-    };
     Ok(Job {
         spec,
         file: file.to_path_buf(),
@@ -394,6 +510,21 @@ fn checks_spec(
         warnings: Vec::new(),
         root: wrap("spec", wrap("validation", node)),
     })
+}
+
+/// Vacuum's retention when the job sets none: Delta's own default.
+pub const DEFAULT_RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// `168h`, `30m`.
+pub fn humanize(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
 }
 
 fn is_label(s: &str) -> bool {

@@ -8,7 +8,7 @@
 //! - [`job`]: the job file, checked whole at load;
 //! - [`params`]: the SQL's `:date`-style parameters, bound through the parsed statement;
 //! - [`engine`]: the DataFusion session (every input in one session, a spilling memory pool);
-//! - [`checks`]: the output checks;
+//! - [`checks`]: the output checks; [`maintenance`]: compaction, checkpoint, vacuum;
 //! - [`run`]: one run; [`runs`]: the `job_runs` table; [`summary`]: the JSON summary;
 //! - [`calendar`]: trading days; [`cli`]: `finlake-batch run|list`.
 
@@ -18,6 +18,7 @@ pub mod cli;
 pub mod engine;
 pub mod error;
 pub mod job;
+pub mod maintenance;
 pub mod params;
 pub mod run;
 pub mod runs;

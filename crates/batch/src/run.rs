@@ -18,7 +18,7 @@ use crate::calendar;
 use crate::checks;
 use crate::engine::{self, MemoryLimit, OpenInput};
 use crate::error::{BatchError, Result};
-use crate::job::{Job, WriteMode};
+use crate::job::{Job, JobKind, WriteMode};
 use crate::params::{date32, Params};
 use crate::runs;
 use crate::summary::{InputUsed, OutputWritten, RunSummary};
@@ -52,21 +52,31 @@ pub async fn run(job: &Job, date: NaiveDate, opts: &RunOptions) -> RunSummary {
         exit_code: 0,
         error_class: None,
         error: None,
-        engine: "datafusion".into(),
+        engine: match job.spec.kind {
+            JobKind::Sql => "datafusion",
+            JobKind::Maintenance => "delta",
+        }
+        .into(),
         params: None,
         rows_in: 0,
         rows_out: 0,
         inputs: Vec::new(),
-        output: OutputWritten {
-            table: job.spec.output.table_uri.clone(),
-            mode: match job.spec.output.mode {
-                WriteMode::OverwritePartition => "overwrite_partition",
-                WriteMode::Append => "append",
-                WriteMode::Merge => "merge",
-            }
-            .into(),
-            ..OutputWritten::default()
-        },
+        output: job
+            .spec
+            .output
+            .as_ref()
+            .map(|o| OutputWritten {
+                table: o.table_uri.clone(),
+                mode: match o.mode {
+                    WriteMode::OverwritePartition => "overwrite_partition",
+                    WriteMode::Append => "append",
+                    WriteMode::Merge => "merge",
+                }
+                .into(),
+                ..OutputWritten::default()
+            })
+            .unwrap_or_default(),
+        maintenance: Vec::new(),
         checks: Vec::new(),
         backfill_id: opts.backfill_id.clone(),
         started_at: Utc::now(),
@@ -107,6 +117,9 @@ pub async fn run(job: &Job, date: NaiveDate, opts: &RunOptions) -> RunSummary {
 }
 
 async fn execute(job: &Job, date: NaiveDate, opts: &RunOptions, s: &mut RunSummary) -> Result<()> {
+    if job.spec.kind == JobKind::Maintenance {
+        return crate::maintenance::execute(job, date, opts, s).await;
+    }
     let cal = ExchangeCalendar::embedded();
     let mic = job.spec.calendar.as_str();
     if !calendar::is_trading_day(&cal, mic, date) {
@@ -173,12 +186,9 @@ async fn execute(job: &Job, date: NaiveDate, opts: &RunOptions, s: &mut RunSumma
         });
     }
 
-    let out = &job.spec.output;
+    let (_, out) = job.sql()?;
     let existing = delta::open_existing(&out.table_uri, &HashMap::new()).await?;
-    let date_column = match out.mode {
-        WriteMode::OverwritePartition => job.date_column(),
-        _ => None,
-    };
+    let date_column = job.date_column();
     if let Some(c) = date_column {
         s.output.partition = Some(format!("{c}={date}"));
         if let Some(t) = &existing {
@@ -266,7 +276,7 @@ async fn execute(job: &Job, date: NaiveDate, opts: &RunOptions, s: &mut RunSumma
 
 /// The data files of `table` in the date window (all of them when it is not pruned): path,
 /// bytes, rows (from the log's statistics).
-async fn files_in(
+pub(crate) async fn files_in(
     table: &DeltaTable,
     column: Option<&str>,
     window: Option<(NaiveDate, NaiveDate)>,

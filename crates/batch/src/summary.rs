@@ -34,10 +34,14 @@ pub struct RunSummary {
     pub rows_out: u64,
     /// The inputs read.
     pub inputs: Vec<InputUsed>,
-    /// The output.
+    /// The output (a sql job's).
+    #[serde(skip_serializing_if = "OutputWritten::is_empty")]
     pub output: OutputWritten,
     /// The output checks.
     pub checks: Vec<CheckOutcome>,
+    /// A maintenance job: what it did to each table.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<TableMaintenance>,
     /// The backfill this run belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backfill_id: Option<String>,
@@ -86,6 +90,40 @@ pub struct OutputWritten {
     pub replaces_files: usize,
     /// The version committed.
     pub version: Option<u64>,
+}
+
+impl OutputWritten {
+    /// No output (a maintenance job).
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
+/// What maintenance did to one table (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TableMaintenance {
+    /// The table.
+    pub table: String,
+    /// Not there (yet): nothing done.
+    pub absent: bool,
+    /// The partition compacted (`trade_date=2026-11-20`), or none for the whole table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// Data files in that partition before.
+    pub files_before: usize,
+    /// And after.
+    pub files_after: usize,
+    /// Compaction: files removed and added.
+    pub compacted_removed: u64,
+    /// Compaction: files written.
+    pub compacted_added: u64,
+    /// The version checkpointed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_version: Option<u64>,
+    /// Files vacuum deleted (in a dry run: would delete).
+    pub vacuumed: usize,
+    /// The vacuum retention applied.
+    pub vacuum_retention: String,
 }
 
 /// One output check.

@@ -17,60 +17,75 @@ fn d(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
 }
 
+/// A clean generated day of trades as the stream lands them (`rows` messages; a few are
+/// rejected by the sample spec's stages).
+fn trades_day(date: NaiveDate, rows: usize, seed: u64) -> arrow::array::RecordBatch {
+    let (symbols, calendar) = finlake_core::demo::embedded_refdata().unwrap();
+    let generated = generate::generate(
+        &GenOptions {
+            rows,
+            faults: 0.0,
+            seed,
+            format: WireFormat::Json,
+            date,
+            source_type: SourceType::Trade,
+        },
+        &symbols,
+        &calendar,
+    );
+    let stages = finlake_core::demo::trade_stages(date, 7).unwrap();
+    let msgs: Vec<&[u8]> = generated.messages.iter().map(Vec::as_slice).collect();
+    let offsets: Vec<i64> = (0..msgs.len() as i64).collect();
+    let out = stages
+        .process(
+            &msgs,
+            &BatchContext {
+                topic: "market.trades",
+                partition: 0,
+                offsets: &offsets,
+                correlation_id: "test",
+                ingested_at: 0,
+                arrivals: None,
+                message_ids: None,
+            },
+        )
+        .unwrap();
+    assert!(out.good.num_rows() > rows / 2, "most trades land");
+    out.good
+}
+
+/// Appends `batch` to the lake's `market/trades` in `commits` commits (as a stream does, a
+/// file per commit), each with the stream's `txn` for partition 0.
+async fn append_trades(lake: &Path, batch: &arrow::array::RecordBatch, commits: usize) {
+    let mut table = delta::open_or_create(&TableSpec {
+        uri: lake.join("market/trades").display().to_string(),
+        schema: batch.schema(),
+        partition_by: vec!["trade_date".into()],
+        checkpoint_interval: None,
+        storage_options: Default::default(),
+    })
+    .await
+    .unwrap();
+    let n = batch.num_rows();
+    for i in 0..commits {
+        let (from, to) = (n * i / commits, n * (i + 1) / commits);
+        let extras = CommitExtras {
+            txns: vec![(TXN_APP.into(), to as i64)],
+            ..CommitExtras::default()
+        };
+        table = delta::append(table, vec![batch.slice(from, to - from)], &extras)
+            .await
+            .unwrap();
+    }
+}
+
+const TXN_APP: &str = "market-data-stream/market.trades/0";
+
 /// A lake whose `market/trades` holds a clean generated day of `rows` trades per date.
 async fn lake_with_trades(dates: &[&str], rows: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let (symbols, calendar) = finlake_core::demo::embedded_refdata().unwrap();
-    let mut table = None;
     for (i, date) in dates.iter().enumerate() {
-        let date = d(date);
-        let generated = generate::generate(
-            &GenOptions {
-                rows,
-                faults: 0.0,
-                seed: 7 + i as u64,
-                format: WireFormat::Json,
-                date,
-                source_type: SourceType::Trade,
-            },
-            &symbols,
-            &calendar,
-        );
-        let stages = finlake_core::demo::trade_stages(date, 7).unwrap();
-        let msgs: Vec<&[u8]> = generated.messages.iter().map(Vec::as_slice).collect();
-        let offsets: Vec<i64> = (0..msgs.len() as i64).collect();
-        let out = stages
-            .process(
-                &msgs,
-                &BatchContext {
-                    topic: "market.trades",
-                    partition: 0,
-                    offsets: &offsets,
-                    correlation_id: "test",
-                    ingested_at: 0,
-                    arrivals: None,
-                    message_ids: None,
-                },
-            )
-            .unwrap();
-        assert!(out.good.num_rows() > rows / 2, "most trades land");
-        let t = match table.take() {
-            Some(t) => t,
-            None => delta::open_or_create(&TableSpec {
-                uri: dir.path().join("market/trades").display().to_string(),
-                schema: stages.table_schema().clone(),
-                partition_by: vec!["trade_date".into()],
-                checkpoint_interval: None,
-                storage_options: Default::default(),
-            })
-            .await
-            .unwrap(),
-        };
-        table = Some(
-            delta::append(t, vec![out.good], &CommitExtras::default())
-                .await
-                .unwrap(),
-        );
+        append_trades(dir.path(), &trades_day(d(date), rows, 7 + i as u64), 1).await;
     }
     dir
 }
@@ -119,10 +134,11 @@ async fn rows(uri: &Path) -> Vec<String> {
         let text = arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b))
             .unwrap()
             .to_string();
+        // cells trimmed: the padding depends on the batch, not the row
         out.extend(
             text.lines()
                 .filter(|l| l.starts_with("| "))
-                .map(String::from),
+                .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>().join("|")),
         );
     }
     out.retain(|l| !l.contains("trade_date") && !l.contains("logical_date"));
@@ -433,5 +449,100 @@ async fn volume_baseline_reads_twenty_trading_days_of_daily_bars() {
     assert_eq!(check["rows"].as_u64(), s["rows_out"].as_u64());
     // instruments that traded on all three days have three days in their window
     let rows = rows(&lake.join("reports/volume_baseline")).await;
-    assert!(rows.iter().any(|r| r.contains("| 3    |")), "{rows:#?}");
+    assert!(rows.iter().any(|r| r.contains("|3|")), "{rows:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintenance_compacts_the_day_keeps_rows_and_txns_and_vacuums_nothing_young() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path();
+    append_trades(lake, &trades_day(d("2026-11-19"), 400, 1), 3).await;
+    append_trades(lake, &trades_day(d("2026-11-20"), 1200, 2), 6).await;
+    let trades = lake.join("market/trades");
+    let before = rows(&trades).await;
+    let t = open(&trades).await.unwrap();
+    let txn = delta::txn_version(&t, TXN_APP).await.unwrap();
+    let v0 = t.version().unwrap();
+    let files = |day: &str| -> usize {
+        std::fs::read_dir(trades.join(format!("trade_date={day}")))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(files("2026-11-20"), 6);
+
+    // a dry run says what it would do and does nothing
+    let o = batch(
+        lake,
+        &["run", "maintenance", "--date", "2026-11-20", "--dry-run"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s = summary(&o);
+    assert_eq!(s["maintenance"][0]["files_before"], 6, "{s}");
+    assert_eq!(open(&trades).await.unwrap().version().unwrap(), v0);
+
+    let o = batch(lake, &["run", "maintenance", "--date", "2026-11-20"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s = summary(&o);
+    let m = &s["maintenance"][0];
+    assert_eq!(
+        (m["files_before"].as_u64(), m["files_after"].as_u64()),
+        (Some(6), Some(1)),
+        "{s}"
+    );
+    assert_eq!(m["compacted_removed"], 6);
+    // removed files are younger than the 168h retention: vacuum deletes none of them
+    assert_eq!(m["vacuumed"], 0);
+    assert!(m["checkpoint_version"].as_u64().is_some(), "{s}");
+    // the tables the stream has not created here are reported, not created
+    assert_eq!(s["maintenance"][1]["absent"], true, "{s}");
+    assert!(open(&lake.join("market/quarantine")).await.is_none());
+
+    // same rows, the other day untouched, the stream's txn version kept
+    assert_eq!(rows(&trades).await, before);
+    let t = open(&trades).await.unwrap();
+    assert_eq!(delta::txn_version(&t, TXN_APP).await.unwrap(), txn);
+    let live = t.get_files_by_partitions(&[]).await.unwrap();
+    let live_on = |day: &str| live.iter().filter(|p| p.as_ref().contains(day)).count();
+    assert_eq!((live_on("2026-11-19"), live_on("2026-11-20")), (3, 1));
+    assert!(std::fs::read_dir(trades.join("_delta_log"))
+        .unwrap()
+        .any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".checkpoint.parquet")));
+    // an independent reader sees the same rows
+    let py = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sys, os\nfrom deltalake import DeltaTable\nprint(DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows, flush=True)\nos._exit(0)")
+        .arg(&trades)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        before.len().to_string(),
+        "{}",
+        text(&py)
+    );
+
+    // a retention shorter than the longest reader is refused before anything runs
+    let job = job_variant(
+        lake,
+        |_| {
+            std::fs::read_to_string(root().join("jobs/maintenance/job.yaml"))
+                .unwrap()
+                .replace("vacuum_retention: 168h", "vacuum_retention: 24h")
+        },
+        None,
+    );
+    let o = batch(
+        lake,
+        &["run", job.to_str().unwrap(), "--date", "2026-11-20"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("vacuum_retention 24h is shorter than longest_reader 72h"),
+        "{err}"
+    );
 }
