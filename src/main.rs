@@ -4,7 +4,7 @@
 mod bench_rules;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -211,6 +211,23 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Benchmark a batch job: a day of generated trades landed in <lake>/market/trades
+    /// (once, when absent), then the job timed over it, writing its output each run; one
+    /// JSON line per run and the median.
+    BenchBatch {
+        /// The lake (its trades table is written first when absent).
+        #[arg(long, default_value = "bench-lake")]
+        lake: PathBuf,
+        /// Trades to generate.
+        #[arg(long, default_value_t = 2_000_000)]
+        rows: usize,
+        /// The job.
+        #[arg(long, default_value = "daily-bars")]
+        job: String,
+        /// Timed runs.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Benchmark the rule engine: ten rules and dedup over a Parquet file of trades
     /// (written first when absent); prints one JSON line per run and the median.
     BenchRules {
@@ -254,6 +271,12 @@ fn run(command: Command) -> anyhow::Result<u8> {
         Command::Dq { args } => finlake_quality::cli::main(
             std::iter::once(std::ffi::OsString::from("finlake dq")).chain(args),
         ),
+        Command::BenchBatch {
+            lake,
+            rows,
+            job,
+            runs,
+        } => bench_batch(&lake, rows, &job, runs),
         Command::BenchRules {
             parquet,
             rows,
@@ -600,4 +623,73 @@ fn validate(files: &[PathBuf]) -> u8 {
     } else {
         2
     }
+}
+
+/// `finlake bench-batch`: see the command's help.
+fn bench_batch(lake: &Path, rows: usize, job: &str, runs: usize) -> anyhow::Result<u8> {
+    use finlake_core::delta::{self, CommitExtras, TableSpec};
+    let rt = tokio::runtime::Runtime::new()?;
+    let lake = std::path::absolute(lake)?;
+    let trades = lake.join("market/trades");
+    let date = finlake_core::demo::demo_date();
+    if !trades.exists() {
+        eprintln!("writing {rows} trades to {}", trades.display());
+        let day = finlake_quality::fixtures::trade_day(
+            date,
+            rows,
+            7,
+            finlake_quality::fixtures::Injected::default(),
+            60_000_000,
+        )?;
+        rt.block_on(async {
+            let mut table = delta::open_or_create(&TableSpec {
+                uri: trades.display().to_string(),
+                schema: day.batch.schema(),
+                partition_by: vec!["trade_date".into()],
+                checkpoint_interval: None,
+                storage_options: Default::default(),
+            })
+            .await?;
+            // a file per million rows, as compaction leaves a day
+            for start in (0..day.batch.num_rows()).step_by(1_000_000) {
+                let len = 1_000_000.min(day.batch.num_rows() - start);
+                table = delta::append(
+                    table,
+                    vec![day.batch.slice(start, len)],
+                    &CommitExtras::default(),
+                )
+                .await?;
+            }
+            anyhow::Ok(())
+        })?;
+    }
+    let lake_uri = lake.display().to_string();
+    let env = move |v: &str| (v == "LAKE_URI").then(|| lake_uri.clone());
+    let file = finlake_batch::job::locate(Path::new("jobs"), job)?;
+    let job = finlake_batch::job::load(&file, &env)?;
+    let opts = finlake_batch::run::RunOptions {
+        no_record: true,
+        ..Default::default()
+    };
+    let mut secs = Vec::new();
+    for run in 0..runs.max(1) {
+        let t0 = std::time::Instant::now();
+        let s = rt.block_on(finlake_batch::run::run(&job, date, &opts));
+        let took = t0.elapsed().as_secs_f64();
+        if s.exit_code != 0 {
+            anyhow::bail!("the job failed: {}", s.error.unwrap_or_default());
+        }
+        secs.push(took);
+        println!(
+            "{}",
+            serde_json::json!({"job": s.job, "run": run, "seconds": took, "rows_in": s.rows_in,
+                "rows_out": s.rows_out, "rows_per_second": s.rows_in as f64 / took})
+        );
+    }
+    secs.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        serde_json::json!({"median_seconds": secs[secs.len() / 2], "runs": secs.len()})
+    );
+    Ok(0)
 }
