@@ -36,6 +36,9 @@ pub struct RunOptions {
     pub no_record: bool,
 }
 
+/// Runs of one date that lose a commit race before the run gives up.
+const COMMIT_ATTEMPTS: u32 = 4;
+
 /// The finlake version commits and records carry.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -85,7 +88,23 @@ pub async fn run(job: &Job, date: NaiveDate, opts: &RunOptions) -> RunSummary {
     };
     async {
         tracing::info!("run started");
-        let outcome = execute(job, date, opts, &mut s).await;
+        let mut attempt = 1;
+        let outcome = loop {
+            let outcome = execute(job, date, opts, &mut s).await;
+            match &outcome {
+                // another writer committed to the output first (a backfill's parallel dates
+                // replace different partitions of one table): the run is idempotent, so it
+                // runs again on the new snapshot
+                Err(BatchError::Delta(e)) if e.is_commit_conflict() && attempt < COMMIT_ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "commit conflict; running again");
+                    attempt += 1;
+                    s.inputs.clear();
+                    s.maintenance.clear();
+                    s.rows_in = 0;
+                }
+                _ => break outcome,
+            }
+        };
         if let Err(e) = &outcome {
             s.status = "failed".into();
             s.exit_code = e.exit_code();

@@ -79,6 +79,23 @@ impl DeltaError {
         }
     }
 
+    /// Whether a commit lost any race to a concurrent writer (delta-rs's conflict checker
+    /// refused it): the operation can be run again on the new snapshot.
+    pub fn is_commit_conflict(&self) -> bool {
+        use deltalake::kernel::transaction::TransactionError;
+        match self {
+            DeltaError::Table { source, .. } => matches!(
+                source.as_ref(),
+                DeltaTableError::VersionAlreadyExists(_)
+                    | DeltaTableError::Transaction {
+                        source: TransactionError::CommitConflict(_)
+                            | TransactionError::MaxCommitAttempts(_)
+                    }
+            ),
+            _ => false,
+        }
+    }
+
     /// Transient for storage failures, config for bad URIs and tables, internal otherwise.
     pub fn class(&self) -> ErrorClass {
         match self {

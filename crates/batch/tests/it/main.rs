@@ -366,46 +366,81 @@ async fn a_dry_run_shows_the_files_and_the_partition_and_writes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_backfill_runs_the_trading_days_and_resumes_where_it_stopped() {
-    // trades on the 19th and 20th; the range also holds a weekend and Monday the 23rd,
-    // which has no trades (an empty partition: a row_count warning, not a failure)
-    let lake = lake_with_trades(&["2026-11-19", "2026-11-20"], 300).await;
+async fn a_backfill_runs_the_trading_days_in_parallel_and_resumes_where_it_stopped() {
+    // trades from Monday the 16th to Friday the 20th; the range also holds a weekend and
+    // Monday the 23rd, which has no trades (an empty partition: a warning, not a failure)
+    let days = [
+        "2026-11-16",
+        "2026-11-17",
+        "2026-11-18",
+        "2026-11-19",
+        "2026-11-20",
+    ];
+    let lake = lake_with_trades(&days, 300).await;
     let lake = lake.path();
+    // the 18th also holds a trade whose ISIN fails its check digit: its bar fails the job's
+    // isin-valid check, so that date exits 65 and writes nothing
+    let bad = {
+        let b = trades_day(d("2026-11-18"), 50, 99).slice(0, 1);
+        let i = b.schema().index_of("isin").unwrap();
+        let mut cols = b.columns().to_vec();
+        cols[i] = std::sync::Arc::new(arrow::array::StringArray::from(vec!["US0000000000"]));
+        arrow::array::RecordBatch::try_new(b.schema(), cols).unwrap()
+    };
+    append_trades(lake, &bad, 1).await;
     let args = [
         "run",
         "daily-bars",
         "--from",
-        "2026-11-19",
+        "2026-11-16",
         "--to",
         "2026-11-23",
         "--jobs",
-        "2",
+        "3",
     ];
     let o = batch(lake, &args);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(65), "{}", text(&o));
     let total = summary(&o);
-    assert_eq!(total["dates"], 3, "{total}");
-    assert_eq!(total["ran"], 3);
+    assert_eq!(
+        (total["dates"].as_u64(), total["ran"].as_u64()),
+        (Some(6), Some(6)),
+        "{total}"
+    );
+    assert_eq!(total["failed"][0]["date"], "2026-11-18", "{total}");
     // progress, one plain line per date when stderr is not a terminal
     assert_eq!(
         String::from_utf8_lossy(&o.stderr)
             .matches("] daily-bars 2026-11-")
             .count(),
-        3,
+        6,
         "{}",
         text(&o)
     );
-    // started again, it finds every date done
+    // the operator removes the bad trade and starts the same backfill again: only the date
+    // that failed runs
+    let t = open(&lake.join("market/trades")).await.unwrap();
+    use deltalake::datafusion::prelude::{col, lit};
+    t.delete()
+        .with_predicate(col("isin").eq(lit("US0000000000")))
+        .await
+        .unwrap();
     let o = batch(lake, &args);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let total = summary(&o);
     assert_eq!(
         (total["skipped"].as_u64(), total["ran"].as_u64()),
-        (Some(3), Some(0)),
+        (Some(5), Some(1)),
         "{total}"
     );
-    let expected = python_check(lake, "2026-11-19");
-    assert_eq!(expected["mismatches"], serde_json::json!([]), "{expected}");
+    for day in days {
+        let expected = python_check(lake, day);
+        assert_eq!(
+            expected["mismatches"],
+            serde_json::json!([]),
+            "{day}: {expected}"
+        );
+        assert!(expected["bars"].as_u64().unwrap() > 0, "{day}: {expected}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
