@@ -114,6 +114,10 @@ enum Command {
     /// Where did a message go? `finlake trace SPEC topic:partition:offset` (or a correlation
     /// id): landed (table, version), quarantined (why) or a duplicate (of which offset).
     Trace(finlake_ingest::cli::TraceArgs),
+    /// Restore a pipeline's tables to one snapshot with the offsets recorded in it, so the
+    /// stream replays from there (`--snapshot latest`: the latest version
+    /// data-quality-check passed; or `--version V`, `--timestamp T`). Stop the pipeline first.
+    Restore(finlake_ingest::cli::RestoreArgs),
     /// Start a development Kafka broker (librdkafka's mock cluster) and print its bootstrap
     /// address; it serves until SIGTERM or Ctrl-C.
     DevKafka {
@@ -331,6 +335,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             Ok(finlake_batch::cli::main(args))
         }
         Command::Trace(args) => Ok(finlake_ingest::cli::trace_main(args)),
+        Command::Restore(args) => Ok(finlake_ingest::cli::restore_main(args)),
         Command::DevKafka {
             partitions,
             topics,

@@ -313,6 +313,37 @@ fn demo_lands_tables_that_python_deltalake_reads_identically() {
         summary["rows_out"].as_u64(),
         "{check}"
     );
+
+    // the guide's restore-pipeline: the latest snapshot data-quality-check passed is the
+    // data table as it is (dq above passed it), so nothing moves
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--pipeline",
+            "market-data-stream",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--format",
+            "json",
+        ];
+        args.extend(extra);
+        finlake(&args)
+    };
+    let out = restore(&["--snapshot", "latest"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let data = &report["tables"][0];
+    assert_eq!(data["from_version"], data["to_version"], "{report}");
+    assert_eq!(report["snapshot_version"], data["from_version"], "{report}");
+    assert_eq!(report["offsets"].as_object().unwrap().len(), 3, "{report}");
+    let out = restore(&["--version", "99"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("past the data table's latest"));
 }
 
 #[test]

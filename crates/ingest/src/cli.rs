@@ -187,3 +187,100 @@ pub fn trace_main(args: TraceArgs) -> u8 {
         }
     }
 }
+
+/// `finlake restore`: a pipeline's tables back to one snapshot with the offsets recorded in
+/// it, so the stream replays from there. Stop the pipeline first.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["snapshot", "version", "timestamp"])))]
+pub struct RestoreArgs {
+    /// The pipeline (its spec is found by name in --spec-dir), as the guide's `--target`.
+    #[arg(long, alias = "target")]
+    pub pipeline: String,
+    /// `latest`: the latest data-table version a data-quality-check run passed.
+    #[arg(long, value_parser = ["latest"])]
+    pub snapshot: Option<String>,
+    /// A version of the data table.
+    #[arg(long)]
+    pub version: Option<u64>,
+    /// The last data-table version committed at or before this instant (RFC 3339).
+    #[arg(long)]
+    pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
+    /// Directories of DataPipeline specs (repeatable).
+    #[arg(long = "spec-dir", env = "FINLAKE_SPEC_DIR", value_delimiter = ':', default_values = ["pipelines", "samples"])]
+    pub spec_dirs: Vec<PathBuf>,
+    /// The lake root, substituted for ${LAKE_URI} in the spec.
+    #[arg(long, env = "LAKE_URI")]
+    pub lake: Option<String>,
+    /// Say what would be restored; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+}
+
+/// Runs `finlake restore`; returns the exit code: 0 done, 2 bad arguments, spec or snapshot,
+/// 75 storage unreachable, 70 internal.
+pub fn restore_main(args: RestoreArgs) -> u8 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("finlake restore: cannot start the runtime: {e}");
+            return ErrorClass::Internal.exit_code() as u8;
+        }
+    };
+    let result = rt.block_on(async {
+        let found = finlake_quality::dqc::known_pipelines(&args.spec_dirs);
+        let Some((_, path)) = found.iter().find(|(n, _)| *n == args.pipeline) else {
+            let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(IngestError::Config {
+                file: args
+                    .spec_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":"),
+                message: format!(
+                    "no pipeline `{}`: {}",
+                    args.pipeline,
+                    finlake_core::spec::suggest(&args.pipeline, &names)
+                ),
+            });
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| IngestError::Config {
+            file: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let lake = args.lake.clone();
+        let env = move |k: &str| match (k, &lake) {
+            ("LAKE_URI", Some(l)) => Some(l.clone()),
+            _ => std::env::var(k).ok(),
+        };
+        let spec =
+            finlake_core::spec::load_str(path, &text, &env).map_err(finlake_core::Error::from)?;
+        let target = match (&args.snapshot, args.version, args.timestamp) {
+            (_, Some(v), _) => crate::restore::Target::Version(v),
+            (_, _, Some(t)) => crate::restore::Target::Timestamp(t),
+            _ => crate::restore::Target::LatestVerified,
+        };
+        crate::restore::restore(&spec, target, args.dry_run).await
+    });
+    match result {
+        Ok(r) => {
+            if args.format == "json" {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                print!("{}", r.text());
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("finlake restore: {e}");
+            e.class().exit_code() as u8
+        }
+    }
+}

@@ -13,6 +13,7 @@
 //! - [`reconcile`]: every source offset landed, quarantined or a counted duplicate, from the
 //!   lake alone;
 //! - [`demo`]: `finlake demo`, the whole streaming path in one process;
+//! - [`restore`]: `finlake restore`, a pipeline's tables and offsets back to one snapshot;
 //! - [`devkafka`]: librdkafka's mock cluster as a development broker, and the generated feed
 //!   produced into it.
 
@@ -29,6 +30,7 @@ pub mod http;
 pub mod ingestor;
 pub mod metrics;
 pub mod reconcile;
+pub mod restore;
 pub mod trace;
 pub mod txncache;
 
