@@ -143,19 +143,25 @@ pub struct TraceArgs {
     pub format: String,
 }
 
-/// Runs `finlake trace`; returns the exit code: 0 accounted for, 65 not (an id that matches
-/// nothing, an offset the lake cannot account for), 2 bad spec, 75 storage unreachable.
-pub fn trace_main(args: TraceArgs) -> u8 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+/// A two-thread runtime for a command that reads the lake; the exit code 70 (after saying
+/// why) when it cannot start.
+fn small_runtime(command: &str) -> std::result::Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-    {
+        .map_err(|e| {
+            eprintln!("finlake {command}: cannot start the runtime: {e}");
+            ErrorClass::Internal.exit_code() as u8
+        })
+}
+
+/// Runs `finlake trace`; returns the exit code: 0 accounted for, 65 not (an id that matches
+/// nothing, an offset the lake cannot account for), 2 bad spec, 75 storage unreachable.
+pub fn trace_main(args: TraceArgs) -> u8 {
+    let rt = match small_runtime("trace") {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("finlake trace: cannot start the runtime: {e}");
-            return ErrorClass::Internal.exit_code() as u8;
-        }
+        Err(code) => return code,
     };
     let result = rt.block_on(async {
         let spec = finlake_core::spec::load(&args.spec).map_err(finlake_core::Error::from)?;
@@ -222,16 +228,9 @@ pub struct RestoreArgs {
 /// Runs `finlake restore`; returns the exit code: 0 done, 2 bad arguments, spec or snapshot,
 /// 75 storage unreachable, 70 internal.
 pub fn restore_main(args: RestoreArgs) -> u8 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match small_runtime("restore") {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("finlake restore: cannot start the runtime: {e}");
-            return ErrorClass::Internal.exit_code() as u8;
-        }
+        Err(code) => return code,
     };
     let result = rt.block_on(async {
         let found = finlake_quality::dqc::known_pipelines(&args.spec_dirs);

@@ -5,9 +5,6 @@ use std::process::Output;
 
 use chrono::NaiveDate;
 use finlake_core::delta::{self, CommitExtras, TableSpec};
-use finlake_core::generate::{self, GenOptions, WireFormat};
-use finlake_core::pipeline::BatchContext;
-use finlake_core::spec::SourceType;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -17,41 +14,19 @@ fn d(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
 }
 
-/// A clean generated day of trades as the stream lands them (`rows` messages; a few are
-/// rejected by the sample spec's stages).
+/// A clean generated day of trades as the stream lands them (`rows` messages; the few the
+/// sample spec's stages reject are left out), in event-time order.
 fn trades_day(date: NaiveDate, rows: usize, seed: u64) -> arrow::array::RecordBatch {
-    let (symbols, calendar) = finlake_core::demo::embedded_refdata().unwrap();
-    let generated = generate::generate(
-        &GenOptions {
-            rows,
-            faults: 0.0,
-            seed,
-            format: WireFormat::Json,
-            date,
-            source_type: SourceType::Trade,
-        },
-        &symbols,
-        &calendar,
-    );
-    let stages = finlake_core::demo::trade_stages(date, 7).unwrap();
-    let msgs: Vec<&[u8]> = generated.messages.iter().map(Vec::as_slice).collect();
-    let offsets: Vec<i64> = (0..msgs.len() as i64).collect();
-    let out = stages
-        .process(
-            &msgs,
-            &BatchContext {
-                topic: "market.trades",
-                partition: 0,
-                offsets: &offsets,
-                correlation_id: "test",
-                ingested_at: 0,
-                arrivals: None,
-                message_ids: None,
-            },
-        )
-        .unwrap();
-    assert!(out.good.num_rows() > rows / 2, "most trades land");
-    out.good
+    let day = finlake_quality::fixtures::trade_day(
+        date,
+        rows,
+        seed,
+        finlake_quality::fixtures::Injected::default(),
+        60_000_000,
+    )
+    .unwrap();
+    assert!(day.batch.num_rows() > rows / 2, "most trades land");
+    day.batch
 }
 
 /// Appends `batch` to the lake's `market/trades` in `commits` commits (as a stream does, a
