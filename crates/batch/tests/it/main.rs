@@ -556,3 +556,48 @@ async fn maintenance_compacts_the_day_keeps_rows_and_txns_and_vacuums_nothing_yo
         "{err}"
     );
 }
+
+/// deploy/finlake-batch-cronjobs.yaml runs every scheduled job in jobs/ on the job's own
+/// schedule, and its podFailurePolicy fails the Job at once on the exit codes a rerun cannot
+/// change (2, 65, 70) while 75 (transient) is retried.
+#[test]
+fn the_cronjobs_follow_the_jobs_schedules_and_exit_codes() {
+    let text = std::fs::read_to_string(root().join("deploy/finlake-batch-cronjobs.yaml")).unwrap();
+    let docs: Vec<serde_json::Value> = text
+        .split("\n---\n")
+        .skip(1)
+        .map(|d| finlake_core::spec::yaml::parse(d).unwrap().to_json())
+        .collect();
+    let jobs = finlake_batch::job::list_dir(&root().join("jobs"));
+    let scheduled: Vec<(String, String)> = jobs
+        .iter()
+        .filter_map(|(name, file)| {
+            let job = finlake_batch::job::load(file, &|_| None).unwrap();
+            Some((name.clone(), job.spec.schedule?))
+        })
+        .collect();
+    assert!(scheduled.len() >= 3, "{scheduled:?}");
+    assert_eq!(docs.len(), scheduled.len(), "one CronJob per scheduled job");
+    for (name, schedule) in scheduled {
+        let cron = docs
+            .iter()
+            .find(|d| d["metadata"]["name"] == format!("finlake-{name}"))
+            .unwrap_or_else(|| panic!("no CronJob for {name}"));
+        assert_eq!(cron["spec"]["schedule"], schedule.as_str(), "{name}");
+        assert_eq!(cron["spec"]["timeZone"], "Etc/UTC", "{name}");
+        let job = &cron["spec"]["jobTemplate"]["spec"];
+        let container = &job["template"]["spec"]["containers"][0];
+        assert_eq!(container["command"], serde_json::json!(["finlake-batch"]));
+        assert_eq!(container["args"][0], "run");
+        assert_eq!(container["args"][1], name.as_str());
+        assert_eq!(container["terminationMessagePath"], "/dev/termination-log");
+        let rule = &job["podFailurePolicy"]["rules"][0];
+        assert_eq!(rule["action"], "FailJob");
+        assert_eq!(rule["onExitCodes"]["containerName"], container["name"]);
+        assert_eq!(
+            rule["onExitCodes"]["values"],
+            serde_json::json!([2, 65, 70]),
+            "{name}"
+        );
+    }
+}
