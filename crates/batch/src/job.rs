@@ -433,7 +433,24 @@ pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Job> {
     let query = match (&spec.query, spec.kind) {
         (Some(_), JobKind::Sql) => match std::fs::read_to_string(&query_file) {
             Ok(sql) => match Query::parse(&query_file, &sql) {
-                Ok(q) => Some(q),
+                Ok(q) => {
+                    // a job reads its declared inputs and nothing else: no other table, no
+                    // file path, no table function
+                    let inputs: Vec<&str> = spec.inputs.iter().map(|i| i.name.as_str()).collect();
+                    for r in &q.relations {
+                        if !inputs.iter().any(|i| i.eq_ignore_ascii_case(r)) {
+                            err(
+                                &["query"],
+                                format!(
+                                    "{} reads `{r}`, which is not one of the job's inputs ({}): a job reads only what `inputs` declares",
+                                    query_file.display(),
+                                    inputs.join(", ")
+                                ),
+                            );
+                        }
+                    }
+                    Some(q)
+                }
                 Err(e) => {
                     err(&["query"], e);
                     None

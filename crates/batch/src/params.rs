@@ -30,6 +30,33 @@ pub struct Query {
     statement: Statement,
     /// The parameters the query uses.
     pub used: BTreeSet<String>,
+    /// The tables (and table functions) it reads, its own `WITH` names left out: the job
+    /// checks each is one of its declared inputs.
+    pub relations: BTreeSet<String>,
+}
+
+/// Collects what a statement reads and the names its `WITH` clauses define.
+#[derive(Default)]
+struct Relations {
+    read: BTreeSet<String>,
+    defined: BTreeSet<String>,
+}
+
+impl ast::Visitor for Relations {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &ast::Query) -> ControlFlow<()> {
+        for cte in q.with.iter().flat_map(|w| &w.cte_tables) {
+            self.defined.insert(cte.alias.name.value.to_lowercase());
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, name: &ast::ObjectName) -> ControlFlow<()> {
+        // unquoted identifiers are case-insensitive (DataFusion lowercases them)
+        self.read.insert(name.to_string().to_lowercase());
+        ControlFlow::Continue(())
+    }
 }
 
 /// The values of one run's parameters.
@@ -129,7 +156,14 @@ impl Query {
         if !bad.is_empty() {
             return Err(bad.join("; "));
         }
-        Ok(Query { statement, used })
+        let mut rel = Relations::default();
+        let _ = ast::Visit::visit(&statement, &mut rel);
+        let relations = rel.read.difference(&rel.defined).cloned().collect();
+        Ok(Query {
+            statement,
+            used,
+            relations,
+        })
     }
 
     /// The statement with `$name` placeholders, for DataFusion to plan and bind.
@@ -196,6 +230,17 @@ mod tests {
         let lit = q.with_literals(&params()).to_string();
         assert!(lit.contains("d = DATE '2026-11-20'"), "{lit}");
         assert!(lit.contains("p >= DATE '2026-11-19'"), "{lit}");
+    }
+
+    #[test]
+    fn the_tables_a_query_reads_are_listed_without_its_own_with_names() {
+        let q = Query::parse(
+            Path::new("q.sql"),
+            "WITH d AS (SELECT * FROM Trades) SELECT * FROM d JOIN (SELECT * FROM \"Quotes\") q ON true, read_parquet('/etc/x')",
+        )
+        .unwrap();
+        let got: Vec<&str> = q.relations.iter().map(String::as_str).collect();
+        assert_eq!(got, ["\"quotes\"", "read_parquet", "trades"]);
     }
 
     #[test]

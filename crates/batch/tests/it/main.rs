@@ -121,6 +121,16 @@ async fn rows(uri: &Path) -> Vec<String> {
     out
 }
 
+async fn rows_of(uri: &Path) -> usize {
+    let t = open(uri).await.unwrap();
+    delta::read_all(&t)
+        .await
+        .unwrap()
+        .iter()
+        .map(arrow::array::RecordBatch::num_rows)
+        .sum()
+}
+
 fn python_check(lake: &Path, date: &str) -> serde_json::Value {
     let o = std::process::Command::new("python3")
         .arg(root().join("scripts/expected/daily_bars.py"))
@@ -244,6 +254,30 @@ async fn an_output_failing_an_error_check_writes_nothing_and_exits_65() {
 async fn bad_arguments_and_bad_jobs_exit_2_before_anything_runs() {
     let lake = lake_with_trades(&["2026-11-20"], 200).await;
     let lake = lake.path();
+    // an injection attempt in the date is no date: exit 2, nothing runs
+    let o = batch(
+        lake,
+        &["run", "daily-bars", "--date", "2026-11-20' OR '1'='1"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(open(&lake.join("ops/job_runs")).await.is_none());
+    // a query that reads a table or a file the job does not declare is refused at load
+    for sql in [
+        "SELECT trade_date FROM trades JOIN quarantine USING (trade_date) WHERE trade_date = :date",
+        "SELECT * FROM read_parquet('/etc/passwd')",
+    ] {
+        let job = job_variant(lake, |y| y, Some(sql));
+        let o = batch(
+            lake,
+            &["run", job.to_str().unwrap(), "--date", "2026-11-20"],
+        );
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("which is not one of the job's inputs (trades)"),
+            "{err}"
+        );
+    }
     // a malformed date
     let o = batch(lake, &["run", "daily-bars", "--date", "2026-11-31"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -457,6 +491,27 @@ async fn volume_baseline_reads_twenty_trading_days_of_daily_bars() {
     let check: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
     assert_eq!(check["mismatches"], serde_json::json!([]), "{check}");
     assert_eq!(check["rows"].as_u64(), s["rows_out"].as_u64());
+    // both independent readers read every table the jobs wrote
+    for table in [
+        "reports/daily_bars",
+        "reports/volume_baseline",
+        "ops/job_runs",
+    ] {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg("import sys, os\nimport polars as pl\nfrom deltalake import DeltaTable\nprint(pl.read_delta(sys.argv[1]).height, DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows, flush=True)\nos._exit(0)")
+            .arg(lake.join(table))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{table}: {}", text(&out));
+        let counts = String::from_utf8_lossy(&out.stdout);
+        let n: Vec<usize> = counts
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(n[0], n[1], "{table}: polars and deltalake disagree");
+        assert_eq!(n[0], rows_of(&lake.join(table)).await, "{table}");
+    }
     // instruments that traded on all three days have three days in their window
     let rows = rows(&lake.join("reports/volume_baseline")).await;
     assert!(rows.iter().any(|r| r.contains("|3|")), "{rows:#?}");
@@ -600,4 +655,61 @@ fn the_cronjobs_follow_the_jobs_schedules_and_exit_codes() {
             "{name}"
         );
     }
+}
+
+/// A backfill SIGKILLed after its second date and started again ends with the same table as
+/// an uninterrupted backfill of the same days.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_killed_halfway_and_restarted_ends_as_an_uninterrupted_one() {
+    use std::io::{BufRead, BufReader};
+    let days = [
+        "2026-11-16",
+        "2026-11-17",
+        "2026-11-18",
+        "2026-11-19",
+        "2026-11-20",
+    ];
+    let killed = lake_with_trades(&days, 4000).await;
+    let whole = lake_with_trades(&days, 4000).await;
+    let args = [
+        "run",
+        "daily-bars",
+        "--from",
+        "2026-11-16",
+        "--to",
+        "2026-11-20",
+    ];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_finlake-batch"))
+        .args(args)
+        .arg("--jobs-dir")
+        .arg(root().join("jobs"))
+        .env("LAKE_URI", killed.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut done = 0;
+    while done < 2 {
+        let line = lines.next().expect("the backfill ended early").unwrap();
+        if line.starts_with('[') && line.contains("] daily-bars ") {
+            done += 1;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, mid-way through the third date
+    child.wait().unwrap();
+    let o = batch(killed.path(), &args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let total = summary(&o);
+    assert!(total["skipped"].as_u64().unwrap() >= 2, "{total}");
+    let o = batch(whole.path(), &args);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let bars = |lake: &Path| lake.join("reports/daily_bars");
+    let (a, b) = (
+        rows(&bars(killed.path())).await,
+        rows(&bars(whole.path())).await,
+    );
+    assert!(a.len() > 5 * 10, "{}", a.len());
+    assert_eq!(a, b);
 }
