@@ -713,3 +713,27 @@ async fn a_backfill_killed_halfway_and_restarted_ends_as_an_uninterrupted_one() 
     assert!(a.len() > 5 * 10, "{}", a.len());
     assert_eq!(a, b);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exposure_by_currency_matches_an_independent_computation() {
+    let lake = lake_with_trades(&["2026-11-19", "2026-11-20"], 3000).await;
+    let lake = lake.path();
+    let o = batch(
+        lake,
+        &["run", "exposure-by-currency", "--date", "2026-11-20"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s = summary(&o);
+    // the generator's venues trade in USD, EUR, GBP and JPY
+    assert_eq!(s["rows_out"], 4, "{s}");
+    let out = std::process::Command::new("python3")
+        .arg(root().join("scripts/expected/exposure_by_currency.py"))
+        .args([lake.to_str().unwrap(), "2026-11-20"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let check: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
+    assert_eq!(check["mismatches"], serde_json::json!([]), "{check}");
+    assert_eq!(check["trades"].as_u64(), s["rows_in"].as_u64(), "{check}");
+    assert_eq!(check["rows"].as_u64(), s["rows_out"].as_u64(), "{check}");
+}
