@@ -314,6 +314,32 @@ fn demo_lands_tables_that_python_deltalake_reads_identically() {
         "{check}"
     );
 
+    // the scheduled quality report is data-quality-check through the batch runner
+    let qr = Command::new(env!("CARGO_BIN_EXE_finlake"))
+        .args(["batch", "run", "quality-report", "--date", "2026-11-20"])
+        .env("LAKE_URI", &lake)
+        .env(
+            "FINLAKE_TERMINATION_LOG",
+            dir.path().join("termination-log"),
+        )
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(
+        qr.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&qr.stderr)
+    );
+    let qr: serde_json::Value = serde_json::from_slice(&qr.stdout).unwrap();
+    let enough = qr["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "enough-trades")
+        .unwrap();
+    assert_eq!(enough["value"].as_f64(), Some(rows as f64), "{qr}");
+
     // the guide's restore-pipeline: the latest snapshot data-quality-check passed is the
     // data table as it is (dq above passed it), so nothing moves
     let restore = |extra: &[&str]| {

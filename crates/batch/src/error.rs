@@ -50,6 +50,19 @@ pub enum BatchError {
         /// Each failed check, described.
         failed: Vec<String>,
     },
+    /// A quality report found an error-severity failure (the results are in
+    /// `quality_results`).
+    #[error("{job} {date}: {pipeline} failed {} check(s): {}", failed.len(), failed.join("; "))]
+    QualityFailed {
+        /// The job.
+        job: String,
+        /// The pipeline checked.
+        pipeline: String,
+        /// The logical date.
+        date: chrono::NaiveDate,
+        /// Each failed check, described.
+        failed: Vec<String>,
+    },
     /// The query returned rows outside the partition the run replaces.
     #[error("{job} {date}: the query returned {rows} row(s) whose `{column}` is not {date}: an overwrite_partition job writes its own date only")]
     OutsidePartition {
@@ -82,12 +95,9 @@ impl BatchError {
             BatchError::Core(e) => e.class(),
             BatchError::Query { class, .. } => *class,
             BatchError::Memory { .. } => ErrorClass::Internal,
-            BatchError::ChecksFailed { .. } => ErrorClass::Data,
+            BatchError::ChecksFailed { .. } | BatchError::QualityFailed { .. } => ErrorClass::Data,
             BatchError::OutsidePartition { .. } => ErrorClass::Config,
-            BatchError::Quality(e) => match e {
-                finlake_quality::QualityError::Spec(_) => ErrorClass::Config,
-                _ => ErrorClass::Internal,
-            },
+            BatchError::Quality(e) => e.class(),
             BatchError::Arrow(_) | BatchError::Internal(_) => ErrorClass::Internal,
         }
     }

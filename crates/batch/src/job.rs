@@ -54,6 +54,9 @@ pub struct JobSpec {
     /// kind maintenance: the tables and the policy.
     #[serde(default)]
     pub maintenance: Option<Maintenance>,
+    /// kind quality_report: the pipeline whose checks run.
+    #[serde(default)]
+    pub quality_report: Option<QualityReport>,
     /// Checks on the output before it is written: the rule engine's row rules and table
     /// checks, in a DataPipeline's `validation` words. An error-severity failure writes
     /// nothing and exits 65.
@@ -85,6 +88,24 @@ pub enum JobKind {
     Sql,
     /// Compaction, checkpoint and vacuum.
     Maintenance,
+    /// A DataPipeline's rules and table checks over the date's partition, into
+    /// `quality_results` (what `data-quality-check` does, on a schedule).
+    QualityReport,
+}
+
+/// What a quality report checks.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QualityReport {
+    /// The DataPipeline (`metadata.name`), found by name in `spec_dirs`.
+    pub pipeline: String,
+    /// Where its spec is found, relative to the working directory (default: pipelines,
+    /// samples).
+    #[serde(default)]
+    pub spec_dirs: Vec<String>,
+    /// Fail the run (exit 65) on warnings too, as `data-quality-check --fail-on warn`.
+    #[serde(default)]
+    pub fail_on_warn: bool,
 }
 
 /// The maintenance policy.
@@ -350,18 +371,18 @@ pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Job> {
             _ => {}
         },
         (None, JobKind::Sql) => err(&[], "a sql job needs an `output`".to_string()),
-        (Some(_), JobKind::Maintenance) => err(
+        (Some(_), JobKind::Maintenance | JobKind::QualityReport) => err(
             &["output"],
-            "a maintenance job writes no output; its tables are under `maintenance`".to_string(),
+            "only a sql job has an `output`".to_string(),
         ),
-        (None, JobKind::Maintenance) => {}
+        (None, JobKind::Maintenance | JobKind::QualityReport) => {}
     }
     match (&spec.maintenance, spec.kind) {
         (None, JobKind::Maintenance) => err(
             &["kind"],
             "a maintenance job needs a `maintenance` section (tables, longest_reader)".to_string(),
         ),
-        (Some(_), JobKind::Sql) => err(
+        (Some(_), JobKind::Sql | JobKind::QualityReport) => err(
             &["maintenance"],
             "`maintenance` belongs to `kind: maintenance` jobs".to_string(),
         ),
@@ -387,12 +408,23 @@ pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Job> {
                 );
             }
         }
-        (None, JobKind::Sql) => {}
+        (None, JobKind::Sql | JobKind::QualityReport) => {}
     }
-    if spec.kind == JobKind::Maintenance && (!spec.inputs.is_empty() || spec.query.is_some()) {
+    match (&spec.quality_report, spec.kind) {
+        (None, JobKind::QualityReport) => err(
+            &["kind"],
+            "a quality_report job needs a `quality_report` section (pipeline)".to_string(),
+        ),
+        (Some(_), JobKind::Sql | JobKind::Maintenance) => err(
+            &["quality_report"],
+            "`quality_report` belongs to `kind: quality_report` jobs".to_string(),
+        ),
+        _ => {}
+    }
+    if spec.kind != JobKind::Sql && (!spec.inputs.is_empty() || spec.query.is_some()) {
         err(
             &["kind"],
-            "a maintenance job has no `inputs` or `query`".to_string(),
+            "only a sql job has `inputs` and a `query`".to_string(),
         );
     }
     let memory_limit = match spec.memory_limit.as_deref().map(parse_bytes) {

@@ -9,6 +9,7 @@
 //! - [`params`]: the SQL's `:date`-style parameters, bound through the parsed statement;
 //! - [`engine`]: the DataFusion session (every input in one session, a spilling memory pool);
 //! - [`checks`]: the output checks; [`maintenance`]: compaction, checkpoint, vacuum;
+//!   [`quality_report`]: a pipeline's checks on a schedule;
 //! - [`run`]: one run; [`runs`]: the `job_runs` table; [`summary`]: the JSON summary;
 //! - [`calendar`]: trading days; [`cli`]: `finlake-batch run|list`.
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod job;
 pub mod maintenance;
 pub mod params;
+pub mod quality_report;
 pub mod run;
 pub mod runs;
 pub mod summary;

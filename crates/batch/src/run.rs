@@ -58,6 +58,7 @@ pub async fn run(job: &Job, date: NaiveDate, opts: &RunOptions) -> RunSummary {
         engine: match job.spec.kind {
             JobKind::Sql => "datafusion",
             JobKind::Maintenance => "delta",
+            JobKind::QualityReport => "rule-engine",
         }
         .into(),
         params: None,
@@ -136,8 +137,10 @@ pub async fn run(job: &Job, date: NaiveDate, opts: &RunOptions) -> RunSummary {
 }
 
 async fn execute(job: &Job, date: NaiveDate, opts: &RunOptions, s: &mut RunSummary) -> Result<()> {
-    if job.spec.kind == JobKind::Maintenance {
-        return crate::maintenance::execute(job, date, opts, s).await;
+    match job.spec.kind {
+        JobKind::Maintenance => return crate::maintenance::execute(job, date, opts, s).await,
+        JobKind::QualityReport => return crate::quality_report::execute(job, date, opts, s).await,
+        JobKind::Sql => {}
     }
     let cal = ExchangeCalendar::embedded();
     let mic = job.spec.calendar.as_str();
