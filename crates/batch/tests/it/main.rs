@@ -737,3 +737,51 @@ async fn exposure_by_currency_matches_an_independent_computation() {
     assert_eq!(check["trades"].as_u64(), s["rows_in"].as_u64(), "{check}");
     assert_eq!(check["rows"].as_u64(), s["rows_out"].as_u64(), "{check}");
 }
+
+/// A query past its memory limit spills or fails with a message that names the limit (exit
+/// 70); it never writes a wrong result or leaves a half-written partition.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tiny_memory_limit_spills_or_fails_naming_the_limit() {
+    let lake = lake_with_trades(&["2026-11-20"], 3000).await;
+    let lake = lake.path();
+    let o = batch(
+        lake,
+        &[
+            "run",
+            "daily-bars",
+            "--date",
+            "2026-11-20",
+            "--memory-limit",
+            "64KiB",
+        ],
+    );
+    match o.status.code() {
+        Some(0) => {
+            // it spilled: the same bars as the independent computation
+            let expected = python_check(lake, "2026-11-20");
+            assert_eq!(expected["mismatches"], serde_json::json!([]), "{expected}");
+        }
+        Some(70) => {
+            let s = summary(&o);
+            let err = s["error"].as_str().unwrap();
+            assert!(err.contains("its limit of 64KiB"), "{err}");
+            assert!(err.contains("--memory-limit"), "{err}");
+            assert!(open(&lake.join("reports/daily_bars")).await.is_none());
+        }
+        other => panic!("exit {other:?}: {}", text(&o)),
+    }
+    // a limit that is no size is refused before anything runs
+    let o = batch(
+        lake,
+        &[
+            "run",
+            "daily-bars",
+            "--date",
+            "2026-11-20",
+            "--memory-limit",
+            "lots",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--memory-limit"));
+}
