@@ -296,7 +296,7 @@ async fn list(jobs_dir: &Path) -> u8 {
     let mut code = 0;
     let mut last_runs: std::collections::HashMap<String, Vec<runs::RunRow>> = Default::default();
     println!(
-        "{:<24} {:<16} {:<40} DESCRIPTION",
+        "{:<24} {:<16} {:<50} DESCRIPTION",
         "JOB", "SCHEDULE", "LAST RUN"
     );
     for (name, file) in jobs {
@@ -329,7 +329,7 @@ async fn list(jobs_dir: &Path) -> u8 {
             })
             .unwrap_or_else(|| "never".to_string());
         println!(
-            "{:<24} {:<16} {:<40} {}",
+            "{:<24} {:<16} {:<50} {}",
             name,
             job.spec.schedule.as_deref().unwrap_or("-"),
             last,
