@@ -284,23 +284,27 @@ fn demo_lands_tables_that_python_deltalake_reads_identically() {
 
     // the batch runner on the demo's lake, as the README shows it, checked bar by bar
     // against a plain-Python recomputation read through the deltalake package
-    let bars = Command::new(env!("CARGO_BIN_EXE_finlake"))
-        .args(["batch", "run", "daily-bars", "--date", "2026-11-20"])
-        .env("LAKE_URI", &lake)
-        .env(
-            "FINLAKE_TERMINATION_LOG",
-            dir.path().join("termination-log"),
-        )
-        .current_dir(root())
-        .output()
-        .unwrap();
-    assert_eq!(
-        bars.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&bars.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&bars.stdout).unwrap();
+    // `finlake batch run JOB --date 2026-11-20` on the demo's lake: its JSON summary
+    let batch_job = |job: &str| -> serde_json::Value {
+        let o = Command::new(env!("CARGO_BIN_EXE_finlake"))
+            .args(["batch", "run", job, "--date", "2026-11-20"])
+            .env("LAKE_URI", &lake)
+            .env(
+                "FINLAKE_TERMINATION_LOG",
+                dir.path().join("termination-log"),
+            )
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{job}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let summary = batch_job("daily-bars");
     assert_eq!(summary["rows_in"].as_u64(), Some(rows as u64), "{summary}");
     let check = python(
         &std::fs::read_to_string(root().join("scripts/expected/daily_bars.py")).unwrap(),
@@ -315,23 +319,7 @@ fn demo_lands_tables_that_python_deltalake_reads_identically() {
     );
 
     // the scheduled quality report is data-quality-check through the batch runner
-    let qr = Command::new(env!("CARGO_BIN_EXE_finlake"))
-        .args(["batch", "run", "quality-report", "--date", "2026-11-20"])
-        .env("LAKE_URI", &lake)
-        .env(
-            "FINLAKE_TERMINATION_LOG",
-            dir.path().join("termination-log"),
-        )
-        .current_dir(root())
-        .output()
-        .unwrap();
-    assert_eq!(
-        qr.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&qr.stderr)
-    );
-    let qr: serde_json::Value = serde_json::from_slice(&qr.stdout).unwrap();
+    let qr = batch_job("quality-report");
     let enough = qr["checks"]
         .as_array()
         .unwrap()

@@ -200,6 +200,22 @@ async fn daily_bars_match_an_independent_computation_and_a_rerun_changes_nothing
 
 use futures::StreamExt;
 
+/// Runs [`job_variant`] for 2026-11-20 and checks its exit code.
+fn run_variant(
+    lake: &Path,
+    edit: impl Fn(String) -> String,
+    sql: Option<&str>,
+    code: i32,
+) -> Output {
+    let job = job_variant(lake, edit, sql);
+    let o = batch(
+        lake,
+        &["run", job.to_str().unwrap(), "--date", "2026-11-20"],
+    );
+    assert_eq!(o.status.code(), Some(code), "{}", text(&o));
+    o
+}
+
 /// A copy of the shipped daily-bars job with its job.yaml edited.
 fn job_variant(lake: &Path, edit: impl Fn(String) -> String, sql: Option<&str>) -> PathBuf {
     let dir = lake.join("jobs/variant");
@@ -218,7 +234,7 @@ fn job_variant(lake: &Path, edit: impl Fn(String) -> String, sql: Option<&str>) 
 async fn an_output_failing_an_error_check_writes_nothing_and_exits_65() {
     let lake = lake_with_trades(&["2026-11-20"], 500).await;
     let lake = lake.path();
-    let job = job_variant(
+    let o = run_variant(
         lake,
         |y| {
             y.replace(
@@ -227,12 +243,8 @@ async fn an_output_failing_an_error_check_writes_nothing_and_exits_65() {
             )
         },
         None,
+        65,
     );
-    let o = batch(
-        lake,
-        &["run", job.to_str().unwrap(), "--date", "2026-11-20"],
-    );
-    assert_eq!(o.status.code(), Some(65), "{}", text(&o));
     let s = summary(&o);
     assert_eq!(s["status"], "failed");
     assert_eq!(s["error_class"], "data");
@@ -266,12 +278,7 @@ async fn bad_arguments_and_bad_jobs_exit_2_before_anything_runs() {
         "SELECT trade_date FROM trades JOIN quarantine USING (trade_date) WHERE trade_date = :date",
         "SELECT * FROM read_parquet('/etc/passwd')",
     ] {
-        let job = job_variant(lake, |y| y, Some(sql));
-        let o = batch(
-            lake,
-            &["run", job.to_str().unwrap(), "--date", "2026-11-20"],
-        );
-        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let o = run_variant(lake, |y| y, Some(sql), 2);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(
             err.contains("which is not one of the job's inputs (trades)"),
@@ -295,46 +302,34 @@ async fn bad_arguments_and_bad_jobs_exit_2_before_anything_runs() {
         text(&o)
     );
     // an unknown key in the job file, with its line
-    let job = job_variant(
+    let o = run_variant(
         lake,
         |y| y.replace("calendar: XNYS", "calender: XNYS"),
         None,
+        2,
     );
-    let o = batch(
-        lake,
-        &["run", job.to_str().unwrap(), "--date", "2026-11-20"],
-    );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("job.yaml:7:1"), "{err}");
     assert!(err.contains("calender"), "{err}");
     // an unknown parameter in the SQL, with its line and column
-    let job = job_variant(
+    let o = run_variant(
         lake,
         |y| y,
         Some("SELECT trade_date, isin FROM trades\nWHERE trade_date = :day"),
+        2,
     );
-    let o = batch(
-        lake,
-        &["run", job.to_str().unwrap(), "--date", "2026-11-20"],
-    );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("daily-bars.sql:2:20: unknown parameter `:day`"),
         "{err}"
     );
     // a query naming a column the input does not have: config, not a crash
-    let job = job_variant(
+    let o = run_variant(
         lake,
         |y| y,
         Some("SELECT trade_date, venue_code FROM trades WHERE trade_date = :date"),
+        2,
     );
-    let o = batch(
-        lake,
-        &["run", job.to_str().unwrap(), "--date", "2026-11-20"],
-    );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         summary(&o)["error"]
             .as_str()
@@ -591,7 +586,7 @@ async fn maintenance_compacts_the_day_keeps_rows_and_txns_and_vacuums_nothing_yo
     );
 
     // a retention shorter than the longest reader is refused before anything runs
-    let job = job_variant(
+    let o = run_variant(
         lake,
         |_| {
             std::fs::read_to_string(root().join("jobs/maintenance/job.yaml"))
@@ -599,12 +594,8 @@ async fn maintenance_compacts_the_day_keeps_rows_and_txns_and_vacuums_nothing_yo
                 .replace("vacuum_retention: 168h", "vacuum_retention: 24h")
         },
         None,
+        2,
     );
-    let o = batch(
-        lake,
-        &["run", job.to_str().unwrap(), "--date", "2026-11-20"],
-    );
-    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("vacuum_retention 24h is shorter than longest_reader 72h"),
