@@ -64,13 +64,7 @@ pub async fn run_datafusion(
         let uri = i.table.table_url().to_string();
         i.table
             .update_datafusion_session(&ctx.state())
-            .map_err(|e| {
-                BatchError::Delta(finlake_core::delta::DeltaError::Table {
-                    uri: uri.clone(),
-                    operation: "register",
-                    source: Box::new(e),
-                })
-            })?;
+            .map_err(finlake_core::delta::table_err(&uri, "register"))?;
         let provider = i.table.table_provider().await.map_err(|e| {
             BatchError::Delta(finlake_core::delta::DeltaError::Table {
                 uri: uri.clone(),

@@ -75,17 +75,7 @@ pub async fn execute(
                 humanize(floor)
             )));
         }
-        let uri = t.table_uri.clone();
-        let err = |operation: &'static str| {
-            let uri = uri.clone();
-            move |e: deltalake::DeltaTableError| {
-                BatchError::Delta(delta::DeltaError::Table {
-                    uri,
-                    operation,
-                    source: Box::new(e),
-                })
-            }
-        };
+        let uri = t.table_uri.as_str();
         let window = t.partition_column.as_ref().map(|_| (date, date));
         report.partition = t.partition_column.as_ref().map(|c| format!("{c}={date}"));
         report.files_before = files_in(&table, t.partition_column.as_deref(), window)
@@ -96,18 +86,6 @@ pub async fn execute(
             Some(c) => vec![(c.as_str(), FilterOp::Eq, FilterValue::Scalar(day.as_str()))],
             None => Vec::new(),
         };
-        if opts.dry_run {
-            let (_, metrics) = table
-                .vacuum()
-                .with_retention_period(chrono::Duration::seconds(retention.as_secs() as i64))
-                .with_dry_run(true)
-                .await
-                .map_err(err("vacuum"))?;
-            report.vacuumed = metrics.files_deleted.len();
-            report.files_after = report.files_before;
-            s.maintenance.push(report);
-            continue;
-        }
         let metadata = CommitProperties::default().with_metadata([
             (
                 "job".to_string(),
@@ -117,23 +95,30 @@ pub async fn execute(
             ("logical_date".to_string(), day.clone().into()),
             ("finlake_version".to_string(), VERSION.into()),
         ]);
-        let (table, metrics) = table
-            .optimize()
-            .with_filters(&filters)
-            .with_target_size(NonZeroU64::new(target).unwrap_or(NonZeroU64::MIN))
-            .with_commit_properties(metadata.clone())
-            .await
-            .map_err(err("compact"))?;
-        report.compacted_removed = metrics.num_files_removed;
-        report.compacted_added = metrics.num_files_added;
-        let table = delta::checkpoint_and_reopen(&table).await?;
-        report.checkpoint_version = table.version();
+        // a dry run compacts and checkpoints nothing and only counts what vacuum would delete
+        let table = if opts.dry_run {
+            table
+        } else {
+            let (table, metrics) = table
+                .optimize()
+                .with_filters(&filters)
+                .with_target_size(NonZeroU64::new(target).unwrap_or(NonZeroU64::MIN))
+                .with_commit_properties(metadata.clone())
+                .await
+                .map_err(delta::table_err(uri, "compact"))?;
+            report.compacted_removed = metrics.num_files_removed;
+            report.compacted_added = metrics.num_files_added;
+            let table = delta::checkpoint_and_reopen(&table).await?;
+            report.checkpoint_version = table.version();
+            table
+        };
         let (table, metrics) = table
             .vacuum()
             .with_retention_period(chrono::Duration::seconds(retention.as_secs() as i64))
+            .with_dry_run(opts.dry_run)
             .with_commit_properties(metadata)
             .await
-            .map_err(err("vacuum"))?;
+            .map_err(delta::table_err(uri, "vacuum"))?;
         report.vacuumed = metrics.files_deleted.len();
         report.files_after = files_in(&table, t.partition_column.as_deref(), window)
             .await?

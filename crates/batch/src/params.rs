@@ -95,8 +95,7 @@ impl Params {
 
 /// A date as DataFusion's `Date32` (days since the epoch).
 pub fn date32(d: NaiveDate) -> ScalarValue {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-    ScalarValue::Date32(Some((d - epoch).num_days() as i32))
+    ScalarValue::Date32(Some(finlake_core::transform::symbols::epoch_days(d)))
 }
 
 impl Query {

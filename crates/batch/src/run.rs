@@ -107,10 +107,7 @@ pub async fn run(job: &Job, date: NaiveDate, opts: &RunOptions) -> RunSummary {
             }
         };
         if let Err(e) = &outcome {
-            s.status = "failed".into();
-            s.exit_code = e.exit_code();
-            s.error_class = Some(e.class_name());
-            s.error = Some(e.to_string());
+            s.fail(e, e.to_string());
             tracing::error!(error = %e, exit_code = s.exit_code, "run failed");
         }
         s.ended_at = Utc::now();
@@ -120,10 +117,7 @@ pub async fn run(job: &Job, date: NaiveDate, opts: &RunOptions) -> RunSummary {
                 if s.exit_code == 0 {
                     // the output is written, but "did it run?" would be answered wrong:
                     // fail, and the rerun (idempotent) records it
-                    s.status = "failed".into();
-                    s.exit_code = e.exit_code();
-                    s.error_class = Some(e.class_name());
-                    s.error = Some(format!("recording the run in {}: {e}", job.runs_table));
+                    s.fail(&e, format!("recording the run in {}: {e}", job.runs_table));
                 }
             }
         }
@@ -150,14 +144,19 @@ async fn execute(job: &Job, date: NaiveDate, opts: &RunOptions, s: &mut RunSumma
             "the date is not a trading day on the job's calendar"
         );
     }
-    let start = job
+    // each pruned input's first and last partition; `:start` is the earliest first
+    let windows: Vec<Option<(NaiveDate, NaiveDate)>> = job
         .spec
         .inputs
         .iter()
-        .filter(|i| i.partition_column.is_some())
-        .map(|i| calendar::trading_days_back(&cal, mic, date, i.lookback_trading_days))
-        .min()
-        .unwrap_or(date);
+        .map(|i| {
+            i.partition_column.as_ref().map(|_| {
+                let first = calendar::trading_days_back(&cal, mic, date, i.lookback_trading_days);
+                (first, date)
+            })
+        })
+        .collect();
+    let start = windows.iter().flatten().map(|w| w.0).min().unwrap_or(date);
     let params = Params {
         date,
         start,
@@ -167,7 +166,7 @@ async fn execute(job: &Job, date: NaiveDate, opts: &RunOptions, s: &mut RunSumma
     s.params = Some(params);
 
     let mut inputs = Vec::new();
-    for input in &job.spec.inputs {
+    for (input, window) in job.spec.inputs.iter().zip(windows) {
         let table = delta::open_existing(&input.table_uri, &HashMap::new())
             .await?
             .ok_or_else(|| {
@@ -178,12 +177,6 @@ async fn execute(job: &Job, date: NaiveDate, opts: &RunOptions, s: &mut RunSumma
                     input.table_uri
                 ))
             })?;
-        let window = input.partition_column.as_ref().map(|_| {
-            (
-                calendar::trading_days_back(&cal, mic, date, input.lookback_trading_days),
-                date,
-            )
-        });
         let files = files_in(&table, input.partition_column.as_deref(), window).await?;
         let used = InputUsed {
             name: input.name.clone(),
@@ -318,13 +311,7 @@ pub(crate) async fn files_in(
         .get_active_add_actions_by_partitions(&filters)
         .try_collect()
         .await
-        .map_err(|e| {
-            BatchError::Delta(delta::DeltaError::Table {
-                uri,
-                operation: "list files",
-                source: Box::new(e),
-            })
-        })?;
+        .map_err(delta::table_err(&uri, "list files"))?;
     Ok(views
         .iter()
         .map(|v| {

@@ -71,7 +71,9 @@ pub async fn record(uri: &str, s: &RunSummary) -> Result<()> {
             Arc::new(StringArray::from(vec![s.backfill_id.as_deref()])),
             Arc::new(StringArray::from(vec![s.finlake_version.as_str()])),
             Arc::new(StringArray::from(vec![summary.as_str()])),
-            Arc::new(Date32Array::from(vec![days(s.logical_date)])),
+            Arc::new(Date32Array::from(vec![
+                finlake_core::transform::symbols::epoch_days(s.logical_date),
+            ])),
         ],
     )?;
     let extras = CommitExtras {
@@ -84,11 +86,6 @@ pub async fn record(uri: &str, s: &RunSummary) -> Result<()> {
     };
     delta::append(table, vec![batch], &extras).await?;
     Ok(())
-}
-
-fn days(d: NaiveDate) -> i32 {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-    (d - epoch).num_days() as i32
 }
 
 /// One recorded run, as `list` and backfill resume read it.

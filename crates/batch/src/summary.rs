@@ -140,6 +140,14 @@ pub struct CheckOutcome {
 }
 
 impl RunSummary {
+    /// Marks the run failed by `e` (its exit code and class), with `message` as the error.
+    pub fn fail(&mut self, e: &crate::error::BatchError, message: String) {
+        self.status = "failed".into();
+        self.exit_code = e.exit_code();
+        self.error_class = Some(e.class_name());
+        self.error = Some(message);
+    }
+
     /// The summary as one JSON line.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))

@@ -237,7 +237,9 @@ pub fn table_url(uri: &str) -> Result<Url> {
     Url::from_directory_path(&abs).map_err(|_| err("not an absolute path".into()))
 }
 
-fn table_err<'a>(
+/// Wraps a delta-rs error with the table's URI and what finlake was doing:
+/// `.map_err(delta::table_err(uri, "restore"))`.
+pub fn table_err<'a>(
     uri: &'a str,
     operation: &'static str,
 ) -> impl FnOnce(DeltaTableError) -> DeltaError + 'a {

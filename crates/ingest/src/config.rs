@@ -392,10 +392,15 @@ pub fn load(files: &[PathBuf], refdata: &RefData) -> Result<Vec<PipelineConfig>>
     Ok(out)
 }
 
+/// The URI of the alerts table beside the data table at `data_uri`.
+pub fn alerts_table_uri(data_uri: &str) -> String {
+    format!("{}_alerts", data_uri.trim_end_matches('/'))
+}
+
 /// The alerts table: `<data table>_alerts`, by the alert's event date.
 pub fn alerts_table_spec(data: &TableSpec) -> TableSpec {
     TableSpec {
-        uri: format!("{}_alerts", data.uri.trim_end_matches('/')),
+        uri: alerts_table_uri(&data.uri),
         schema: finlake_quality::patterns::alerts_schema(),
         partition_by: vec!["alert_date".into()],
         checkpoint_interval: data.checkpoint_interval,

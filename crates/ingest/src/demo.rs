@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use finlake_core::delta::TableSpec;
 use finlake_core::generate::{self, Expected, GenOptions, WireFormat};
 use finlake_core::spec::SourceType;
 use finlake_core::transform::RefData;
@@ -140,15 +141,14 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Each partition's txn version in the data table (0 where it holds none).
-async fn versions(cfg: &PipelineConfig, partitions: i32) -> Result<Vec<i64>> {
-    let Some(t) =
-        finlake_core::delta::open_existing(&cfg.data.uri, &cfg.data.storage_options).await?
+async fn versions(data: &TableSpec, pipeline: &str, partitions: i32) -> Result<Vec<i64>> {
+    let Some(t) = finlake_core::delta::open_existing(&data.uri, &data.storage_options).await?
     else {
         return Ok(vec![0; partitions as usize]);
     };
     let mut out = Vec::new();
     for p in 0..partitions {
-        let app = crate::config::app_id(&cfg.name, TOPIC, p);
+        let app = crate::config::app_id(pipeline, TOPIC, p);
         out.push(
             finlake_core::delta::txn_version(&t, &app)
                 .await?
@@ -180,16 +180,8 @@ async fn ingest_until(cfg: PipelineConfig, highs: &[i64]) -> Result<Duration> {
         if !health.assigned.load(Ordering::SeqCst) {
             continue;
         }
-        let t = finlake_core::delta::open_or_create(&data).await?;
-        let mut done = true;
-        for p in 0..partitions {
-            let app = crate::config::app_id(&name, TOPIC, p);
-            if finlake_core::delta::txn_version(&t, &app).await? < Some(highs[p as usize]) {
-                done = false;
-                break;
-            }
-        }
-        if done {
+        let now = versions(&data, &name, partitions).await?;
+        if now.iter().zip(highs).all(|(v, h)| v >= h) {
             break;
         }
     }
@@ -343,7 +335,7 @@ fn run_on(opts: &DemoOptions, bootstrap: &str, partitions: i32) -> Result<DemoRe
         cfg.events.clone(),
         cfg.alerts.clone(),
     );
-    let start_versions = rt.block_on(versions(&cfg, partitions))?;
+    let start_versions = rt.block_on(versions(&cfg.data, &cfg.name, partitions))?;
     let already_landed: usize = start_versions
         .iter()
         .zip(&highs)

@@ -87,10 +87,15 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
+/// The URI of the `processed_events` table beside the data table at `data_uri`.
+pub fn table_uri(data_uri: &str) -> String {
+    format!("{}_processed_events", data_uri.trim_end_matches('/'))
+}
+
 /// The table beside the data table: `<data uri>_processed_events`, partitioned by day.
 pub fn table_spec(data: &TableSpec) -> TableSpec {
     TableSpec {
-        uri: format!("{}_processed_events", data.uri.trim_end_matches('/')),
+        uri: table_uri(&data.uri),
         schema: schema(),
         partition_by: vec!["ingest_date".into()],
         checkpoint_interval: data.checkpoint_interval,

@@ -1302,18 +1302,18 @@ impl Ingestor {
             TableKind::Events,
             TableKind::Alerts,
         ] {
-            let last = self.checkpointed.get(&kind).copied();
-            let Some(t) = self.table_mut(kind) else {
+            let Some(t) = self.table_mut(kind).map(|t| t.clone()) else {
                 continue;
             };
-            let t = t.clone();
             let Some(v) = t.version() else { continue };
-            let last = *self.checkpointed.entry(kind).or_insert(last.unwrap_or(v));
+            let last = *self.checkpointed.entry(kind).or_insert(v);
             if v.saturating_sub(last) >= delta::checkpoint_interval(&t) {
                 self.checkpointed.insert(kind, v);
                 due.push((kind, t.clone()));
             }
-            all.push(t);
+            if cleanup {
+                all.push(t);
+            }
         }
         if due.is_empty() && !cleanup {
             return;

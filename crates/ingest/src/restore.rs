@@ -127,23 +127,11 @@ pub fn pipeline_tables(spec: &LoadedSpec) -> Result<(String, Option<String>, Vec
         .iter()
         .find(|d| d.destination_type == DestinationType::Quarantine)
         .and_then(|d| d.config.table_uri.clone());
-    let base = data.trim_end_matches('/');
-    let beside = vec![format!("{base}_processed_events"), format!("{base}_alerts")];
+    let beside = vec![
+        crate::events::table_uri(&data),
+        crate::config::alerts_table_uri(&data),
+    ];
     Ok((data, quarantine, beside))
-}
-
-fn table_err(
-    uri: &str,
-    operation: &'static str,
-) -> impl Fn(deltalake::DeltaTableError) -> IngestError {
-    let uri = uri.to_string();
-    move |e| {
-        IngestError::Delta(delta::DeltaError::Table {
-            uri: uri.clone(),
-            operation,
-            source: Box::new(e),
-        })
-    }
 }
 
 async fn open(uri: &str) -> Result<Option<DeltaTable>> {
@@ -156,7 +144,7 @@ async fn at_version(uri: &str, v: u64) -> Result<DeltaTable> {
         .ok_or_else(|| IngestError::Internal(format!("{uri} vanished")))?;
     t.load_version(v)
         .await
-        .map_err(table_err(uri, "load version"))?;
+        .map_err(delta::table_err(uri, "load version"))?;
     Ok(t)
 }
 
@@ -205,11 +193,7 @@ async fn txns(t: &DeltaTable, apps: &BTreeSet<String>) -> Result<BTreeMap<String
 /// The latest data-table version a data-quality-check run of `pipeline` passed (no check
 /// at `error`), from `quality_results` beside the data table.
 async fn latest_verified(pipeline: &str, data: &str) -> Result<Option<u64>> {
-    let trimmed = data.trim_end_matches('/');
-    let results = match trimmed.rfind('/') {
-        Some(i) => format!("{}/quality_results", &trimmed[..i]),
-        None => "quality_results".to_string(),
-    };
+    let results = finlake_quality::dqc::sibling(data, "quality_results");
     let Some(t) = open(&results).await? else {
         return Ok(None);
     };
@@ -365,7 +349,7 @@ pub async fn restore(spec: &LoadedSpec, target: Target, dry_run: bool) -> Result
                 .with_version_to_restore(to)
                 .with_commit_properties(props)
                 .await
-                .map_err(table_err(uri, "restore"))?;
+                .map_err(delta::table_err(uri, "restore"))?;
             r.committed_version = t.version();
             r.files_restored = metrics.num_restored_file;
             r.files_removed = metrics.num_removed_file;

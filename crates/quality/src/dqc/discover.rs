@@ -84,7 +84,8 @@ pub fn canonical_schema(spec: &LoadedSpec) -> SchemaRef {
     )
 }
 
-pub(super) fn sibling(uri: &str, name: &str) -> String {
+/// The table `name` beside `uri` (`…/market/trades` -> `…/market/quality_results`).
+pub fn sibling(uri: &str, name: &str) -> String {
     let trimmed = uri.trim_end_matches('/');
     match trimmed.rfind('/') {
         Some(i) => format!("{}/{name}", &trimmed[..i]),

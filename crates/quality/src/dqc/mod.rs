@@ -25,14 +25,14 @@ use finlake_core::spec::{self, DestinationType, LoadedSpec};
 use finlake_core::transform::ExchangeCalendar;
 use sha2::Digest;
 
-pub use discover::{canonical_schema, known_pipelines};
+pub use discover::{canonical_schema, known_pipelines, sibling};
 
 use crate::error::{QualityError, Result};
 use crate::metrics::QualityMetrics;
 use crate::report::Report;
 use crate::results::{self, RunInfo};
 use crate::rules::RuleSet;
-use discover::{find_spec, open_table, sibling};
+use discover::{find_spec, open_table};
 use scan::{query_err, scan, Measure};
 use verdict::table_check;
 use write::{is_file_target, write_dead_letters};
