@@ -21,7 +21,18 @@ fn lands_a_feed_produced_before_the_first_start(format: WireFormat, spec_format:
     let w = Workdir::new(spec_format, PROCESSING);
     let ingest = Ingest::start(&w, &broker.bootstrap, &[]);
     wait_caught_up(&broker, &w, &ingest, Duration::from_secs(120));
-    let (status, body) = http_get(&ingest.metrics);
+    // the lag gauges come from a fetch of the high watermarks that runs on its own task
+    // after a commit: give it a moment to report
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (status, body) = loop {
+        let (status, body) = http_get(&ingest.metrics);
+        if body.contains("finlake_ingest_consumer_lag_messages{")
+            || std::time::Instant::now() > deadline
+        {
+            break (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(status, 200);
     assert!(body.contains("finlake_ingest_commits_total"), "{body}");
     let ready = http_get(&ingest.metrics.replace("/metrics", "/readyz"));
