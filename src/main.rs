@@ -567,6 +567,11 @@ fn run(command: Command) -> anyhow::Result<u8> {
                 "  alerts      {:>8} pattern matches in the alerts table",
                 report.alerts
             );
+            let flow = &report.order_flow;
+            println!(
+                "  order flow  {:>8} orders, {} executions (one per trade), {} NBBO quotes, accounts: market/orders, market/executions, market/quotes, refdata/accounts",
+                flow.orders, flow.executions, flow.quotes
+            );
             println!(
                 "  reconciled per offset: landed + quarantined + duplicates = {} of {} messages; {} offsets out of place; {} differ from the manifest",
                 r.landed + r.quarantined + r.duplicates,

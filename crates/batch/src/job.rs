@@ -164,6 +164,10 @@ pub struct Input {
     /// Trading days before the run's date the window reaches back (0: the date alone).
     #[serde(default)]
     pub lookback_trading_days: u32,
+    /// The window starts on the first calendar day of the date's month (a month-to-date
+    /// aggregate such as Rule 13h-1's monthly levels); `:start` is that day.
+    #[serde(default)]
+    pub month_to_date: bool,
 }
 
 /// How the output is written.
@@ -350,10 +354,18 @@ pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Job> {
                 format!("input `{}` is named twice", input.name),
             );
         }
-        if input.lookback_trading_days > 0 && input.partition_column.is_none() {
+        if input.month_to_date && input.lookback_trading_days > 0 {
+            err(
+                &["inputs", &i, "month_to_date"],
+                "`month_to_date` and `lookback_trading_days` are two windows: name one".to_string(),
+            );
+        }
+        if (input.lookback_trading_days > 0 || input.month_to_date)
+            && input.partition_column.is_none()
+        {
             err(
                 &["inputs", &i, "lookback_trading_days"],
-                "`lookback_trading_days` needs a `partition_column` to prune by".to_string(),
+                "a window (`lookback_trading_days`, `month_to_date`) needs a `partition_column` to prune by".to_string(),
             );
         }
     }

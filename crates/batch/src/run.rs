@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use chrono::{NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate, Utc};
 use deltalake::{DeltaTable, FilterOp, FilterValue};
 use finlake_core::delta::{self, CommitExtras, TableSpec};
 use finlake_core::transform::ExchangeCalendar;
@@ -151,7 +151,11 @@ async fn execute(job: &Job, date: NaiveDate, opts: &RunOptions, s: &mut RunSumma
         .iter()
         .map(|i| {
             i.partition_column.as_ref().map(|_| {
-                let first = calendar::trading_days_back(&cal, mic, date, i.lookback_trading_days);
+                let first = if i.month_to_date {
+                    date.with_day(1).unwrap_or(date)
+                } else {
+                    calendar::trading_days_back(&cal, mic, date, i.lookback_trading_days)
+                };
                 (first, date)
             })
         })

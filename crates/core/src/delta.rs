@@ -770,6 +770,22 @@ pub async fn replace_partition(
         .map_err(table_err(&uri, "replace partition"))
 }
 
+/// Replaces a whole (small) table's contents in one commit: reference data rewritten whole.
+pub async fn overwrite(
+    table: DeltaTable,
+    batches: Vec<RecordBatch>,
+    extras: &CommitExtras,
+) -> Result<DeltaTable> {
+    let uri = table.table_url().to_string();
+    table
+        .write(batches)
+        .with_session_state(in_order_session())
+        .with_save_mode(SaveMode::Overwrite)
+        .with_commit_properties(extras.properties())
+        .await
+        .map_err(table_err(&uri, "overwrite"))
+}
+
 /// A DataFusion session with the table registered as `name`, for SQL over it.
 pub async fn sql_context(
     table: &DeltaTable,

@@ -10,6 +10,7 @@ pub mod delta;
 pub mod demo;
 pub mod error;
 pub mod generate;
+pub mod orderflow;
 pub mod pipeline;
 pub mod schema;
 pub mod spec;

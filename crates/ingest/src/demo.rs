@@ -86,6 +86,9 @@ pub struct DemoReport {
     /// Seconds from the ingestor's start to the commit covering every offset (0 when the
     /// lake held everything already).
     pub ingest_seconds: f64,
+    /// The order flow behind the landed trades (orders, executions, quotes, accounts),
+    /// written beside them for the batch jobs.
+    pub order_flow: finlake_core::orderflow::Landed,
 }
 
 /// The sample spec `market-data-stream` (embedded) on `lake` and `bootstrap`, with the given
@@ -354,6 +357,14 @@ fn run_on(opts: &DemoOptions, bootstrap: &str, partitions: i32) -> Result<DemoRe
         &highs,
     ))?;
     let (mismatches, examples) = compare(&manifest, &placed, &reconciliation);
+    // what the batch jobs read beside the trades: the orders and executions behind them, the
+    // NBBO over the day and the accounts (replaced per date: a rerun writes the same rows)
+    let order_flow = rt.block_on(finlake_core::orderflow::land(
+        &opts.lake.display().to_string(),
+        finlake_core::demo::demo_date(),
+        opts.seed,
+        &data.storage_options,
+    ))?;
     let (trades_version, alerts) = rt.block_on(async {
         let t = finlake_core::delta::open_existing(&data.uri, &data.storage_options).await?;
         let version = t
@@ -384,5 +395,6 @@ fn run_on(opts: &DemoOptions, bootstrap: &str, partitions: i32) -> Result<DemoRe
         quarantine_uri: quarantine.uri,
         trades_version,
         ingest_seconds,
+        order_flow,
     })
 }

@@ -781,3 +781,102 @@ async fn a_tiny_memory_limit_spills_or_fails_naming_the_limit() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--memory-limit"));
 }
+
+/// A lake of generated trades per date (as [`lake_with_trades`]) and the order flow behind
+/// them: orders, executions, NBBO quotes and accounts, as `finlake demo` lands them.
+async fn lake_with_flow(dates: &[&str], rows: usize) -> tempfile::TempDir {
+    let dir = lake_with_trades(dates, rows).await;
+    for (i, date) in dates.iter().enumerate() {
+        let landed = finlake_core::orderflow::land(
+            dir.path().to_str().unwrap(),
+            d(date),
+            11 + i as u64,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            landed.executions == landed.trades && landed.orders > 0,
+            "{landed:?}"
+        );
+    }
+    dir
+}
+
+/// Runs `scripts/expected/<script>.py LAKE DATE` and returns its JSON line; it must find no
+/// mismatch.
+fn expected(script: &str, lake: &Path, date: &str) -> serde_json::Value {
+    let o = std::process::Command::new("python3")
+        .arg(root().join("scripts/expected").join(script))
+        .arg(lake)
+        .arg(date)
+        .output()
+        .unwrap();
+    let check: serde_json::Value = serde_json::from_slice(o.stdout.trim_ascii())
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(check["mismatches"], serde_json::json!([]), "{check}");
+    assert!(o.status.success(), "{}", text(&o));
+    check
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn execution_quality_605_matches_an_independent_computation() {
+    let lake = lake_with_flow(&["2026-11-20"], 4000).await;
+    let lake = lake.path();
+    let o = batch(
+        lake,
+        &["run", "execution-quality-605", "--date", "2026-11-20"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s = summary(&o);
+    let check = expected("execution_quality_605.py", lake, "2026-11-20");
+    assert_eq!(check["rows"].as_u64(), s["rows_out"].as_u64(), "{check}");
+    assert!(check["orders"].as_u64().unwrap() > 100, "{check}");
+    // both order categories, several size buckets
+    let report = rows(&lake.join("reports/execution_quality_605")).await;
+    for needle in ["|market|", "|marketable_limit|", "|all <200k|"] {
+        assert!(
+            report.iter().any(|r| r.contains(needle)),
+            "{needle}: {report:?}"
+        );
+    }
+    assert!(check["buckets"].as_object().unwrap().len() >= 4, "{check}");
+    // a rerun leaves the same rows
+    let o = batch(
+        lake,
+        &["run", "execution-quality-605", "--date", "2026-11-20"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        rows(&lake.join("reports/execution_quality_605")).await,
+        report
+    );
+}
+
+/// Rule 605's notional size buckets at each edge: an order just below a bound, at it and
+/// just above it (one share at a midpoint of B - 0.01, B, B + 0.01).
+#[test]
+fn rule_605_buckets_include_the_lower_bound_and_exclude_the_upper() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path();
+    let o = std::process::Command::new("python3")
+        .arg(root().join("scripts/fixtures/rule605_edges.py"))
+        .arg(lake)
+        .arg("2026-11-20")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = batch(
+        lake,
+        &["run", "execution-quality-605", "--date", "2026-11-20"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let check = expected("execution_quality_605.py", lake, "2026-11-20");
+    // B - 0.01 falls in the bucket below B; B and B + 0.01 in the one starting at B
+    let want = serde_json::json!({
+        "<250": 1, "250-<1k": 3, "1k-<5k": 3, "5k-<10k": 3, "10k-<20k": 3,
+        "20k-<50k": 3, "50k-<200k": 3, ">=200k": 2,
+    });
+    assert_eq!(check["buckets"], want, "{check}");
+    assert_eq!(check["orders"], 21);
+}
