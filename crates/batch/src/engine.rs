@@ -60,6 +60,9 @@ pub async fn run_datafusion(
         .with_default_features()
         .build();
     let ctx = SessionContext::new_with_state(state);
+    for f in crate::indicators::functions() {
+        ctx.register_udwf(f);
+    }
     for i in inputs {
         let uri = i.table.table_url().to_string();
         i.table

@@ -18,6 +18,7 @@ pub mod checks;
 pub mod cli;
 pub mod engine;
 pub mod error;
+pub mod indicators;
 pub mod job;
 pub mod maintenance;
 pub mod params;

@@ -880,3 +880,115 @@ fn rule_605_buckets_include_the_lower_bound_and_exclude_the_upper() {
     assert_eq!(check["buckets"], want, "{check}");
     assert_eq!(check["orders"], 21);
 }
+
+/// Rule 13h-1's levels at, just below and just above each threshold (shares and USD, day and
+/// month to date), purchases and sales in two accounts of one owner counted together; not
+/// NMS and last month's activity do not count.
+#[test]
+fn large_trader_levels_are_reached_at_equality_per_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path();
+    let o = std::process::Command::new("python3")
+        .arg(root().join("scripts/fixtures/large_trader_levels.py"))
+        .arg(lake)
+        .arg("2026-11-20")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = batch(lake, &["run", "large-trader", "--date", "2026-11-20"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s = summary(&o);
+    // the month's window: from the first of November, whatever the trading calendar says
+    assert_eq!(s["params"]["start"], "2026-11-01", "{s}");
+    let check = expected("large_trader.py", lake, "2026-11-20");
+    let want: Vec<&str> = vec![
+        "DS-ABOVE", "DS-AT", "DU-ABOVE", "DU-AT", "MS-ABOVE", "MS-AT", "MU-ABOVE", "MU-AT",
+    ];
+    assert_eq!(check["owners"], serde_json::json!(want), "{check}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_trader_matches_an_independent_computation() {
+    let lake = lake_with_flow(&["2026-11-19", "2026-11-20"], 3000).await;
+    let lake = lake.path();
+    let o = batch(lake, &["run", "large-trader", "--date", "2026-11-20"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s = summary(&o);
+    let check = expected("large_trader.py", lake, "2026-11-20");
+    assert_eq!(check["rows"].as_u64(), s["rows_out"].as_u64(), "{check}");
+    // both days are in the month's window
+    assert!(check["executions"].as_u64().unwrap() > 3000, "{check}");
+    // the generator's activity is skewed: its busiest owners reach the USD levels
+    assert!(s["rows_out"].as_u64().unwrap() > 0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn best_execution_venues_matches_an_independent_computation() {
+    let lake = lake_with_flow(&["2026-11-20"], 4000).await;
+    let lake = lake.path();
+    let o = batch(
+        lake,
+        &["run", "best-execution-venues", "--date", "2026-11-20"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s = summary(&o);
+    let check = expected("best_execution_venues.py", lake, "2026-11-20");
+    assert_eq!(check["rows"].as_u64(), s["rows_out"].as_u64(), "{check}");
+    // the generator spreads 4000 trades evenly over 16 instruments: one liquidity band (80 to
+    // 1999 trades a day), in which more than five venues executed, cut to the top five
+    assert_eq!(check["classes"], 1, "{check}");
+    assert_eq!(s["rows_out"], 5, "{s}");
+}
+
+/// The indicators against TA-Lib, every day of a backfill over two months of bars: values,
+/// the NULLs of each look-back, and the flat-series RSI (50 here, 0 in TA-Lib).
+#[test]
+fn indicators_match_ta_lib_over_a_backfill() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path();
+    let o = std::process::Command::new("python3")
+        .arg(root().join("scripts/fixtures/daily_bars_series.py"))
+        .args([lake.to_str().unwrap(), "2026-09-21", "2026-11-20"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = batch(
+        lake,
+        &[
+            "run",
+            "indicators",
+            "--from",
+            "2026-09-21",
+            "--to",
+            "2026-11-20",
+            "--jobs",
+            "2",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = std::process::Command::new("python3")
+        .arg(root().join("scripts/expected/indicators.py"))
+        .arg(lake)
+        .output()
+        .unwrap();
+    let check: serde_json::Value = serde_json::from_slice(o.stdout.trim_ascii())
+        .unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(check["mismatches"], serde_json::json!([]), "{check}");
+    assert!(o.status.success(), "{}", text(&o));
+    // 44 trading days (Thanksgiving week aside) x 5 series, less the late series' first 25
+    assert!(check["rows"].as_u64().unwrap() > 150, "{check}");
+    let leading = &check["leading_nulls"];
+    for (name, n) in [
+        ("sma_20", 19),
+        ("ema_20", 19),
+        ("rsi_14", 14),
+        ("bb_upper", 19),
+    ] {
+        assert_eq!(leading[name], serde_json::json!([n]), "{name}: {check}");
+    }
+    assert_eq!(
+        check["flat_rsi"],
+        serde_json::json!(["US4592001014"]),
+        "{check}"
+    );
+}
