@@ -328,6 +328,47 @@ fn demo_lands_tables_that_python_deltalake_reads_identically() {
         .unwrap();
     assert_eq!(enough["value"].as_f64(), Some(rows as f64), "{qr}");
 
+    // every job in jobs/ runs on the demo's lake (the order flow the demo landed beside the
+    // trades feeds the regulatory ones), and polars reads every table they wrote
+    let mut outputs = Vec::new();
+    let mut jobs: Vec<String> = std::fs::read_dir(root().join("jobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    jobs.sort();
+    assert!(jobs.len() >= 9, "{jobs:?}");
+    for job in &jobs {
+        let s = batch_job(job);
+        assert_eq!(s["status"], "ok", "{job}: {s}");
+        if let Some(uri) = s["output"]["table"].as_str().filter(|t| !t.is_empty()) {
+            outputs.push(uri.to_string());
+        }
+    }
+    let read = python(
+        "import sys, polars as pl\nfor uri in sys.argv[1:]:\n    print(uri, pl.read_delta(uri).height)\nimport os; sys.stdout.flush(); os._exit(0)",
+        &outputs.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(read.lines().count(), outputs.len(), "{read}");
+    for table in [
+        "execution_quality_605",
+        "large_trader",
+        "best_execution_venues",
+        "indicators",
+    ] {
+        let line = read
+            .lines()
+            .find(|l| l.contains(table))
+            .unwrap_or_else(|| panic!("{table}: {read}"));
+        let n: usize = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n > 0, "{table} is empty: {read}");
+    }
+    // one execution per landed trade, readable by an independent reader
+    let flow = python(
+        "import sys, polars as pl\nprint(pl.read_delta(sys.argv[1]).height, flush=True)\nimport os; os._exit(0)",
+        &[lake.join("market/executions").to_str().unwrap()],
+    );
+    assert_eq!(flow.trim().parse::<usize>().unwrap(), rows);
+
     // the guide's restore-pipeline: the latest snapshot data-quality-check passed is the
     // data table as it is (dq above passed it), so nothing moves
     let restore = |extra: &[&str]| {
