@@ -2,6 +2,7 @@
 -- proportion of volume traded (USD notional) and of orders executed as a percentage of the
 -- class's total, and the percentages of the venue's executed orders that were passive
 -- (added liquidity), aggressive (removed it) and directed (the client chose the venue).
+-- Venues rank by volume, ties by venue code descending (one direction: Polars' OVER needs it).
 WITH fills AS (
   SELECT e.isin, e.venue, e.order_id, e.liquidity, e.notional_usd, o.directed
   FROM executions e
@@ -35,7 +36,7 @@ per_venue AS (
 ranked AS (
   SELECT
     *,
-    row_number() OVER (PARTITION BY instrument_class ORDER BY volume_usd DESC, venue) AS venue_rank,
+    row_number() OVER (PARTITION BY instrument_class ORDER BY volume_usd DESC, venue DESC) AS venue_rank,
     sum(volume_usd) OVER (PARTITION BY instrument_class) AS class_volume_usd,
     sum(orders) OVER (PARTITION BY instrument_class) AS class_orders
   FROM per_venue

@@ -2,16 +2,19 @@
 -- (price_base, in USD, is in the trades table for cross-venue views). Open and close are
 -- the first and last trade by event time, ties broken by trade_id. VWAP is
 -- sum(price * quantity) / sum(quantity), exact in DECIMAL and rounded half away from zero
--- to the price's 6 places.
+-- to the price's 6 places. Open and close are the first element of the prices ordered by
+-- event time (and reversed): the ordered aggregate both engines run (Polars' SQL has no
+-- `first_value(x ORDER BY ...)`; DataFusion, Polars and DuckDB all read `array_agg(... ORDER
+-- BY ...)[1]`, 1-based).
 SELECT
   trade_date,
   isin,
   exchange AS venue,
   currency,
-  first_value(price ORDER BY "timestamp", trade_id) AS open,
+  array_agg(price ORDER BY "timestamp", trade_id)[1] AS open,
   max(price) AS high,
   min(price) AS low,
-  last_value(price ORDER BY "timestamp", trade_id) AS close,
+  array_agg(price ORDER BY "timestamp" DESC, trade_id DESC)[1] AS close,
   sum(quantity) AS volume,
   CAST(sum(price * quantity) / sum(quantity) AS DECIMAL(18, 6)) AS vwap,
   sum(price * quantity) AS notional,

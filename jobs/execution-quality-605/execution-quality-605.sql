@@ -9,7 +9,8 @@
 --   price improvement s (NBO or NBB at receipt - P), counted where positive
 -- Averages are weighted by shares executed; E/Q is the average effective spread over the
 -- average quoted spread (NBO - NBB at receipt); time to execution is share-weighted, in ms.
--- Quotes are NBBO snapshots per second: the quote in force at t is the one stamped t's second.
+-- Quotes are NBBO snapshots per second: the quote in force at t is the one stamped t's second
+-- (joined on whole seconds since the epoch, an equi-join both engines run).
 WITH buckets (size_bucket, lower_usd, upper_usd) AS (
   VALUES
     ('<250', 0, 250),
@@ -21,18 +22,27 @@ WITH buckets (size_bucket, lower_usd, upper_usd) AS (
     ('50k-<200k', 50000, 200000),
     ('>=200k', 200000, NULL)
 ),
+-- NBBO snapshots keyed by their whole second since the epoch (the key both engines compute
+-- the same way: the timestamp's microseconds, divided, truncated; all times are after 1970)
+nbbo AS (
+  SELECT
+    symbol, exchange, bid_price, ask_price,
+    CAST(CAST("timestamp" AS BIGINT) / 1000000 AS BIGINT) AS second
+  FROM quotes
+  WHERE trade_date = :date
+),
 received AS (
   SELECT
     o.order_id, o.symbol, o.exchange, o.order_type, o.price AS limit_price, o.quantity,
-    o.timestamp AS received_at,
+    CAST(o."timestamp" AS BIGINT) AS received_us,
     CASE WHEN o.side = 'B' THEN 1 ELSE -1 END AS s,
     q.bid_price AS nbb,
     q.ask_price AS nbo,
     (q.bid_price + q.ask_price) / 2 AS mid
   FROM orders o
-  JOIN quotes q
+  JOIN nbbo q
     ON q.symbol = o.symbol AND q.exchange = o.exchange
-   AND q.timestamp = date_trunc('second', o.timestamp)
+   AND q.second = CAST(CAST(o."timestamp" AS BIGINT) / 1000000 AS BIGINT)
   WHERE o.trade_date = :date AND o.exchange IN ('XNAS', 'XNYS')
 ),
 covered AS (
@@ -45,9 +55,18 @@ covered AS (
     END AS order_category,
     b.size_bucket
   FROM received r
-  JOIN buckets b
-    ON r.quantity * r.mid >= b.lower_usd
-   AND (b.upper_usd IS NULL OR r.quantity * r.mid < b.upper_usd)
+  CROSS JOIN buckets b
+  WHERE r.quantity * r.mid >= b.lower_usd
+    AND (b.upper_usd IS NULL OR r.quantity * r.mid < b.upper_usd)
+),
+executed AS (
+  SELECT
+    order_id, last_price, last_qty,
+    CAST("timestamp" AS BIGINT) AS executed_us,
+    CAST(CAST("timestamp" AS BIGINT) / 1000000 AS BIGINT) + 15 AS second_15s,
+    CAST(CAST("timestamp" AS BIGINT) / 1000000 AS BIGINT) + 60 AS second_1m
+  FROM executions
+  WHERE trade_date = :date
 ),
 fills AS (
   SELECT
@@ -60,16 +79,14 @@ fills AS (
     CASE WHEN q60.bid_price IS NOT NULL THEN e.last_qty END AS qty_1m,
     2 * c.s * (e.last_price - (q60.bid_price + q60.ask_price) / 2) * e.last_qty AS realized_1m_x_qty,
     c.s * (CASE WHEN c.s = 1 THEN c.nbo ELSE c.nbb END - e.last_price) AS improvement,
-    CAST(e.timestamp AS BIGINT) - CAST(c.received_at AS BIGINT) AS micros_to_execution
+    e.executed_us - c.received_us AS micros_to_execution
   FROM covered c
-  JOIN executions e ON e.order_id = c.order_id
-  LEFT JOIN quotes q15
-    ON q15.symbol = c.symbol AND q15.exchange = c.exchange
-   AND q15.timestamp = date_trunc('second', e.timestamp + INTERVAL '15 seconds')
-  LEFT JOIN quotes q60
-    ON q60.symbol = c.symbol AND q60.exchange = c.exchange
-   AND q60.timestamp = date_trunc('second', e.timestamp + INTERVAL '60 seconds')
-  WHERE c.order_category IS NOT NULL AND e.trade_date = :date
+  JOIN executed e ON e.order_id = c.order_id
+  LEFT JOIN nbbo q15
+    ON q15.symbol = c.symbol AND q15.exchange = c.exchange AND q15.second = e.second_15s
+  LEFT JOIN nbbo q60
+    ON q60.symbol = c.symbol AND q60.exchange = c.exchange AND q60.second = e.second_1m
+  WHERE c.order_category IS NOT NULL
 ),
 per_order AS (
   SELECT

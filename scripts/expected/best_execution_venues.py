@@ -43,7 +43,7 @@ def main() -> int:
             v["directed"].add(e["order_id"])
     expected = {}
     for cls in {k[0] for k in venues}:
-        mine = sorted(((k[1], v) for k, v in venues.items() if k[0] == cls), key=lambda kv: (-kv[1]["volume"], kv[0]))
+        mine = sorted(((k[1], v) for k, v in venues.items() if k[0] == cls), key=lambda kv: (kv[1]["volume"], kv[0]), reverse=True)
         total_volume = sum(v["volume"] for _, v in mine)
         total_orders = sum(len(v["orders"]) for _, v in mine)
         for rank, (venue, v) in enumerate(mine[:5], start=1):

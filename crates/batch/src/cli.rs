@@ -11,7 +11,7 @@ use futures::StreamExt;
 use crate::calendar;
 use crate::engine::MemoryLimit;
 use crate::error::BatchError;
-use crate::job::{self, Job};
+use crate::job::{self, EngineKind, Job};
 use crate::run::{self, RunOptions};
 use crate::runs;
 use crate::summary::{self, RunSummary};
@@ -68,6 +68,9 @@ struct RunArgs {
     /// The query's memory limit (`512MiB`, `2GiB`); past it operators spill to disk.
     #[arg(long, env = "FINLAKE_MEMORY_LIMIT")]
     memory_limit: Option<String>,
+    /// The SQL engine, one of the job's `engines` (default: its first).
+    #[arg(long, value_enum)]
+    engine: Option<EngineKind>,
 }
 
 /// Runs the command; returns the exit code.
@@ -114,11 +117,31 @@ async fn run_command(jobs_dir: &Path, r: RunArgs) -> u8 {
         }),
         None => None,
     };
+    if let Some(e) = r.engine {
+        if !job.spec.engines.contains(&e) {
+            return fail(&BatchError::Usage(format!(
+                "job `{}` runs on {} only, not {}: {}",
+                job.spec.name,
+                job.spec
+                    .engines
+                    .iter()
+                    .map(|e| e.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                e.name(),
+                job.spec
+                    .engines_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            )));
+        }
+    }
     let opts = RunOptions {
         dry_run: r.dry_run,
         memory_limit,
         backfill_id: None,
         no_record: false,
+        engine: r.engine,
     };
     let cal = finlake_core::transform::ExchangeCalendar::embedded();
     let mic = job.spec.calendar.as_str();

@@ -37,13 +37,13 @@ pub struct MemoryLimit {
     pub text: String,
 }
 
-/// Runs the job's query on DataFusion; returns the output schema and batches.
-pub async fn run_datafusion(
+/// The run's DataFusion session: the memory pool, finlake's window functions, and every
+/// input registered under its name, filtered to its date window (pushed into the Delta scan).
+pub async fn session(
     job: &Job,
     inputs: &[OpenInput<'_>],
-    params: &Params,
     limit: Option<&MemoryLimit>,
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+) -> Result<SessionContext> {
     let name = job.spec.name.clone();
     let classify = |e: DataFusionError| classify(&name, limit, e);
     let mut runtime = RuntimeEnvBuilder::new();
@@ -85,22 +85,48 @@ pub async fn run_datafusion(
         ctx.register_table(i.input.name.as_str(), df.into_view())
             .map_err(classify)?;
     }
+    Ok(ctx)
+}
+
+/// The job's query planned in `ctx` with its parameters bound: nothing runs until collected.
+pub async fn plan(
+    job: &Job,
+    ctx: &SessionContext,
+    params: &Params,
+    limit: Option<&MemoryLimit>,
+) -> Result<DataFrame> {
+    let name = job.spec.name.clone();
+    let classify = |e: DataFusionError| classify(&name, limit, e);
     let (query, _) = job.sql()?;
     let statement = datafusion::sql::parser::Statement::Statement(Box::new(query.statement()));
     let state = ctx.state();
     let plan = state.statement_to_plan(statement).await.map_err(classify)?;
-    let df = DataFrame::new(state, plan)
+    DataFrame::new(state, plan)
         .with_param_values(params.values())
-        .map_err(classify)?;
+        .map_err(classify)
+}
+
+/// Runs the job's query on DataFusion; returns the output schema and batches.
+pub async fn run_datafusion(
+    job: &Job,
+    inputs: &[OpenInput<'_>],
+    params: &Params,
+    limit: Option<&MemoryLimit>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let ctx = session(job, inputs, limit).await?;
+    let df = plan(job, &ctx, params, limit).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.map_err(classify)?;
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| classify(&job.spec.name, limit, e))?;
     Ok((schema, batches))
 }
 
 /// A DataFusion error as the run reports it: past the memory limit, a planning error (the
 /// job's SQL names a column or table that is not there: config), a storage failure
 /// (transient or config by its kind), else internal.
-fn classify(job: &str, limit: Option<&MemoryLimit>, e: DataFusionError) -> BatchError {
+pub(crate) fn classify(job: &str, limit: Option<&MemoryLimit>, e: DataFusionError) -> BatchError {
     let root = e.find_root();
     if let DataFusionError::ResourcesExhausted(m) = root {
         return BatchError::Memory {

@@ -140,13 +140,25 @@ pub struct MaintainedTable {
 }
 
 /// The SQL engines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// Apache DataFusion, in process (the default).
     Datafusion,
-    /// Polars' SQL context.
+    /// Polars' SQL context, the inputs crossed as Arrow IPC.
     Polars,
+}
+
+impl EngineKind {
+    /// The name jobs and `--engine` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Datafusion => "datafusion",
+            EngineKind::Polars => "polars",
+        }
+    }
 }
 
 /// One input table.
@@ -338,11 +350,17 @@ pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Job> {
     if spec.engines.is_empty() {
         err(&["engines"], "`engines` lists no engine".to_string());
     }
-    if spec.engines.contains(&EngineKind::Polars) {
+    let both = [EngineKind::Datafusion, EngineKind::Polars];
+    if spec.kind == JobKind::Sql
+        && !both.iter().all(|e| spec.engines.contains(e))
+        && spec
+            .engines_reason
+            .as_deref()
+            .is_none_or(|r| r.trim().is_empty())
+    {
         err(
             &["engines"],
-            "engine `polars` is not built into this finlake yet: run the job on `datafusion`"
-                .to_string(),
+            "a job that leaves an engine out says why in `engines_reason` (both engines run every job that names both, and a test compares them)".to_string(),
         );
     }
     let mut names = std::collections::HashSet::new();
@@ -376,9 +394,9 @@ pub fn load(file: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Job> {
                 "mode overwrite_partition needs `partition_by` (its first column is the date the run replaces)"
                     .to_string(),
             ),
-            WriteMode::Merge => err(
-                &["output", "mode"],
-                "mode merge is not supported yet: use overwrite_partition or append".to_string(),
+            WriteMode::Merge if out.keys.is_empty() => err(
+                &["output", "keys"],
+                "mode merge needs `keys`: the columns that identify a row".to_string(),
             ),
             _ => {}
         },

@@ -22,6 +22,7 @@ pub mod indicators;
 pub mod job;
 pub mod maintenance;
 pub mod params;
+pub mod polars_engine;
 pub mod quality_report;
 pub mod run;
 pub mod runs;

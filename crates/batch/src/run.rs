@@ -18,7 +18,7 @@ use crate::calendar;
 use crate::checks;
 use crate::engine::{self, MemoryLimit, OpenInput};
 use crate::error::{BatchError, Result};
-use crate::job::{Job, JobKind, WriteMode};
+use crate::job::{EngineKind, Job, JobKind, WriteMode};
 use crate::params::{date32, Params};
 use crate::runs;
 use crate::summary::{InputUsed, OutputWritten, RunSummary};
@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub backfill_id: Option<String>,
     /// Leave `job_runs` alone (tests of the query alone).
     pub no_record: bool,
+    /// The engine (`--engine`); default the job's first.
+    pub engine: Option<EngineKind>,
 }
 
 /// Runs of one date that lose a commit race before the run gives up.
@@ -56,7 +58,10 @@ pub async fn run(job: &Job, date: NaiveDate, opts: &RunOptions) -> RunSummary {
         error_class: None,
         error: None,
         engine: match job.spec.kind {
-            JobKind::Sql => "datafusion",
+            JobKind::Sql => match opts.engine.or(job.spec.engines.first().copied()) {
+                Some(EngineKind::Polars) => "polars",
+                _ => "datafusion",
+            },
             JobKind::Maintenance => "delta",
             JobKind::QualityReport => "rule-engine",
         }
@@ -225,7 +230,12 @@ async fn execute(job: &Job, date: NaiveDate, opts: &RunOptions, s: &mut RunSumma
             text: job.spec.memory_limit.clone().unwrap_or_default(),
         })
     });
-    let (schema, batches) = engine::run_datafusion(job, &inputs, &params, limit.as_ref()).await?;
+    let (schema, batches) = match opts.engine.or(job.spec.engines.first().copied()) {
+        Some(EngineKind::Polars) => {
+            crate::polars_engine::run_polars(job, &inputs, &params, limit.as_ref()).await?
+        }
+        _ => engine::run_datafusion(job, &inputs, &params, limit.as_ref()).await?,
+    };
     s.rows_out = batches.iter().map(|b| b.num_rows() as u64).sum();
 
     if let Some(c) = date_column {
@@ -286,6 +296,13 @@ async fn execute(job: &Job, date: NaiveDate, opts: &RunOptions, s: &mut RunSumma
     let table = match (out.mode, date_column) {
         (WriteMode::OverwritePartition, Some(c)) => {
             delta::replace_partition(table, batches, c, date32(date), &extras).await?
+        }
+        (WriteMode::Merge, _) => {
+            let (table, inserted, updated) =
+                delta::merge(table, batches, &out.keys, &extras).await?;
+            s.output.inserted = Some(inserted as u64);
+            s.output.updated = Some(updated as u64);
+            table
         }
         _ => delta::append(table, batches, &extras).await?,
     };

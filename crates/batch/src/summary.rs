@@ -81,7 +81,7 @@ pub struct InputUsed {
 pub struct OutputWritten {
     /// The table.
     pub table: String,
-    /// `overwrite_partition` or `append`.
+    /// `overwrite_partition`, `append` or `merge`.
     pub mode: String,
     /// The partition replaced (`trade_date=2026-11-20`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,6 +90,12 @@ pub struct OutputWritten {
     pub replaces_files: usize,
     /// The version committed.
     pub version: Option<u64>,
+    /// merge: rows inserted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inserted: Option<u64>,
+    /// merge: rows updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<u64>,
 }
 
 impl OutputWritten {

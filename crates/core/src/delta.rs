@@ -770,6 +770,70 @@ pub async fn replace_partition(
         .map_err(table_err(&uri, "replace partition"))
 }
 
+/// Upserts `batches` into `table` on the key columns, in one commit: a row whose keys match
+/// a row of the table replaces it column by column, any other row is inserted. The keys must
+/// be unique within `batches` (MERGE refuses a target row matched twice). Returns the table
+/// and (rows inserted, rows updated).
+pub async fn merge(
+    table: DeltaTable,
+    batches: Vec<RecordBatch>,
+    keys: &[String],
+    extras: &CommitExtras,
+) -> Result<(DeltaTable, usize, usize)> {
+    use deltalake::datafusion::prelude::{col, Expr, SessionContext};
+    let uri = table.table_url().to_string();
+    let generic = |e: String| DeltaError::Table {
+        uri: uri.clone(),
+        operation: "merge",
+        source: Box::new(DeltaTableError::Generic(e)),
+    };
+    let Some(first) = batches.first() else {
+        return Ok((table, 0, 0));
+    };
+    let columns: Vec<String> = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let source = SessionContext::new()
+        .read_batches(batches)
+        .map_err(|e| generic(e.to_string()))?;
+    let on = |side: &str, c: &str| col(deltalake::datafusion::common::Column::new(Some(side), c));
+    let predicate = keys
+        .iter()
+        .map(|k| on("target", k).eq(on("source", k)))
+        .reduce(Expr::and)
+        .ok_or_else(|| generic("merge needs at least one key column".into()))?;
+    let (table, metrics) = table
+        .merge(source, predicate)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_session_state(in_order_session())
+        .with_commit_properties(extras.properties())
+        .when_matched_update(|mut u| {
+            for c in &columns {
+                u = u.update(c.as_str(), on("source", c));
+            }
+            u
+        })
+        .map_err(table_err(&uri, "merge"))?
+        .when_not_matched_insert(|mut i| {
+            for c in &columns {
+                i = i.set(c.as_str(), on("source", c));
+            }
+            i
+        })
+        .map_err(table_err(&uri, "merge"))?
+        .await
+        .map_err(table_err(&uri, "merge"))?;
+    Ok((
+        table,
+        metrics.num_target_rows_inserted,
+        metrics.num_target_rows_updated,
+    ))
+}
+
 /// Replaces a whole (small) table's contents in one commit: reference data rewritten whole.
 pub async fn overwrite(
     table: DeltaTable,

@@ -992,3 +992,129 @@ fn indicators_match_ta_lib_over_a_backfill() {
         "{check}"
     );
 }
+
+/// A table's rows, order-free, for comparing two engines' outputs: each row as its exact
+/// columns (integers, decimals, text, dates: rendered) and its float columns beside them.
+async fn rows_with_floats(uri: &Path) -> Vec<(String, Vec<Option<f64>>)> {
+    use arrow::array::{Array, AsArray};
+    let t = open(uri).await.unwrap();
+    let mut out = Vec::new();
+    for b in delta::read_all(&t).await.unwrap() {
+        let opts = arrow::util::display::FormatOptions::default().with_null("NULL");
+        let formatters: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            let mut key = Vec::new();
+            let mut floats = Vec::new();
+            for (c, f) in b.columns().iter().zip(&formatters) {
+                if let Some(x) = c.as_primitive_opt::<arrow::datatypes::Float64Type>() {
+                    floats.push(x.is_valid(i).then(|| x.value(i)));
+                } else {
+                    key.push(f.value(i).to_string());
+                }
+            }
+            out.push((key.join("|"), floats));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// DataFusion and Polars give the same rows for every job that names both engines: exact
+/// for integers, decimals, text and dates; floats (averages and ratios of exact sums) to
+/// 1e-9 relative.
+#[tokio::test(flavor = "multi_thread")]
+async fn datafusion_and_polars_give_the_same_rows_for_every_job_naming_both() {
+    let lake = lake_with_flow(&["2026-11-19", "2026-11-20"], 3000).await;
+    let lake = lake.path();
+    for date in ["2026-11-19", "2026-11-20"] {
+        let o = batch(lake, &["run", "daily-bars", "--date", date]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    let env = |v: &str| (v == "LAKE_URI").then(|| lake.display().to_string());
+    let mut compared = Vec::new();
+    for (name, file) in finlake_batch::job::list_dir(&root().join("jobs")) {
+        let job = finlake_batch::job::load(&file, &env).unwrap();
+        let engines = &job.spec.engines;
+        if !engines.contains(&finlake_batch::job::EngineKind::Polars) {
+            // a job that leaves Polars out says why
+            assert!(
+                job.spec.kind != finlake_batch::job::JobKind::Sql
+                    || job.spec.engines_reason.is_some(),
+                "{name}"
+            );
+            continue;
+        }
+        let out = PathBuf::from(&job.spec.output.as_ref().unwrap().table_uri);
+        let mut results = Vec::new();
+        for engine in ["datafusion", "polars"] {
+            let o = batch(
+                lake,
+                &["run", &name, "--date", "2026-11-20", "--engine", engine],
+            );
+            assert_eq!(o.status.code(), Some(0), "{name} on {engine}: {}", text(&o));
+            assert_eq!(summary(&o)["engine"], engine);
+            results.push(rows_with_floats(&out).await);
+        }
+        let (df, pl) = (&results[0], &results[1]);
+        assert!(!df.is_empty(), "{name} wrote no rows");
+        assert_eq!(df.len(), pl.len(), "{name}: row counts differ");
+        for (a, b) in df.iter().zip(pl) {
+            assert_eq!(a.0, b.0, "{name}: exact columns differ");
+            for (x, y) in a.1.iter().zip(&b.1) {
+                let same = match (x, y) {
+                    (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-9),
+                    (None, None) => true,
+                    _ => false,
+                };
+                assert!(same, "{name}: {x:?} vs {y:?} in {}", a.0);
+            }
+        }
+        compared.push(name);
+    }
+    assert!(compared.len() >= 6, "{compared:?}");
+}
+
+/// `mode: merge` upserts on the keys: a rerun updates every row and inserts none (the table
+/// unchanged), another date inserts its rows beside; a merge without keys is refused at load.
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_mode_upserts_on_the_keys() {
+    let lake = lake_with_trades(&["2026-11-19", "2026-11-20"], 800).await;
+    let lake = lake.path();
+    let merge = |y: String| {
+        y.replace(
+            "  mode: overwrite_partition",
+            "  mode: merge\n  keys: [trade_date, isin, venue, currency]",
+        )
+    };
+    let job = job_variant(lake, merge, None);
+    let run = |date: &str| {
+        let o = batch(lake, &["run", job.to_str().unwrap(), "--date", date]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        summary(&o)
+    };
+    let first = run("2026-11-20");
+    let bars = first["rows_out"].as_u64().unwrap();
+    assert_eq!(first["output"]["inserted"].as_u64(), Some(bars), "{first}");
+    let before = rows(&lake.join("reports/daily_bars")).await;
+    let again = run("2026-11-20");
+    assert_eq!(again["output"]["inserted"], 0, "{again}");
+    assert_eq!(again["output"]["updated"].as_u64(), Some(bars), "{again}");
+    assert_eq!(rows(&lake.join("reports/daily_bars")).await, before);
+    let other = run("2026-11-19");
+    assert_eq!(
+        rows_of(&lake.join("reports/daily_bars")).await as u64,
+        bars + other["rows_out"].as_u64().unwrap()
+    );
+    // no keys: refused at load, naming the line
+    let o = run_variant(
+        lake,
+        |y| y.replace("  mode: overwrite_partition", "  mode: merge"),
+        None,
+        2,
+    );
+    assert!(text(&o).contains("mode merge needs `keys`"), "{}", text(&o));
+}
