@@ -231,6 +231,9 @@ enum Command {
         /// Timed runs.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// The engine (one the job names).
+        #[arg(long, value_enum)]
+        engine: Option<finlake_batch::job::EngineKind>,
     },
     /// Benchmark the rule engine: ten rules and dedup over a Parquet file of trades
     /// (written first when absent); prints one JSON line per run and the median.
@@ -280,7 +283,8 @@ fn run(command: Command) -> anyhow::Result<u8> {
             rows,
             job,
             runs,
-        } => bench_batch(&lake, rows, &job, runs),
+            engine,
+        } => bench_batch(&lake, rows, &job, runs, engine),
         Command::BenchRules {
             parquet,
             rows,
@@ -636,7 +640,13 @@ fn validate(files: &[PathBuf]) -> u8 {
 }
 
 /// `finlake bench-batch`: see the command's help.
-fn bench_batch(lake: &Path, rows: usize, job: &str, runs: usize) -> anyhow::Result<u8> {
+fn bench_batch(
+    lake: &Path,
+    rows: usize,
+    job: &str,
+    runs: usize,
+    engine: Option<finlake_batch::job::EngineKind>,
+) -> anyhow::Result<u8> {
     use finlake_core::delta::{self, CommitExtras, TableSpec};
     let rt = tokio::runtime::Runtime::new()?;
     let lake = std::path::absolute(lake)?;
@@ -673,12 +683,24 @@ fn bench_batch(lake: &Path, rows: usize, job: &str, runs: usize) -> anyhow::Resu
             anyhow::Ok(())
         })?;
     }
+    if !lake.join("market/executions").exists() {
+        // the order flow behind the trades, for the jobs that read it (execution-quality-605)
+        eprintln!("writing the order flow behind the trades");
+        let landed = rt.block_on(finlake_core::orderflow::land(
+            &lake.display().to_string(),
+            date,
+            7,
+            &Default::default(),
+        ))?;
+        eprintln!("{landed:?}");
+    }
     let lake_uri = lake.display().to_string();
     let env = move |v: &str| (v == "LAKE_URI").then(|| lake_uri.clone());
     let file = finlake_batch::job::locate(Path::new("jobs"), job)?;
     let job = finlake_batch::job::load(&file, &env)?;
     let opts = finlake_batch::run::RunOptions {
         no_record: true,
+        engine,
         ..Default::default()
     };
     let mut secs = Vec::new();
@@ -692,7 +714,7 @@ fn bench_batch(lake: &Path, rows: usize, job: &str, runs: usize) -> anyhow::Resu
         secs.push(took);
         println!(
             "{}",
-            serde_json::json!({"job": s.job, "run": run, "seconds": took, "rows_in": s.rows_in,
+            serde_json::json!({"job": s.job, "engine": s.engine, "run": run, "seconds": took, "rows_in": s.rows_in,
                 "rows_out": s.rows_out, "rows_per_second": s.rows_in as f64 / took})
         );
     }
