@@ -819,18 +819,34 @@ fn expected(script: &str, lake: &Path, date: &str) -> serde_json::Value {
     check
 }
 
+/// Runs `job` for 2026-11-20 on `lake` (exit 0) and its independent check
+/// `scripts/expected/<script>`, which must find no mismatch and as many rows as the run wrote.
+fn run_and_check(lake: &Path, job: &str, script: &str) -> (serde_json::Value, serde_json::Value) {
+    let o = batch(lake, &["run", job, "--date", "2026-11-20"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s = summary(&o);
+    let check = expected(script, lake, "2026-11-20");
+    assert_eq!(check["rows"].as_u64(), s["rows_out"].as_u64(), "{check}");
+    (s, check)
+}
+
+/// Runs `scripts/fixtures/<script> LAKE ARGS...`, which writes a test lake with the Python
+/// `deltalake` writer.
+fn fixture(script: &str, lake: &Path, args: &[&str]) {
+    let o = std::process::Command::new("python3")
+        .arg(root().join("scripts/fixtures").join(script))
+        .arg(lake)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn execution_quality_605_matches_an_independent_computation() {
     let lake = lake_with_flow(&["2026-11-20"], 4000).await;
     let lake = lake.path();
-    let o = batch(
-        lake,
-        &["run", "execution-quality-605", "--date", "2026-11-20"],
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let s = summary(&o);
-    let check = expected("execution_quality_605.py", lake, "2026-11-20");
-    assert_eq!(check["rows"].as_u64(), s["rows_out"].as_u64(), "{check}");
+    let (_, check) = run_and_check(lake, "execution-quality-605", "execution_quality_605.py");
     assert!(check["orders"].as_u64().unwrap() > 100, "{check}");
     // both order categories, several size buckets
     let report = rows(&lake.join("reports/execution_quality_605")).await;
@@ -859,13 +875,7 @@ async fn execution_quality_605_matches_an_independent_computation() {
 fn rule_605_buckets_include_the_lower_bound_and_exclude_the_upper() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path();
-    let o = std::process::Command::new("python3")
-        .arg(root().join("scripts/fixtures/rule605_edges.py"))
-        .arg(lake)
-        .arg("2026-11-20")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    fixture("rule605_edges.py", lake, &["2026-11-20"]);
     let o = batch(
         lake,
         &["run", "execution-quality-605", "--date", "2026-11-20"],
@@ -888,13 +898,7 @@ fn rule_605_buckets_include_the_lower_bound_and_exclude_the_upper() {
 fn large_trader_levels_are_reached_at_equality_per_owner() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path();
-    let o = std::process::Command::new("python3")
-        .arg(root().join("scripts/fixtures/large_trader_levels.py"))
-        .arg(lake)
-        .arg("2026-11-20")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    fixture("large_trader_levels.py", lake, &["2026-11-20"]);
     let o = batch(lake, &["run", "large-trader", "--date", "2026-11-20"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let s = summary(&o);
@@ -911,11 +915,7 @@ fn large_trader_levels_are_reached_at_equality_per_owner() {
 async fn large_trader_matches_an_independent_computation() {
     let lake = lake_with_flow(&["2026-11-19", "2026-11-20"], 3000).await;
     let lake = lake.path();
-    let o = batch(lake, &["run", "large-trader", "--date", "2026-11-20"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let s = summary(&o);
-    let check = expected("large_trader.py", lake, "2026-11-20");
-    assert_eq!(check["rows"].as_u64(), s["rows_out"].as_u64(), "{check}");
+    let (s, check) = run_and_check(lake, "large-trader", "large_trader.py");
     // both days are in the month's window
     assert!(check["executions"].as_u64().unwrap() > 3000, "{check}");
     // the generator's activity is skewed: its busiest owners reach the USD levels
@@ -926,14 +926,7 @@ async fn large_trader_matches_an_independent_computation() {
 async fn best_execution_venues_matches_an_independent_computation() {
     let lake = lake_with_flow(&["2026-11-20"], 4000).await;
     let lake = lake.path();
-    let o = batch(
-        lake,
-        &["run", "best-execution-venues", "--date", "2026-11-20"],
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let s = summary(&o);
-    let check = expected("best_execution_venues.py", lake, "2026-11-20");
-    assert_eq!(check["rows"].as_u64(), s["rows_out"].as_u64(), "{check}");
+    let (s, check) = run_and_check(lake, "best-execution-venues", "best_execution_venues.py");
     // the generator spreads 4000 trades evenly over 16 instruments: one liquidity band (80 to
     // 1999 trades a day), in which more than five venues executed, cut to the top five
     assert_eq!(check["classes"], 1, "{check}");
@@ -946,12 +939,7 @@ async fn best_execution_venues_matches_an_independent_computation() {
 fn indicators_match_ta_lib_over_a_backfill() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path();
-    let o = std::process::Command::new("python3")
-        .arg(root().join("scripts/fixtures/daily_bars_series.py"))
-        .args([lake.to_str().unwrap(), "2026-09-21", "2026-11-20"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    fixture("daily_bars_series.py", lake, &["2026-09-21", "2026-11-20"]);
     let o = batch(
         lake,
         &[
