@@ -127,9 +127,10 @@ fn ema(x: &arrow::array::Float64Array, n: usize, out: &mut Float64Builder) {
     let k = 2.0 / (n as f64 + 1.0);
     let mut sum = 0.0;
     let mut prev = f64::NAN;
+    let mut poisoned = false;
     for i in 0..x.len() {
-        if x.is_null(i) || prev.is_infinite() {
-            prev = f64::INFINITY; // poisoned: NULL from here on
+        if poisoned || x.is_null(i) {
+            poisoned = true; // a gap: NULL from here on
             out.append_null();
             continue;
         }

@@ -44,6 +44,13 @@ const COMMIT_ATTEMPTS: u32 = 4;
 /// The finlake version commits and records carry.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The engine a sql run uses: `--engine`, else the job's first.
+fn engine_of(job: &Job, opts: &RunOptions) -> EngineKind {
+    opts.engine
+        .or(job.spec.engines.first().copied())
+        .unwrap_or(EngineKind::Datafusion)
+}
+
 /// Runs `job` for `date`. Never fails: the outcome, with its exit code, is the summary.
 pub async fn run(job: &Job, date: NaiveDate, opts: &RunOptions) -> RunSummary {
     let run_id = finlake_core::telemetry::correlation_id("BATCH");
@@ -58,10 +65,7 @@ pub async fn run(job: &Job, date: NaiveDate, opts: &RunOptions) -> RunSummary {
         error_class: None,
         error: None,
         engine: match job.spec.kind {
-            JobKind::Sql => match opts.engine.or(job.spec.engines.first().copied()) {
-                Some(EngineKind::Polars) => "polars",
-                _ => "datafusion",
-            },
+            JobKind::Sql => engine_of(job, opts).name(),
             JobKind::Maintenance => "delta",
             JobKind::QualityReport => "rule-engine",
         }
@@ -230,11 +234,13 @@ async fn execute(job: &Job, date: NaiveDate, opts: &RunOptions, s: &mut RunSumma
             text: job.spec.memory_limit.clone().unwrap_or_default(),
         })
     });
-    let (schema, batches) = match opts.engine.or(job.spec.engines.first().copied()) {
-        Some(EngineKind::Polars) => {
+    let (schema, batches) = match engine_of(job, opts) {
+        EngineKind::Polars => {
             crate::polars_engine::run_polars(job, &inputs, &params, limit.as_ref()).await?
         }
-        _ => engine::run_datafusion(job, &inputs, &params, limit.as_ref()).await?,
+        EngineKind::Datafusion => {
+            engine::run_datafusion(job, &inputs, &params, limit.as_ref()).await?
+        }
     };
     s.rows_out = batches.iter().map(|b| b.num_rows() as u64).sum();
 

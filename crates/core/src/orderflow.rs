@@ -214,9 +214,9 @@ fn column<'a>(trades: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>>
 }
 
 fn strings(trades: &RecordBatch, name: &str) -> Result<arrow::array::StringArray> {
-    let c = column(trades, name)?;
-    let c = arrow::compute::cast(c, &DataType::Utf8)?;
-    Ok(c.as_string::<i32>().clone())
+    column(trades, name)?;
+    crate::delta::string_column(trades, name)
+        .ok_or_else(|| Error::Usage(format!("trades column `{name}` is not text")))
 }
 
 fn decimals(trades: &RecordBatch, name: &str) -> Result<Decimal128Array> {
@@ -279,6 +279,11 @@ pub fn derive(
         instrument_of.push(k);
     }
 
+    // each instrument's rows, in time order, gathered in one pass
+    let mut rows_of: Vec<Vec<usize>> = vec![Vec::new(); instruments.len()];
+    for (&r, &k) in rows.iter().zip(&instrument_of) {
+        rows_of[k].push(r);
+    }
     // quote paths: the midpoint follows the last trade, spread one to four ticks
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0F10_4A11);
     let mut paths = Vec::with_capacity(instruments.len());
@@ -297,12 +302,7 @@ pub fn derive(
         let (open, close) = (utc(ex.open)?, utc(ex.close)?);
         let seconds = ((close - open) / MICROS + 61).max(1) as usize;
         let mut quotes = Vec::with_capacity(seconds);
-        let mine: Vec<usize> = rows
-            .iter()
-            .zip(&instrument_of)
-            .filter(|(_, &i)| i == k)
-            .map(|(&r, _)| r)
-            .collect();
+        let mine = &rows_of[k];
         let mut next = 0;
         let mut last = price.value(mine[0]);
         for s in 0..seconds {
