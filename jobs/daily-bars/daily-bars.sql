@@ -5,7 +5,8 @@
 -- to the price's 6 places. Open and close are the first element of the prices ordered by
 -- event time (and reversed): the ordered aggregate both engines run (Polars' SQL has no
 -- `first_value(x ORDER BY ...)`; DataFusion, Polars and DuckDB all read `array_agg(... ORDER
--- BY ...)[1]`, 1-based).
+-- BY ...)[1]`, 1-based). finlake-batch hands DataFusion the equivalent `first_value(x ORDER
+-- BY ...)`, which keeps one value per group instead of a sorted list (crates/batch/src/lower.rs).
 SELECT
   trade_date,
   isin,

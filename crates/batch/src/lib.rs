@@ -8,6 +8,7 @@
 //! - [`job`]: the job file, checked whole at load;
 //! - [`params`]: the SQL's `:date`-style parameters, bound through the parsed statement;
 //! - [`engine`]: the DataFusion session (every input in one session, a spilling memory pool);
+//!   [`lower`]: portable SQL idioms rewritten to the form DataFusion runs fastest;
 //! - [`checks`]: the output checks; [`maintenance`]: compaction, checkpoint, vacuum;
 //!   [`quality_report`]: a pipeline's checks on a schedule;
 //! - [`run`]: one run; [`runs`]: the `job_runs` table; [`summary`]: the JSON summary;
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod error;
 pub mod indicators;
 pub mod job;
+pub mod lower;
 pub mod maintenance;
 pub mod params;
 pub mod polars_engine;
