@@ -234,6 +234,9 @@ enum Command {
         /// The engine (one the job names).
         #[arg(long, value_enum)]
         engine: Option<finlake_batch::job::EngineKind>,
+        /// Print each run's executed plan with its operators' metrics to stderr.
+        #[arg(long)]
+        profile: bool,
     },
     /// Benchmark the rule engine: ten rules and dedup over a Parquet file of trades
     /// (written first when absent); prints one JSON line per run and the median.
@@ -284,7 +287,8 @@ fn run(command: Command) -> anyhow::Result<u8> {
             job,
             runs,
             engine,
-        } => bench_batch(&lake, rows, &job, runs, engine),
+            profile,
+        } => bench_batch(&lake, rows, &job, runs, engine, profile),
         Command::BenchRules {
             parquet,
             rows,
@@ -646,6 +650,7 @@ fn bench_batch(
     job: &str,
     runs: usize,
     engine: Option<finlake_batch::job::EngineKind>,
+    profile: bool,
 ) -> anyhow::Result<u8> {
     use finlake_core::delta::{self, CommitExtras, TableSpec};
     let rt = tokio::runtime::Runtime::new()?;
@@ -701,6 +706,7 @@ fn bench_batch(
     let opts = finlake_batch::run::RunOptions {
         no_record: true,
         engine,
+        profile,
         ..Default::default()
     };
     let mut secs = Vec::new();

@@ -71,6 +71,10 @@ struct RunArgs {
     /// The SQL engine, one of the job's `engines` (default: its first).
     #[arg(long, value_enum)]
     engine: Option<EngineKind>,
+    /// Print the executed plan with each operator's rows, time and memory to stderr
+    /// (DataFusion engine): where a slow run spends its time.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// Runs the command; returns the exit code.
@@ -141,6 +145,7 @@ async fn run_command(jobs_dir: &Path, r: RunArgs) -> u8 {
         memory_limit,
         backfill_id: None,
         no_record: false,
+        profile: r.profile,
         engine: r.engine,
     };
     let cal = finlake_core::transform::ExchangeCalendar::embedded();

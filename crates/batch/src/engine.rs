@@ -53,7 +53,11 @@ pub async fn session(
             .with_disk_manager_builder(DiskManagerBuilder::default());
     }
     let runtime = runtime.build_arc().map_err(classify)?;
-    let config = SessionConfig::new().with_information_schema(false);
+    // DataFusion's own settings from `DATAFUSION_*` variables (for example
+    // `DATAFUSION_EXECUTION_BATCH_SIZE`), so a CronJob can tune a job without a release
+    let config = SessionConfig::from_env()
+        .map_err(|e| BatchError::Usage(format!("DATAFUSION_* environment: {e}")))?
+        .with_information_schema(false);
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
@@ -98,7 +102,9 @@ pub async fn plan(
     let name = job.spec.name.clone();
     let classify = |e: DataFusionError| classify(&name, limit, e);
     let (query, _) = job.sql()?;
-    let statement = datafusion::sql::parser::Statement::Statement(Box::new(query.statement()));
+    let statement = datafusion::sql::parser::Statement::Statement(Box::new(
+        crate::lower::for_datafusion(query.statement()),
+    ));
     let state = ctx.state();
     let plan = state.statement_to_plan(statement).await.map_err(classify)?;
     DataFrame::new(state, plan)
@@ -106,20 +112,34 @@ pub async fn plan(
         .map_err(classify)
 }
 
-/// Runs the job's query on DataFusion; returns the output schema and batches.
+/// Runs the job's query on DataFusion; returns the output schema and batches. With
+/// `profile`, the executed plan with each operator's metrics goes to stderr (EXPLAIN ANALYZE
+/// of this very run, not a second one).
 pub async fn run_datafusion(
     job: &Job,
     inputs: &[OpenInput<'_>],
     params: &Params,
     limit: Option<&MemoryLimit>,
+    profile: bool,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let classify = |e: DataFusionError| classify(&job.spec.name, limit, e);
     let ctx = session(job, inputs, limit).await?;
     let df = plan(job, &ctx, params, limit).await?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df
-        .collect()
+    let task = Arc::new(df.task_ctx());
+    let physical = df.create_physical_plan().await.map_err(classify)?;
+    let batches = datafusion::physical_plan::collect(Arc::clone(&physical), task)
         .await
-        .map_err(|e| classify(&job.spec.name, limit, e))?;
+        .map_err(classify)?;
+    if profile {
+        eprintln!(
+            "{}",
+            datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+                physical.as_ref()
+            )
+            .indent(true)
+        );
+    }
     Ok((schema, batches))
 }
 

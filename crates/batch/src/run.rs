@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub no_record: bool,
     /// The engine (`--engine`); default the job's first.
     pub engine: Option<EngineKind>,
+    /// Print the executed plan with each operator's metrics (rows, time, memory) to stderr.
+    pub profile: bool,
 }
 
 /// Runs of one date that lose a commit race before the run gives up.
@@ -239,7 +241,7 @@ async fn execute(job: &Job, date: NaiveDate, opts: &RunOptions, s: &mut RunSumma
             crate::polars_engine::run_polars(job, &inputs, &params, limit.as_ref()).await?
         }
         EngineKind::Datafusion => {
-            engine::run_datafusion(job, &inputs, &params, limit.as_ref()).await?
+            engine::run_datafusion(job, &inputs, &params, limit.as_ref(), opts.profile).await?
         }
     };
     s.rows_out = batches.iter().map(|b| b.num_rows() as u64).sum();

@@ -203,6 +203,34 @@ async fn daily_bars_match_an_independent_computation_and_a_rerun_changes_nothing
     assert!(line.contains("2026-11-20 ok (exit 0)"), "{out}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn profile_shows_the_executed_plan_and_datafusion_settings_come_from_the_environment() {
+    let lake = lake_with_trades(&["2026-11-20"], 500).await;
+    let lake = lake.path();
+    let o = batch(
+        lake,
+        &["run", "daily-bars", "--date", "2026-11-20", "--profile"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    // the plan that ran, with each operator's metrics
+    assert!(err.contains("AggregateExec"), "{err}");
+    assert!(err.contains("output_rows="), "{err}");
+    // the job's portable `array_agg(price ORDER BY ...)[1]` ran as DataFusion's first_value
+    assert!(err.contains("first_value(trades.price) ORDER BY"), "{err}");
+    assert!(!err.contains("array_agg"), "{err}");
+    // a DataFusion setting from the environment: a malformed one is bad config
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_finlake-batch"))
+        .args(["run", "daily-bars", "--date", "2026-11-20", "--jobs-dir"])
+        .arg(root().join("jobs"))
+        .env("LAKE_URI", lake)
+        .env("DATAFUSION_EXECUTION_BATCH_SIZE", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("DATAFUSION_"), "{}", text(&o));
+}
+
 use futures::StreamExt;
 
 /// Runs [`job_variant`] for 2026-11-20 and checks its exit code.
