@@ -66,6 +66,11 @@ async fn lake_with_trades(dates: &[&str], rows: usize) -> tempfile::TempDir {
 }
 
 fn batch(lake: &Path, args: &[&str]) -> Output {
+    batch_env(lake, args, &[])
+}
+
+/// [`batch`] with more environment variables.
+fn batch_env(lake: &Path, args: &[&str], vars: &[(&str, &str)]) -> Output {
     // as Kubernetes does, the termination-log file exists (empty) before the container runs
     std::fs::write(lake.join("termination-log"), "").unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_finlake-batch"))
@@ -75,6 +80,7 @@ fn batch(lake: &Path, args: &[&str]) -> Output {
         .env("LAKE_URI", lake)
         .env("FINLAKE_TERMINATION_LOG", lake.join("termination-log"))
         .env("NO_COLOR", "1")
+        .envs(vars.iter().copied())
         .output()
         .unwrap()
 }
@@ -220,13 +226,11 @@ async fn profile_shows_the_executed_plan_and_datafusion_settings_come_from_the_e
     assert!(err.contains("first_value(trades.price) ORDER BY"), "{err}");
     assert!(!err.contains("array_agg"), "{err}");
     // a DataFusion setting from the environment: a malformed one is bad config
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_finlake-batch"))
-        .args(["run", "daily-bars", "--date", "2026-11-20", "--jobs-dir"])
-        .arg(root().join("jobs"))
-        .env("LAKE_URI", lake)
-        .env("DATAFUSION_EXECUTION_BATCH_SIZE", "lots")
-        .output()
-        .unwrap();
+    let o = batch_env(
+        lake,
+        &["run", "daily-bars", "--date", "2026-11-20"],
+        &[("DATAFUSION_EXECUTION_BATCH_SIZE", "lots")],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("DATAFUSION_"), "{}", text(&o));
 }
