@@ -112,7 +112,7 @@ impl DeltaError {
     }
 }
 
-type Result<T> = std::result::Result<T, DeltaError>;
+pub(crate) type Result<T> = std::result::Result<T, DeltaError>;
 
 /// The class of a storage failure found anywhere in an error's `source()` chain, or `None`
 /// when the chain holds no storage error.
@@ -221,6 +221,7 @@ pub struct TableSpec {
 
 /// Turns a URI or plain path into a URL; plain paths are made absolute and created.
 pub fn table_url(uri: &str) -> Result<Url> {
+    crate::localstore::register();
     let err = |message: String| DeltaError::Uri {
         uri: uri.to_string(),
         message,
@@ -335,6 +336,7 @@ pub fn with_client_defaults(
     url: &Url,
     options: &HashMap<String, String>,
 ) -> HashMap<String, String> {
+    crate::localstore::register();
     let mut out = options.clone();
     if url.scheme() != "file" && url.scheme() != "memory" {
         for (k, v) in CLIENT_DEFAULTS {

@@ -13,11 +13,13 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+pub mod compact;
 pub mod decode;
 pub mod delta;
 pub mod demo;
 pub mod error;
 pub mod generate;
+pub mod localstore;
 pub mod orderflow;
 pub mod pipeline;
 pub mod schema;

@@ -1,5 +1,6 @@
 //! Integration tests of finlake-core: one binary, a module per area.
 
+mod compact;
 mod delta;
 mod feed;
 mod guide;
