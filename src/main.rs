@@ -176,6 +176,9 @@ enum Command {
         /// commit_interval.
         #[arg(long, default_value = "100ms")]
         commit_interval: String,
+        /// Turn the stream's small-file compaction off (to measure what it buys).
+        #[arg(long)]
+        no_compaction: bool,
     },
     /// The whole streaming path with no set-up: an embedded broker, a generated day of trades
     /// with faults and producer retries, the ingestor on the sample spec (rules, dedup,
@@ -379,6 +382,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
             warmup,
             partitions,
             commit_interval,
+            no_compaction,
         } => {
             let summary =
                 finlake_ingest::bench::run_latency(&finlake_ingest::bench::LatencyOptions {
@@ -387,6 +391,7 @@ fn run(command: Command) -> anyhow::Result<u8> {
                     warmup,
                     partitions,
                     commit_interval,
+                    no_compaction,
                 })?;
             println!("{summary}");
             Ok(0)

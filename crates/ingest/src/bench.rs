@@ -177,6 +177,8 @@ pub struct LatencyOptions {
     pub partitions: i32,
     /// `commit_interval`, as the spec writes it.
     pub commit_interval: String,
+    /// Turn the stream's compaction off (to measure what it buys).
+    pub no_compaction: bool,
 }
 
 /// Resident set of this process now, KiB (`VmRSS`).
@@ -206,6 +208,14 @@ pub fn run_latency(opts: &LatencyOptions) -> Result<serde_json::Value> {
             opts.commit_interval
         ),
     )?;
+    let cfg = PipelineConfig {
+        compact_every: if opts.no_compaction {
+            0
+        } else {
+            cfg.compact_every
+        },
+        ..cfg
+    };
     let (symbols, calendar) = finlake_core::demo::embedded_refdata()?;
     let total = opts.rate as usize * opts.seconds as usize;
     let mut feed = finlake_core::generate::FeedGenerator::new(
@@ -222,6 +232,9 @@ pub fn run_latency(opts: &LatencyOptions) -> Result<serde_json::Value> {
     );
     let health: Arc<Health> = Arc::default();
     if let Ok(mut c) = health.commits.lock() {
+        *c = Some(Vec::new());
+    }
+    if let Ok(mut c) = health.commit_ms.lock() {
         *c = Some(Vec::new());
     }
     let (stop, stop_watch) = tokio::sync::watch::channel(false);
@@ -365,6 +378,20 @@ pub fn run_latency(opts: &LatencyOptions) -> Result<serde_json::Value> {
     broker.stop();
     let _ = std::fs::remove_dir_all(&dir);
     let (lat, delivered, failed, rss, load_seconds) = result?;
+    let commit_ms = health
+        .commit_ms
+        .lock()
+        .ok()
+        .and_then(|mut c| c.take())
+        .unwrap_or_default();
+    // mean of the first and of the last 100 commits, whole and the writing part
+    let mean = |v: &[(f64, f64)], part: fn(&(f64, f64)) -> f64| {
+        (!v.is_empty()).then(|| v.iter().map(part).sum::<f64>() / v.len() as f64)
+    };
+    let head = &commit_ms[..commit_ms.len().min(100)];
+    let tail = &commit_ms[commit_ms.len().saturating_sub(100)..];
+    let (first, last) = (mean(head, |c| c.0), mean(tail, |c| c.0));
+    let (first_w, last_w) = (mean(head, |c| c.1), mean(tail, |c| c.1));
     let steady: Vec<u64> = rss
         .iter()
         .filter(|(t, _)| *t >= opts.warmup as f64)
@@ -376,6 +403,7 @@ pub fn run_latency(opts: &LatencyOptions) -> Result<serde_json::Value> {
         "achieved_rate": delivered as f64 / load_seconds,
         "partitions": partitions,
         "commit_interval": opts.commit_interval,
+        "compaction": !opts.no_compaction,
         "delivered": delivered,
         "delivery_failures": failed,
         "measured": lat.count,
@@ -385,6 +413,15 @@ pub fn run_latency(opts: &LatencyOptions) -> Result<serde_json::Value> {
             "min": steady.iter().min().map(|k| k / 1024),
             "max": steady.iter().max().map(|k| k / 1024),
             "last": steady.last().map(|k| k / 1024),
+        },
+        "commit_ms": {
+            "commits": commit_ms.len(),
+            "first_100_mean": first,
+            "last_100_mean": last,
+            "last_over_first": last.zip(first).map(|(l, f)| l / f),
+            "writing_first_100_mean": first_w,
+            "writing_last_100_mean": last_w,
+            "writing_last_over_first": last_w.zip(first_w).map(|(l, f)| l / f),
         },
         "peak_rss_mib": peak_rss_kib() / 1024,
     }))

@@ -78,10 +78,18 @@ pub struct PipelineConfig {
     /// (same version) in the next commit, so a log retention set on the table later cannot
     /// expire an idle partition's version (`FINLAKE_TXN_RESTAMP`, default 1h).
     pub txn_restamp: Duration,
+    /// The maintenance task compacts each table's small files (`finlake_core::compact`)
+    /// every this many data commits (`FINLAKE_COMPACT_EVERY`, default 10; 0 turns it off for
+    /// every table, `delta.autoOptimize.autoCompact = false` for one).
+    pub compact_every: u64,
 }
 
 /// Default of [`PipelineConfig::txn_restamp`].
 pub const DEFAULT_TXN_RESTAMP: Duration = Duration::from_secs(3600);
+
+/// Default of [`PipelineConfig::compact_every`]: as often as a level fills
+/// (`CompactOptions::fan_in`).
+pub const DEFAULT_COMPACT_EVERY: u64 = 10;
 
 fn cfg_err(spec: &LoadedSpec, message: impl Into<String>) -> IngestError {
     IngestError::Config {
@@ -311,6 +319,15 @@ impl PipelineConfig {
                     )
                 })?,
         };
+        let compact_every = match env("FINLAKE_COMPACT_EVERY") {
+            None => DEFAULT_COMPACT_EVERY,
+            Some(v) => v.trim().parse::<u64>().map_err(|_| {
+                cfg_err(
+                    &spec,
+                    format!("FINLAKE_COMPACT_EVERY=`{v}` is not a number of commits (0 turns compaction off)"),
+                )
+            })?,
+        };
         let events = crate::events::table_spec(&data);
         // the patterns compile here too, so a bad one fails at start-up (exit 2) at its line
         let alerts = match sources.first() {
@@ -340,6 +357,7 @@ impl PipelineConfig {
             commit_interval,
             kafka_settings,
             txn_restamp,
+            compact_every,
             spec: Arc::new(spec),
         })
     }

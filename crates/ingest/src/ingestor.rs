@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::filter_record_batch;
 use deltalake::DeltaTable;
+use finlake_core::compact;
 use finlake_core::delta::{self, CommitExtras};
 use finlake_core::pipeline::{quarantine_batch, BatchContext, Rejected};
 use finlake_core::spec::{IngestTime, StartingOffsets};
@@ -123,6 +124,10 @@ pub struct Health {
     /// When `Some` (a benchmark sets it), each data commit appends (partition, next offset,
     /// when) for every partition it covers: produce-to-committed latency without polling.
     pub commits: std::sync::Mutex<Option<Vec<(i32, i64, Instant)>>>,
+    /// When `Some` (a benchmark sets it), each commit appends its wall time in ms (prepare,
+    /// dead letters and every table's commit: what the loop waits for) and the part of it
+    /// spent writing (dead letters and the Delta commits, from the snapshot update on).
+    pub commit_ms: std::sync::Mutex<Option<Vec<(f64, f64)>>>,
 }
 
 /// Messages of one partition collected for the next micro-batch.
@@ -628,8 +633,12 @@ impl Ingestor {
             self.mark_idle();
             self.close_breakers();
             if Instant::now() >= next_commit || self.pending_messages >= MAX_PENDING_MESSAGES {
+                // the cadence runs from each commit's start: a 100 ms interval is a commit
+                // every 100 ms, not every 100 ms plus the commit's own time (a commit that
+                // takes longer than the interval is followed by the next straight away)
+                let started = Instant::now();
                 self.commit().await?;
-                next_commit = Instant::now() + self.cfg.commit_interval;
+                next_commit = started + self.cfg.commit_interval;
             }
         }
         tracing::info!(pipeline = %self.cfg.name, "shutting down: committing what is buffered");
@@ -1158,6 +1167,7 @@ impl Ingestor {
             }
         };
         self.adopt_maintained().await;
+        let writing = Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -1196,6 +1206,7 @@ impl Ingestor {
         let events_ok = self
             .write_events(&prepared, commit_id, started.elapsed().as_secs_f64() * 1e3)
             .await;
+        let write_ms = writing.elapsed().as_secs_f64() * 1e3;
         // update what the tables hold, and Kafka's offsets (a hint for lag tools)
         let mut tpl = TopicPartitionList::new();
         for (tp, pc) in &prepared.parts {
@@ -1255,6 +1266,11 @@ impl Ingestor {
         m.commit_seconds
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
+        if let Ok(mut ms) = self.health.commit_ms.lock() {
+            if let Some(ms) = ms.as_mut() {
+                ms.push((started.elapsed().as_secs_f64() * 1e3, write_ms));
+            }
+        }
         m.last_commit
             .with_label_values(&[name])
             .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
@@ -1282,20 +1298,25 @@ impl Ingestor {
         }
     }
 
-    /// Checkpoints and log cleanup, on a task of their own, never inside a commit. A table
+    /// Compaction, checkpoints and log cleanup, on a task of their own, never inside a
+    /// commit. Every `compact_every` data commits (`FINLAKE_COMPACT_EVERY`) each table's small files are compacted
+    /// ([`compact::compact_small_files`]: tiered, in write order, `dataChange: false`), so the
+    /// file list every commit carries, and with it the commit's cost, stays bounded. A table
     /// whose version has moved its `checkpointInterval` past its last checkpoint gets one,
     /// and comes back opened afresh from it (a long-lived table handle grows slower to commit
-    /// to; see `delta::reopen_at_checkpoint`); [`Self::adopt_maintained`] swaps it in before
-    /// a later commit. Expired log files (delta-rs would list `_delta_log` in every commit;
-    /// ours turn that off) are removed every [`MAINTENANCE_EVERY`] data commits. One run at
-    /// a time; a failure is logged and retried on the next run.
+    /// to; see `delta::reopen_at_checkpoint`); [`Self::adopt_maintained`] swaps the tables in
+    /// before a later commit. Expired log files (delta-rs would list `_delta_log` in every
+    /// commit; ours turn that off) are removed every [`MAINTENANCE_EVERY`] data commits. One
+    /// run at a time; a failure (a compaction that lost a race included) is logged and
+    /// retried on the next run.
     fn maintain(&mut self) {
         if self.maintenance.is_some() {
             return;
         }
         let cleanup = self.commits.is_multiple_of(MAINTENANCE_EVERY);
+        let compact =
+            self.cfg.compact_every > 0 && self.commits.is_multiple_of(self.cfg.compact_every);
         let mut due = Vec::new();
-        let mut all = Vec::new();
         for kind in [
             TableKind::Data,
             TableKind::Quarantine,
@@ -1307,15 +1328,15 @@ impl Ingestor {
             };
             let Some(v) = t.version() else { continue };
             let last = *self.checkpointed.entry(kind).or_insert(v);
-            if v.saturating_sub(last) >= delta::checkpoint_interval(&t) {
+            let checkpoint = v.saturating_sub(last) >= delta::checkpoint_interval(&t);
+            if checkpoint {
                 self.checkpointed.insert(kind, v);
-                due.push((kind, t.clone()));
             }
-            if cleanup {
-                all.push(t);
+            if checkpoint || compact || cleanup {
+                due.push((kind, t, checkpoint));
             }
         }
-        if due.is_empty() && !cleanup {
+        if due.is_empty() {
             return;
         }
         let span = tracing::Span::current();
@@ -1324,26 +1345,48 @@ impl Ingestor {
         self.maintenance = Some(tokio::spawn(
             async move {
                 let mut fresh = Vec::new();
-                for (kind, t) in due {
-                    let started = Instant::now();
-                    match delta::checkpoint_and_reopen(&t).await {
-                        Ok(t2) => {
-                            metrics
-                                .checkpoints
-                                .with_label_values(&[&name])
-                                .inc();
-                            tracing::info!(table = %t.table_url(), version = t.version().unwrap_or_default(), ms = started.elapsed().as_millis() as u64, "checkpoint written");
-                            fresh.push((kind, t2));
+                for (kind, mut t, checkpoint) in due {
+                    let mut changed = false;
+                    if compact {
+                        let started = Instant::now();
+                        let meta = vec![("pipeline".to_string(), serde_json::Value::from(name.clone()))];
+                        match compact::compact_small_files(&t, compact::CompactOptions::default(), meta).await {
+                            Ok((t2, done)) if done.version.is_some() => {
+                                metrics
+                                    .compacted_files
+                                    .with_label_values(&[&name])
+                                    .inc_by(done.files_removed as u64);
+                                tracing::info!(table = %t.table_url(), version = done.version, removed = done.files_removed, added = done.files_added, rows = done.rows, ms = started.elapsed().as_millis() as u64, "small files compacted");
+                                t = t2;
+                                changed = true;
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(table = %t.table_url(), error = %e, "compaction failed; retried later"),
                         }
-                        Err(e) => tracing::warn!(table = %t.table_url(), error = %e, "checkpoint failed; retried later"),
                     }
-                }
-                if cleanup {
-                    for t in all {
+                    if checkpoint {
+                        let started = Instant::now();
+                        match delta::checkpoint_and_reopen(&t).await {
+                            Ok(t2) => {
+                                metrics
+                                    .checkpoints
+                                    .with_label_values(&[&name])
+                                    .inc();
+                                tracing::info!(table = %t.table_url(), version = t.version().unwrap_or_default(), ms = started.elapsed().as_millis() as u64, "checkpoint written");
+                                t = t2;
+                                changed = true;
+                            }
+                            Err(e) => tracing::warn!(table = %t.table_url(), error = %e, "checkpoint failed; retried later"),
+                        }
+                    }
+                    if cleanup {
                         match delta::cleanup_logs(&t).await {
                             Ok(n) => tracing::info!(table = %t.table_url(), removed = n, "expired log files cleaned up"),
                             Err(e) => tracing::warn!(table = %t.table_url(), error = %e, "log cleanup failed; retried later"),
                         }
+                    }
+                    if changed {
+                        fresh.push((kind, t));
                     }
                 }
                 fresh

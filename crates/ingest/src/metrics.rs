@@ -25,6 +25,8 @@ pub struct IngestMetrics {
     pub retries: IntCounterVec,
     /// Checkpoints written by the maintenance task, by pipeline.
     pub checkpoints: IntCounterVec,
+    /// Small files rewritten by the maintenance task's compactions, by pipeline.
+    pub compacted_files: IntCounterVec,
     /// Dead letters produced, by pipeline.
     pub dead_letters: IntCounterVec,
     /// Alerts raised (committed to the alerts table), by pipeline and alert.
@@ -132,6 +134,11 @@ impl IngestMetrics {
             checkpoints: counter(
                 "finlake_ingest_checkpoints_total",
                 "Checkpoints written off the commit path, by the maintenance task.",
+                &["pipeline"],
+            ),
+            compacted_files: counter(
+                "finlake_ingest_compacted_files_total",
+                "Small files rewritten into larger ones by the maintenance task's compactions.",
                 &["pipeline"],
             ),
             dead_letters: counter(

@@ -267,7 +267,11 @@ fn survives_ten_sigkills_during_a_load_with_nothing_lost_or_doubled() {
         let ingest = Ingest::start(
             &w,
             &broker.bootstrap,
-            &[("FINLAKE_KAFKA_GROUP_ID", &group(i))],
+            &[
+                ("FINLAKE_KAFKA_GROUP_ID", &group(i)),
+                // compaction every other commit, so kills land in compactions too
+                ("FINLAKE_COMPACT_EVERY", "2"),
+            ],
         );
         let joined = ingest.wait_ready(Duration::from_secs(60));
         let run = rng.next_ms(200, 2_500);
@@ -289,7 +293,10 @@ fn survives_ten_sigkills_during_a_load_with_nothing_lost_or_doubled() {
     let ingest = Ingest::start(
         &w,
         &broker.bootstrap,
-        &[("FINLAKE_KAFKA_GROUP_ID", &group(10))],
+        &[
+            ("FINLAKE_KAFKA_GROUP_ID", &group(10)),
+            ("FINLAKE_COMPACT_EVERY", "2"),
+        ],
     );
     wait_caught_up(&broker, &w, &ingest, Duration::from_secs(180));
     let log = ingest.log();
@@ -305,6 +312,40 @@ fn survives_ten_sigkills_during_a_load_with_nothing_lost_or_doubled() {
         "quarantine: every reject exactly once"
     );
     assert_eq!(landed + duplicates as usize, manifest.len() - rejected);
+    // the small files were compacted on the way (OPTIMIZE commits, no data change), and an
+    // independent reader sees the same rows
+    let optimized = operations(&w.trades())
+        .iter()
+        .filter(|o| o.as_str() == "OPTIMIZE")
+        .count();
+    assert!(optimized >= 1, "no compaction in the trades table's log");
+    assert_eq!(python_counts(&w.trades()), (landed, landed));
+    assert_eq!(python_counts(&w.quarantine()), (quarantined, quarantined));
+}
+
+/// The `operation` of every commit in a table's log, in version order.
+fn operations(table: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .filter_map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                    v.pointer("/commitInfo/operation")?
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Two processes share 6 partitions: one joins mid-stream (a cooperative rebalance moves
@@ -1012,23 +1053,29 @@ fn idle_partitions_txn_versions_are_written_again_unchanged() {
     assert_eq!(landed + quarantined + duplicates as usize, 400);
 }
 
-/// A `FINLAKE_TXN_RESTAMP` that is no duration is refused at start-up, naming it.
+/// A `FINLAKE_TXN_RESTAMP` that is no duration, or a `FINLAKE_COMPACT_EVERY` that is no
+/// number, is refused at start-up, naming it.
 #[test]
 fn a_bad_restamp_interval_exits_2() {
     let broker = Broker::start(1);
     let w = Workdir::new("JSON", PROCESSING);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_finlake-ingest"))
-        .arg(w.dir.path().join("spec.yaml"))
-        .arg("--refdata")
-        .arg(w.dir.path().join("refdata"))
-        .env("KAFKA_BOOTSTRAP", &broker.bootstrap)
-        .env("LAKE_URI", w.lake())
-        .env("FINLAKE_TXN_RESTAMP", "often")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("FINLAKE_TXN_RESTAMP=`often`"), "{stderr}");
+    for (var, value) in [
+        ("FINLAKE_TXN_RESTAMP", "often"),
+        ("FINLAKE_COMPACT_EVERY", "-1"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_finlake-ingest"))
+            .arg(w.dir.path().join("spec.yaml"))
+            .arg("--refdata")
+            .arg(w.dir.path().join("refdata"))
+            .env("KAFKA_BOOTSTRAP", &broker.bootstrap)
+            .env("LAKE_URI", w.lake())
+            .env(var, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(&format!("{var}=`{value}`")), "{stderr}");
+    }
 }
 
 /// `finlake restore` takes the pipeline's tables back to an earlier data-table version with
