@@ -10,8 +10,9 @@
 //!
 //! [`FastListFs`] wraps `LocalFileSystem` and answers a listing whose offset lies in the
 //! listed directory by comparing the directory's raw file names with the offset's name,
-//! building paths and reading metadata only for the entries past it. Everything else goes
-//! to `LocalFileSystem` unchanged. [`register`] makes it the store of every `file://` table
+//! building paths and reading metadata only for the entries past it. On Linux's local
+//! filesystems the names come from a watched copy of the directory (`watched`), so a listing
+//! does not even read the directory. Everything else goes to `LocalFileSystem` unchanged. [`register`] makes it the store of every `file://` table
 //! finlake opens (delta-rs's object-store factory registry).
 
 use std::ops::Range;
@@ -94,6 +95,37 @@ impl FastListFs {
                 tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<Path>, Vec<Path>)> {
                     let mut files = Vec::new();
                     let mut dirs = Vec::new();
+                    let keep =
+                        |files: &mut Vec<Path>, dirs: &mut Vec<Path>, name: &str, is_dir: bool| {
+                            if in_flight(name) {
+                                return;
+                            }
+                            let path = if plain(name) {
+                                // the cheap case, nearly every entry: skipped on its name alone
+                                if name <= after.as_str() {
+                                    return;
+                                }
+                                prefix.clone().join(name)
+                            } else {
+                                // LocalFileSystem's own conversion (percent-encoding and all)
+                                match Path::from_absolute_path(dir.join(name)) {
+                                    Ok(p) if p > prefix.clone().join(after.as_str()) => p,
+                                    _ => return,
+                                }
+                            };
+                            if is_dir {
+                                dirs.push(path);
+                            } else {
+                                files.push(path);
+                            }
+                        };
+                    #[cfg(target_os = "linux")]
+                    if let Some(names) = watched::past(&dir, &after) {
+                        for (name, is_dir) in names {
+                            keep(&mut files, &mut dirs, &name, is_dir);
+                        }
+                        return Ok((files, dirs));
+                    }
                     let entries = match std::fs::read_dir(&dir) {
                         Ok(e) => e,
                         // a missing directory lists as empty, as LocalFileSystem's does
@@ -106,29 +138,10 @@ impl FastListFs {
                         let entry = entry?;
                         let name = entry.file_name();
                         let Some(name) = name.to_str() else { continue };
-                        if in_flight(name) {
+                        if plain(name) && name <= after.as_str() {
                             continue;
                         }
-                        if plain(name) {
-                            // the cheap case, nearly every entry: skipped on its name alone
-                            if name <= after.as_str() {
-                                continue;
-                            }
-                        }
-                        let path = if plain(name) {
-                            prefix.clone().join(name)
-                        } else {
-                            // LocalFileSystem's own conversion (percent-encoding and all)
-                            match Path::from_absolute_path(entry.path()) {
-                                Ok(p) if p > prefix.clone().join(after.as_str()) => p,
-                                _ => continue,
-                            }
-                        };
-                        if entry.file_type()?.is_dir() {
-                            dirs.push(path);
-                        } else {
-                            files.push(path);
-                        }
+                        keep(&mut files, &mut dirs, name, entry.file_type()?.is_dir());
                     }
                     Ok((files, dirs))
                 })
@@ -241,6 +254,295 @@ impl ObjectStore for FastListFs {
     }
 }
 
+/// The names of watched directories, kept current by inotify, so a listing past an offset
+/// reads only the names past it.
+///
+/// Even skipping by name, a listing reads the whole directory: the kernel walks and hashes
+/// every entry (ext4's `htree` readdir), so each listing of a stream's `_delta_log` cost more
+/// with every version, several listings a commit (BENCHMARKS.md). Here the first listing of a
+/// directory adds an inotify watch and then reads the directory once; every later listing
+/// first applies the events queued since (files created, deleted or renamed by any process on
+/// this machine) and answers from the sorted names. It is exact, not a cache that can be
+/// stale: an event is queued before the call that changed the directory returns, so whatever
+/// happened before a listing is in the names it answers from. What inotify cannot vouch for
+/// is not watched: directories on network or FUSE filesystems (another machine's writes raise
+/// no event here; only ext4, xfs, btrfs, tmpfs, f2fs and overlayfs are watched), a directory
+/// whose inode is no longer the one at its path, and everything after the event queue
+/// overflowed (every watch is dropped and the directories are read afresh).
+#[cfg(target_os = "linux")]
+mod watched {
+    use std::collections::{BTreeMap, HashMap};
+    use std::mem::MaybeUninit;
+    use std::ops::Bound;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Mutex, OnceLock};
+
+    use rustix::fd::OwnedFd;
+    use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
+    use rustix::io::Errno;
+
+    use super::plain;
+
+    /// Plain names kept at or below the lowest offset asked for: a handle a few checkpoints
+    /// behind still lists from the names; anything lower reads the directory.
+    const KEEP_BELOW: usize = 1024;
+    /// Directories watched at once (each table's `_delta_log`); past it the oldest go.
+    const MAX_DIRS: usize = 256;
+
+    /// Filesystems whose every change on this machine raises an inotify event here.
+    const LOCAL: [u64; 6] = [
+        0xEF53,      // ext2/3/4
+        0x5846_5342, // xfs
+        0x9123_683E, // btrfs
+        0x0102_1994, // tmpfs
+        0xF2F5_2010, // f2fs
+        0x794C_7630, // overlayfs
+    ];
+
+    struct Dir {
+        id: (u64, u64),
+        /// Every plain name above `floor` is in `plain`.
+        floor: String,
+        plain: BTreeMap<String, bool>,
+        /// Names that are not their own path segment, all of them (a handful).
+        other: BTreeMap<String, bool>,
+        last_used: u64,
+    }
+
+    impl Dir {
+        fn apply(&mut self, name: &str, is_dir: bool, present: bool) {
+            let set = if plain(name) {
+                if name <= self.floor.as_str() {
+                    return;
+                }
+                &mut self.plain
+            } else {
+                &mut self.other
+            };
+            if present {
+                set.insert(name.to_string(), is_dir);
+            } else {
+                set.remove(name);
+            }
+        }
+    }
+
+    struct State {
+        fd: OwnedFd,
+        dirs: HashMap<i32, Dir>,
+        by_path: HashMap<PathBuf, i32>,
+        clock: u64,
+    }
+
+    impl State {
+        fn forget(&mut self, wd: i32, remove_watch: bool) {
+            if self.dirs.remove(&wd).is_some() {
+                self.by_path.retain(|_, w| *w != wd);
+                if remove_watch {
+                    let _ = inotify::remove_watch(&self.fd, wd);
+                }
+            }
+        }
+
+        fn forget_all(&mut self) {
+            let wds: Vec<i32> = self.dirs.keys().copied().collect();
+            for wd in wds {
+                self.forget(wd, true);
+            }
+        }
+
+        /// Applies every queued event.
+        fn drain(&mut self) {
+            let mut buf = [MaybeUninit::<u8>::uninit(); 16384];
+            let mut gone = Vec::new();
+            let mut overflow = false;
+            {
+                let State { fd, dirs, .. } = self;
+                let mut reader = inotify::Reader::new(&*fd, &mut buf);
+                loop {
+                    let ev = match reader.next() {
+                        Ok(ev) => ev,
+                        Err(Errno::AGAIN) => break,
+                        Err(Errno::INTR) => continue,
+                        Err(_) => {
+                            overflow = true;
+                            break;
+                        }
+                    };
+                    let flags = ev.events();
+                    if flags.contains(ReadFlags::QUEUE_OVERFLOW) {
+                        overflow = true;
+                        continue;
+                    }
+                    if flags.intersects(
+                        ReadFlags::IGNORED
+                            | ReadFlags::DELETE_SELF
+                            | ReadFlags::MOVE_SELF
+                            | ReadFlags::UNMOUNT,
+                    ) {
+                        gone.push((ev.wd(), !flags.contains(ReadFlags::IGNORED)));
+                        continue;
+                    }
+                    let Some(dir) = dirs.get_mut(&ev.wd()) else {
+                        continue;
+                    };
+                    let Some(name) = ev.file_name().and_then(|n| n.to_str().ok()) else {
+                        // a name that is not UTF-8 is not listed either way
+                        continue;
+                    };
+                    let is_dir = flags.contains(ReadFlags::ISDIR);
+                    if flags.intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO) {
+                        dir.apply(name, is_dir, true);
+                    } else if flags.intersects(ReadFlags::DELETE | ReadFlags::MOVED_FROM) {
+                        dir.apply(name, is_dir, false);
+                    }
+                }
+            }
+            for (wd, remove) in gone {
+                self.forget(wd, remove);
+            }
+            if overflow {
+                self.forget_all();
+            }
+        }
+
+        /// Watches `path` and reads it once; `None` if it cannot be watched.
+        fn watch(&mut self, path: &Path, id: (u64, u64)) -> Option<i32> {
+            let fs = rustix::fs::statfs(path).ok()?;
+            #[allow(clippy::unnecessary_cast)]
+            let magic = (fs.f_type as u64) & 0xFFFF_FFFF;
+            if !LOCAL.contains(&magic) {
+                return None;
+            }
+            if self.dirs.len() >= MAX_DIRS {
+                if let Some((&wd, _)) = self.dirs.iter().min_by_key(|(_, d)| d.last_used) {
+                    self.forget(wd, true);
+                }
+            }
+            let wd = inotify::add_watch(
+                &self.fd,
+                path,
+                WatchFlags::CREATE
+                    | WatchFlags::DELETE
+                    | WatchFlags::MOVED_FROM
+                    | WatchFlags::MOVED_TO
+                    | WatchFlags::DELETE_SELF
+                    | WatchFlags::MOVE_SELF
+                    | WatchFlags::ONLYDIR
+                    | WatchFlags::EXCL_UNLINK,
+            )
+            .ok()?;
+            if self.dirs.get(&wd).is_some_and(|d| d.id == id) {
+                // the same directory by another path
+                self.by_path.insert(path.to_path_buf(), wd);
+                return Some(wd);
+            }
+            self.forget(wd, false);
+            // watched first, read second: a change during the read is also an event
+            let mut dir = Dir {
+                id,
+                floor: String::new(),
+                plain: BTreeMap::new(),
+                other: BTreeMap::new(),
+                last_used: 0,
+            };
+            let read = (|| -> std::io::Result<()> {
+                for entry in std::fs::read_dir(path)? {
+                    let entry = entry?;
+                    let name = entry.file_name();
+                    let Some(name) = name.to_str() else { continue };
+                    dir.apply(name, entry.file_type()?.is_dir(), true);
+                }
+                Ok(())
+            })();
+            if read.is_err() {
+                let _ = inotify::remove_watch(&self.fd, wd);
+                return None;
+            }
+            self.dirs.insert(wd, dir);
+            self.by_path.insert(path.to_path_buf(), wd);
+            self.drain();
+            self.dirs.contains_key(&wd).then_some(wd)
+        }
+    }
+
+    fn state() -> Option<&'static Mutex<State>> {
+        static STATE: OnceLock<Option<Mutex<State>>> = OnceLock::new();
+        STATE
+            .get_or_init(|| {
+                inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC)
+                    .ok()
+                    .map(|fd| {
+                        Mutex::new(State {
+                            fd,
+                            dirs: HashMap::new(),
+                            by_path: HashMap::new(),
+                            clock: 0,
+                        })
+                    })
+            })
+            .as_ref()
+    }
+
+    /// Whether listings of `path` are answered from a watch (for the tests).
+    #[cfg(test)]
+    pub(super) fn is_watched(path: &Path) -> bool {
+        state()
+            .and_then(|s| s.lock().ok())
+            .is_some_and(|s| s.by_path.contains_key(path))
+    }
+
+    /// The entries of `path` (name, is a directory) that can be past `after`: every plain
+    /// name above it and every other name. `None` when the directory is not watched and
+    /// cannot be: the caller reads it.
+    pub(super) fn past(path: &Path, after: &str) -> Option<Vec<(String, bool)>> {
+        let st = rustix::fs::stat(path).ok()?;
+        #[allow(clippy::unnecessary_cast)]
+        let id = (st.st_dev as u64, st.st_ino as u64);
+        let mut state = state()?.lock().ok()?;
+        state.drain();
+        let known = state.by_path.get(path).copied();
+        let wd = match known {
+            Some(wd) if state.dirs.get(&wd).is_some_and(|d| d.id == id) => wd,
+            _ => {
+                if let Some(wd) = known {
+                    // another directory at this path now
+                    state.forget(wd, true);
+                }
+                state.watch(path, id)?
+            }
+        };
+        state.clock += 1;
+        let clock = state.clock;
+        let dir = state.dirs.get_mut(&wd)?;
+        if after < dir.floor.as_str() {
+            return None;
+        }
+        dir.last_used = clock;
+        let mut out: Vec<(String, bool)> = dir
+            .plain
+            .range::<str, _>((Bound::Excluded(after), Bound::Unbounded))
+            .map(|(n, d)| (n.clone(), *d))
+            .collect();
+        out.extend(dir.other.iter().map(|(n, d)| (n.clone(), *d)));
+        // the names at or below `after` beyond what a lagging handle needs are let go
+        let below = dir.plain.len() - (out.len() - dir.other.len());
+        if below > 2 * KEEP_BELOW {
+            let floor = dir
+                .plain
+                .range::<str, _>((Bound::Unbounded, Bound::Included(after)))
+                .rev()
+                .nth(KEEP_BELOW)
+                .map(|(n, _)| n.clone());
+            if let Some(floor) = floor {
+                dir.plain = dir.plain.split_off(floor.as_str());
+                dir.floor = floor;
+            }
+        }
+        Some(out)
+    }
+}
+
 /// delta-rs's factory for `file://` tables, with [`FastListFs`] as the store.
 #[derive(Debug, Default)]
 struct Factory;
@@ -341,5 +643,80 @@ mod tests {
         assert!(listed(fast.list_with_offset(Some(&gone), &off))
             .await
             .is_empty());
+    }
+
+    async fn same(fast: &FastListFs, prefix: &Path, offset: &str) -> usize {
+        let offset = prefix.clone().join(offset);
+        let want = listed(LocalFileSystem::new().list_with_offset(Some(prefix), &offset)).await;
+        let got = listed(fast.list_with_offset(Some(prefix), &offset)).await;
+        assert_eq!(got, want, "offset {offset}");
+        got.len()
+    }
+
+    fn touch(dir: &std::path::Path, v: u32) {
+        std::fs::write(dir.join(format!("{v:020}.json")), v.to_string()).unwrap();
+    }
+
+    /// A watched directory's listing follows every change other code makes to it, through
+    /// the event queue's overflow, the dropping of old names and the directory's replacement.
+    #[tokio::test]
+    async fn a_watched_directory_lists_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("t/_delta_log");
+        std::fs::create_dir_all(&log).unwrap();
+        let fast = FastListFs::new();
+        let prefix = Path::from_filesystem_path(&log).unwrap();
+        for v in 0..50 {
+            touch(&log, v);
+        }
+        // 10..=49 (the offset is a version, not a file name)
+        assert_eq!(same(&fast, &prefix, &format!("{:020}", 10)).await, 40);
+        #[cfg(target_os = "linux")]
+        assert!(
+            watched::is_watched(&log),
+            "a local directory is listed from its watch"
+        );
+        // created, deleted, renamed, a subdirectory and a non-plain name, all after the watch
+        for v in 50..60 {
+            touch(&log, v);
+        }
+        for v in 5..15 {
+            std::fs::remove_file(log.join(format!("{v:020}.json"))).unwrap();
+        }
+        std::fs::rename(
+            log.join(format!("{:020}.json", 55)),
+            log.join(format!("{:020}.json", 70)),
+        )
+        .unwrap();
+        std::fs::create_dir_all(log.join("_staged_commits")).unwrap();
+        std::fs::write(
+            log.join("_staged_commits/00000000000000000071.u.json"),
+            b"s",
+        )
+        .unwrap();
+        std::fs::write(log.join("_last_checkpoint"), b"{}").unwrap();
+        std::fs::write(log.join("00000000000000000072.json#3"), b"upload").unwrap();
+        // 15..=54, 56..=59, 70, _last_checkpoint, the staged commit; not the upload
+        assert_eq!(same(&fast, &prefix, &format!("{:020}", 10)).await, 47);
+        same(&fast, &prefix, &format!("{:020}.json", 0)).await;
+        same(&fast, &prefix, &format!("{:020}.json", 56)).await;
+        // more changes than the event queue holds (16,384 by default): read afresh
+        for v in 100..20_100 {
+            touch(&log, v);
+        }
+        assert_eq!(same(&fast, &prefix, &format!("{:020}", 20_090)).await, 12);
+        // a listing far ahead lets the old names go; one below them reads the directory
+        same(&fast, &prefix, &format!("{:020}", 19_000)).await;
+        same(&fast, &prefix, &format!("{:020}", 18_000)).await;
+        same(&fast, &prefix, &format!("{:020}", 100)).await;
+        touch(&log, 30_000);
+        assert_eq!(same(&fast, &prefix, &format!("{:020}", 20_099)).await, 4);
+        // another directory at the same path
+        std::fs::remove_dir_all(&log).unwrap();
+        std::fs::create_dir_all(&log).unwrap();
+        for v in 0..3 {
+            touch(&log, v);
+        }
+        assert_eq!(same(&fast, &prefix, &format!("{:020}", 0)).await, 3);
     }
 }
