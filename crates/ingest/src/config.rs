@@ -68,6 +68,9 @@ pub struct PipelineConfig {
     pub max_batch_bytes: usize,
     /// ... or when its first message is this old.
     pub batch_timeout: Duration,
+    /// Micro-batches decoded and evaluated at once (`processing.config.parallelism`,
+    /// default the cores this process may use); the loop receives while they run.
+    pub workers: usize,
     /// Commit buffered micro-batches this often.
     pub commit_interval: Duration,
     /// The circuit breaker, when the spec sets one.
@@ -282,6 +285,16 @@ impl PipelineConfig {
             .and_then(|c| c.batch_timeout)
             .map(|d| d.0)
             .unwrap_or(DEFAULT_BATCH_TIMEOUT);
+        let workers = match proc.and_then(|c| c.parallelism) {
+            Some(0) => {
+                return Err(cfg_err(
+                    &spec,
+                    "`processing.config.parallelism` must be at least 1",
+                ))
+            }
+            Some(n) => n as usize,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
         let commit_interval = proc
             .and_then(|c| c.commit_every())
             .map(|d| d.0)
@@ -354,6 +367,7 @@ impl PipelineConfig {
             max_batch_rows,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             batch_timeout,
+            workers,
             commit_interval,
             kafka_settings,
             txn_restamp,

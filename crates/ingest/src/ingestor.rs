@@ -363,7 +363,9 @@ pub struct Ingestor {
     consumer: StreamConsumer<IngestContext>,
     producer: Option<FutureProducer>,
     engine: RuleEngine,
-    evaluator: Option<Evaluator>,
+    /// Evaluators bound to the stages' schema, one per micro-batch under way (rules are
+    /// compiled once per evaluator, not per batch).
+    evaluators: Vec<Evaluator>,
     data: DeltaTable,
     quarantine: DeltaTable,
     events: DeltaTable,
@@ -377,6 +379,10 @@ pub struct Ingestor {
     parts: HashMap<Tp, Part>,
     generation_seen: u64,
     pending: Vec<Closed>,
+    /// Micro-batches being decoded and evaluated, in the order they closed (at most
+    /// `workers`); they join `pending` in that order.
+    inflight: std::collections::VecDeque<tokio::task::JoinHandle<(Evaluator, Result<Closed>)>>,
+    /// Messages in `pending` and `inflight`.
     pending_messages: usize,
     health: Arc<Health>,
     metrics: &'static IngestMetrics,
@@ -507,7 +513,6 @@ impl Ingestor {
             "ingestor started"
         );
         health.started.store(true, Ordering::SeqCst);
-        let evaluator = Some(engine.evaluator());
         let cfg_breaker = cfg.circuit_breaker;
         Ok(Ingestor {
             topics: cfg
@@ -520,7 +525,7 @@ impl Ingestor {
             consumer,
             producer,
             engine,
-            evaluator,
+            evaluators: Vec::new(),
             data,
             quarantine,
             events,
@@ -531,6 +536,7 @@ impl Ingestor {
             parts: HashMap::new(),
             generation_seen: 0,
             pending: Vec::new(),
+            inflight: Default::default(),
             pending_messages: 0,
             health,
             metrics: IngestMetrics::global(),
@@ -577,7 +583,10 @@ impl Ingestor {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         let mut next_commit = Instant::now() + self.cfg.commit_interval;
         loop {
-            self.sync_assignment()?;
+            if self.rebalanced() {
+                self.finish_inflight().await?;
+                self.sync_assignment()?;
+            }
             self.retry_seeks();
             let deadline = self
                 .parts
@@ -595,15 +604,14 @@ impl Ingestor {
                 msg = self.consumer.recv() => match msg {
                     Ok(m) => {
                         let (max_rows, max_bytes) = (self.cfg.max_batch_rows, self.cfg.max_batch_bytes);
-                        let full = if self.consumer.context().generation.load(Ordering::SeqCst)
-                            != self.generation_seen
-                        {
+                        let full = if self.rebalanced() {
                             // a rebalance ran inside this recv: take it first (rare, so the
                             // message is copied out)
                             let (topic, partition, offset, ts) = (m.topic().to_string(), m.partition(), m.offset(), m.timestamp().to_millis());
                             let payload = m.payload().unwrap_or_default().to_vec();
                             let id = inbound_correlation(&m).map(<[u8]>::to_vec);
                             drop(m);
+                            self.finish_inflight().await?;
                             self.sync_assignment()?;
                             push(&mut self.parts, &mut self.last_tp, &topic, partition, offset, ts, &payload, id.as_deref(), max_rows, max_bytes)
                         } else {
@@ -656,6 +664,11 @@ impl Ingestor {
         }
         self.consumer.unsubscribe();
         Ok(())
+    }
+
+    /// Whether a rebalance callback ran since the last [`Self::sync_assignment`].
+    fn rebalanced(&self) -> bool {
+        self.consumer.context().generation.load(Ordering::SeqCst) != self.generation_seen
     }
 
     /// Takes the rebalance callback's changes: drops revoked partitions' buffers (those not
@@ -837,14 +850,18 @@ impl Ingestor {
         Ok(())
     }
 
-    /// Closes a partition's micro-batch: decode, transforms and rule evaluation, off the
-    /// reactor.
+    /// Closes a partition's micro-batch: decode, transforms and rule evaluation start on a
+    /// blocking thread, and the loop goes on receiving. When `workers` batches are under way
+    /// already, it first waits for the oldest (the back-pressure on receiving).
     async fn close(&mut self, tp: &Tp) -> Result<()> {
         let Some(Open { raw, .. }) = self.parts.get_mut(tp).and_then(|p| p.open.take()) else {
             return Ok(());
         };
         if raw.offsets.is_empty() {
             return Ok(());
+        }
+        while self.inflight.len() >= self.cfg.workers {
+            self.finish_oldest().await?;
         }
         self.metrics
             .messages
@@ -857,66 +874,86 @@ impl Ingestor {
         let source = *self.topics.get(&tp.0).ok_or_else(|| {
             IngestError::Internal(format!("message from unsubscribed topic {}", tp.0))
         })?;
+        self.pending_messages += raw.offsets.len();
         let cfg = self.cfg.clone();
         let mut evaluator = self
-            .evaluator
-            .take()
+            .evaluators
+            .pop()
             .unwrap_or_else(|| self.engine.evaluator());
         let tp2 = tp.clone();
         let correlation_id = finlake_core::telemetry::correlation_id("ING");
         let span = tracing::info_span!("batch", correlation_id = %correlation_id, pipeline = %cfg.name, topic = %tp.0, partition = tp.1);
-        let started = Instant::now();
-        let (evaluator, closed) = tokio::task::spawn_blocking(move || {
-            let _g = span.enter();
-            let mut raw = raw;
-            let ingested_at = raw.ingest_times(cfg.sources[source].ingest_time);
-            let result = (|| -> Result<Closed> {
-                let msgs = raw.msgs();
-                let ids = raw.message_ids();
-                let ctx = BatchContext {
-                    topic: &tp2.0,
-                    partition: tp2.1,
-                    offsets: &raw.offsets,
-                    correlation_id: &correlation_id,
-                    ingested_at,
-                    arrivals: raw.arrivals(),
-                    message_ids: ids.as_deref(),
-                };
-                let t0 = Instant::now();
-                let out = cfg.sources[source].stages.process(&msgs, &ctx)?;
-                let stage_ms = t0.elapsed().as_secs_f64() * 1e3;
-                let t0 = Instant::now();
-                let evaluated = evaluator.evaluate(out.good)?;
-                let rules_ms = t0.elapsed().as_secs_f64() * 1e3;
-                drop(msgs);
-                drop(ids);
-                Ok(Closed {
-                    tp: tp2.clone(),
-                    correlation_id: correlation_id.clone(),
-                    ingested_at,
-                    stage_rejects: out.rejects,
-                    stage_quarantine: out.quarantine,
-                    good_index: out.good_index,
-                    evaluated,
-                    raw,
-                    stage_ms,
-                    rules_ms,
-                })
-            })();
-            (evaluator, result)
-        })
-        .await
-        .map_err(|e| IngestError::Internal(format!("micro-batch task: {e}")))?;
-        self.evaluator = Some(evaluator);
+        let metrics = self.metrics;
+        self.inflight
+            .push_back(tokio::task::spawn_blocking(move || {
+                let _g = span.enter();
+                let started = Instant::now();
+                let mut raw = raw;
+                let ingested_at = raw.ingest_times(cfg.sources[source].ingest_time);
+                let result = (|| -> Result<Closed> {
+                    let msgs = raw.msgs();
+                    let ids = raw.message_ids();
+                    let ctx = BatchContext {
+                        topic: &tp2.0,
+                        partition: tp2.1,
+                        offsets: &raw.offsets,
+                        correlation_id: &correlation_id,
+                        ingested_at,
+                        arrivals: raw.arrivals(),
+                        message_ids: ids.as_deref(),
+                    };
+                    let t0 = Instant::now();
+                    let out = cfg.sources[source].stages.process(&msgs, &ctx)?;
+                    let stage_ms = t0.elapsed().as_secs_f64() * 1e3;
+                    let t0 = Instant::now();
+                    let evaluated = evaluator.evaluate(out.good)?;
+                    let rules_ms = t0.elapsed().as_secs_f64() * 1e3;
+                    drop(msgs);
+                    drop(ids);
+                    metrics
+                        .batch_seconds
+                        .with_label_values(&[&cfg.name])
+                        .observe(started.elapsed().as_secs_f64());
+                    Ok(Closed {
+                        tp: tp2,
+                        correlation_id,
+                        ingested_at,
+                        stage_rejects: out.rejects,
+                        stage_quarantine: out.quarantine,
+                        good_index: out.good_index,
+                        evaluated,
+                        raw,
+                        stage_ms,
+                        rules_ms,
+                    })
+                })();
+                (evaluator, result)
+            }));
+        Ok(())
+    }
+
+    /// Waits for the oldest micro-batch under way and queues it for the commit.
+    async fn finish_oldest(&mut self) -> Result<()> {
+        let Some(handle) = self.inflight.pop_front() else {
+            return Ok(());
+        };
+        let (evaluator, closed) = handle
+            .await
+            .map_err(|e| IngestError::Internal(format!("micro-batch task: {e}")))?;
+        self.evaluators.push(evaluator);
         let closed = closed?;
         let rejects = closed.stage_rejects.len() as u64 + closed.evaluated.rule_rejects();
-        self.trip_breaker(&tp.0, rejects);
-        self.metrics
-            .batch_seconds
-            .with_label_values(&[&self.cfg.name])
-            .observe(started.elapsed().as_secs_f64());
-        self.pending_messages += closed.raw.offsets.len();
+        self.trip_breaker(&closed.tp.0, rejects);
         self.pending.push(closed);
+        Ok(())
+    }
+
+    /// Waits for every micro-batch under way: before a commit, and before the partitions
+    /// change (a revoked partition's batches are dropped from `pending`).
+    async fn finish_inflight(&mut self) -> Result<()> {
+        while !self.inflight.is_empty() {
+            self.finish_oldest().await?;
+        }
         Ok(())
     }
 
@@ -1110,6 +1147,7 @@ impl Ingestor {
 
     /// Commits what is buffered: prepare (dedup), dead letters, quarantine, data.
     async fn commit(&mut self) -> Result<()> {
+        self.finish_inflight().await?;
         let restamp = self.due_for_restamp();
         if self.pending.is_empty() && restamp.is_empty() {
             return Ok(());
@@ -1749,6 +1787,12 @@ impl Ingestor {
     async fn resync(&mut self, why: &str) -> Result<()> {
         tracing::warn!(pipeline = %self.cfg.name, why, "resync: buffers dropped, versions re-read");
         self.pending.clear();
+        for h in self.inflight.drain(..) {
+            // their rows are re-read from the versions below
+            h.abort();
+        }
+        // bound to the old engine's rules
+        self.evaluators.clear();
         self.pending_messages = 0;
         self.data = delta::open_or_create(&self.cfg.data).await?;
         self.txns.clear();
@@ -1779,7 +1823,6 @@ impl Ingestor {
                 d.expect_partition(&tp.0, tp.1);
             }
         }
-        self.evaluator = Some(self.engine.evaluator());
         self.retry_seeks();
         Ok(())
     }

@@ -204,6 +204,71 @@ fn avro_confluent_feed_produced_before_the_first_start_lands_exactly_once() {
     lands_a_feed_produced_before_the_first_start(WireFormat::Avro, "AVRO_CONFLUENT");
 }
 
+/// Micro-batches decoded and evaluated side by side (`parallelism: 4`, batches of 100)
+/// still reach dedup in their partition's order: on one partition, each message the
+/// generator repeated is the one counted as the duplicate, of the very message it repeats,
+/// never the other way round.
+#[test]
+fn parallel_micro_batches_keep_their_partitions_order() {
+    let broker = Broker::start(1);
+    let (manifest, placed) = produce(
+        &broker.bootstrap,
+        gen(6_000, 0.05, 7, WireFormat::Json),
+        None,
+    );
+    let w = Workdir::new(
+        "JSON",
+        "{max_batch_size: 100, batch_timeout: 50ms, commit_interval: 300ms, parallelism: 4}",
+    );
+    let ingest = Ingest::start(&w, &broker.bootstrap, &[]);
+    wait_caught_up(&broker, &w, &ingest, Duration::from_secs(120));
+    let log = ingest.log();
+    assert_eq!(ingest.stop(), 0, "{log}");
+    let (_, _, duplicates) = reconcile(&broker, &w);
+    // (duplicate's offset, offset of the message it repeats), from the manifest
+    let mut expected: Vec<(i64, i64)> = manifest
+        .iter()
+        .zip(&placed)
+        .filter_map(|(e, p)| {
+            let j: usize = e
+                .fault
+                .as_deref()?
+                .strip_prefix("duplicate_of:")?
+                .parse()
+                .ok()?;
+            Some((p.offset, placed[j].offset))
+        })
+        .collect();
+    expected.sort();
+    assert!(
+        expected.len() >= 20,
+        "the feed repeats messages: {expected:?}"
+    );
+    let mut counted = Vec::new();
+    for b in read_table(&w.events()) {
+        let dups = b
+            .column_by_name("duplicate_offsets")
+            .unwrap()
+            .as_list::<i32>();
+        let firsts = b.column_by_name("first_offsets").unwrap().as_list::<i32>();
+        for r in 0..b.num_rows() {
+            let d = dups.value(r);
+            let f = firsts.value(r);
+            let (d, f) = (
+                d.as_primitive::<arrow::datatypes::Int64Type>(),
+                f.as_primitive::<arrow::datatypes::Int64Type>(),
+            );
+            counted.extend(d.values().iter().copied().zip(f.values().iter().copied()));
+        }
+    }
+    counted.sort();
+    assert_eq!(duplicates as usize, expected.len());
+    assert_eq!(
+        counted, expected,
+        "each repeat is the duplicate, of its original"
+    );
+}
+
 /// Produces `chunks` chunks of the feed while the test goes on; returns the manifest and
 /// placements when joined.
 fn produce_in_background(
@@ -587,6 +652,19 @@ fn bad_configuration_exits_2_at_start_naming_the_file() {
     let (code, err) = run(&w.dir.path().join("missing.yaml"), &[]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("missing.yaml"), "{err}");
+    let no_workers = w.dir.path().join("no-workers.yaml");
+    let zero = text.replace(
+        "commit_interval: 300ms}",
+        "commit_interval: 300ms, parallelism: 0}",
+    );
+    assert_ne!(zero, text, "the test's processing line moved");
+    std::fs::write(&no_workers, zero).unwrap();
+    let (code, err) = run(&no_workers, &[("KAFKA_BOOTSTRAP", "127.0.0.1:1")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("no-workers.yaml") && err.contains("parallelism"),
+        "{err}"
+    );
 }
 
 /// The circuit breaker: a feed with many rejects pauses the source (the metric says so, the
