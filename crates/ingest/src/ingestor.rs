@@ -231,6 +231,8 @@ struct Closed {
 /// What one partition contributes to a commit.
 #[derive(Debug, Clone, Copy, Default)]
 struct PartCommit {
+    /// What the tables held of the partition when the commit was prepared.
+    held: Versions,
     from: i64,
     next: i64,
     messages: u64,
@@ -366,14 +368,12 @@ pub struct Ingestor {
     /// Evaluators bound to the stages' schema, one per micro-batch under way (rules are
     /// compiled once per evaluator, not per batch).
     evaluators: Vec<Evaluator>,
-    data: DeltaTable,
-    quarantine: DeltaTable,
-    events: DeltaTable,
-    /// The alerts table and the patterns' state, when the spec has patterns.
-    alerts: Option<DeltaTable>,
+    /// The tables: here between commits, on the commit task during one.
+    writer: Option<Writer>,
+    /// The commit under way, if any: the loop receives and closes micro-batches meanwhile.
+    committing: Option<Committing>,
+    /// The patterns' state, when the spec has patterns.
     patterns: Option<PatternSet>,
-    /// The data table's txn versions for the fencing check (no log replay per lookup).
-    txns: crate::txncache::TxnCache,
     reader: VersionReader,
     topics: HashMap<String, usize>,
     parts: HashMap<Tp, Part>,
@@ -521,17 +521,23 @@ impl Ingestor {
                 .enumerate()
                 .map(|(i, s)| (s.topic.clone(), i))
                 .collect(),
+            writer: Some(Writer {
+                cfg: cfg.clone(),
+                metrics: IngestMetrics::global(),
+                producer: producer.clone(),
+                data,
+                quarantine,
+                events,
+                alerts,
+                txns: Default::default(),
+            }),
+            committing: None,
             cfg,
             consumer,
             producer,
             engine,
             evaluators: Vec::new(),
-            data,
-            quarantine,
-            events,
-            alerts,
             patterns,
-            txns: Default::default(),
             reader,
             parts: HashMap::new(),
             generation_seen: 0,
@@ -588,17 +594,28 @@ impl Ingestor {
                 self.sync_assignment()?;
             }
             self.retry_seeks();
+            // while a commit runs the next one waits for it, not for the clock
+            let commit_at = if self.committing.is_some() {
+                Instant::now() + self.cfg.commit_interval
+            } else {
+                next_commit
+            };
             let deadline = self
                 .parts
                 .values()
                 .filter_map(|p| p.open.as_ref().map(|o| o.opened + self.cfg.batch_timeout))
                 .min()
-                .map_or(next_commit, |t| t.min(next_commit));
+                .map_or(commit_at, |t| t.min(commit_at));
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() {
                         break;
+                    }
+                }
+                joined = commit_done(&mut self.committing) => {
+                    if let Some(c) = self.committing.take() {
+                        self.committed(joined, c.started).instrument(c.span).await?;
                     }
                 }
                 msg = self.consumer.recv() => match msg {
@@ -640,21 +657,29 @@ impl Ingestor {
             self.close_expired().await?;
             self.mark_idle();
             self.close_breakers();
-            if Instant::now() >= next_commit || self.pending_messages >= MAX_PENDING_MESSAGES {
+            if self.committing.is_some() {
+                if self.pending_messages >= MAX_PENDING_MESSAGES {
+                    // receiving outran the commit: wait for it
+                    self.finish_commit().await?;
+                }
+            } else if Instant::now() >= next_commit || self.pending_messages >= MAX_PENDING_MESSAGES
+            {
                 // the cadence runs from each commit's start: a 100 ms interval is a commit
                 // every 100 ms, not every 100 ms plus the commit's own time (a commit that
-                // takes longer than the interval is followed by the next straight away)
+                // takes longer than the interval is followed by the next as soon as it ends)
                 let started = Instant::now();
                 self.commit().await?;
                 next_commit = started + self.cfg.commit_interval;
             }
         }
         tracing::info!(pipeline = %self.cfg.name, "shutting down: committing what is buffered");
+        self.finish_commit().await?;
         let tps: Vec<Tp> = self.parts.keys().cloned().collect();
         for tp in tps {
             self.close(&tp).await?;
         }
         self.commit().await?;
+        self.finish_commit().await?;
         if let Some(h) = self.maintenance.take() {
             // a checkpoint under way finishes (the next start reads from it)
             let _ = h.await;
@@ -1074,7 +1099,13 @@ impl Ingestor {
                     out.quarantine.push(batch);
                 }
             }
+            let held = self
+                .parts
+                .get(&b.tp)
+                .map(|p| p.committed)
+                .unwrap_or_default();
             let pc = out.parts.entry(b.tp.clone()).or_insert(PartCommit {
+                held,
                 from: first,
                 ..PartCommit::default()
             });
@@ -1145,8 +1176,13 @@ impl Ingestor {
         Ok(out)
     }
 
-    /// Commits what is buffered: prepare (dedup), dead letters, quarantine, data.
+    /// Starts a commit of what is buffered: the stateful half (dedup, patterns) here, then
+    /// dead letters, quarantine, alerts, data and processed_events on a task of its own;
+    /// [`Self::finish_commit`] takes its outcome. One commit at a time, in order.
     async fn commit(&mut self) -> Result<()> {
+        if self.committing.is_some() {
+            return Ok(());
+        }
         self.finish_inflight().await?;
         let restamp = self.due_for_restamp();
         if self.pending.is_empty() && restamp.is_empty() {
@@ -1155,9 +1191,13 @@ impl Ingestor {
         let commit_id = finlake_core::telemetry::correlation_id("ING-COMMIT");
         let span =
             tracing::info_span!("commit", correlation_id = %commit_id, pipeline = %self.cfg.name);
-        self.commit_inner(&commit_id, restamp)
-            .instrument(span)
-            .await
+        self.start_commit(commit_id, restamp)
+            .instrument(span.clone())
+            .await?;
+        if let Some(c) = self.committing.as_mut() {
+            c.span = span;
+        }
+        Ok(())
     }
 
     /// Owned partitions with nothing buffered whose `txn` no commit has written for
@@ -1175,7 +1215,7 @@ impl Ingestor {
             .collect()
     }
 
-    async fn commit_inner(&mut self, commit_id: &str, restamp: Vec<(Tp, i64)>) -> Result<()> {
+    async fn start_commit(&mut self, commit_id: String, restamp: Vec<(Tp, i64)>) -> Result<()> {
         let started = Instant::now();
         let batches = std::mem::take(&mut self.pending);
         self.pending_messages = 0;
@@ -1189,7 +1229,9 @@ impl Ingestor {
                     p.restamp = true;
                 }
                 for (tp, v) in restamp {
+                    let held = self.parts.get(&tp).map(|p| p.committed).unwrap_or_default();
                     p.parts.entry(tp).or_insert(PartCommit {
+                        held,
                         from: v,
                         next: v,
                         ..PartCommit::default()
@@ -1205,59 +1247,75 @@ impl Ingestor {
             }
         };
         self.adopt_maintained().await;
-        let writing = Instant::now();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.write(&prepared, commit_id).await {
-                Ok(()) => break,
-                Err(e) if e.is_fenced() => {
-                    self.metrics
-                        .fenced
-                        .with_label_values(&[&self.cfg.name])
-                        .inc();
-                    tracing::warn!(error = %e, "another process committed a partition of this batch: dropping what is buffered and re-reading the versions");
-                    return self.resync("fenced").await;
-                }
-                Err(e)
-                    if e.class() == finlake_core::ErrorClass::Transient
-                        && attempt < COMMIT_ATTEMPTS =>
-                {
-                    self.metrics
-                        .retries
-                        .with_label_values(&[&self.cfg.name])
-                        .inc();
-                    let backoff = Duration::from_millis(200 * 2u64.pow(attempt));
-                    tracing::warn!(error = %e, attempt, ?backoff, "commit failed; retrying the same commit");
-                    tokio::time::sleep(backoff).await;
-                    // a commit that did land meanwhile shows as ConcurrentTransaction next
-                    // time (the same app ids): the fenced path re-reads and goes on
-                }
-                Err(e) if e.class() == finlake_core::ErrorClass::Transient => {
-                    tracing::error!(error = %e, "commit failed {COMMIT_ATTEMPTS} times; dropping what is buffered and re-reading");
-                    self.resync("commit failed").await?;
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
+        let mut writer = self.take_writer()?;
+        let span = tracing::Span::current();
+        let handle = tokio::spawn(
+            async move {
+                let outcome = writer.commit(prepared, &commit_id, started).await;
+                (writer, outcome)
             }
-        }
-        let events_ok = self
-            .write_events(&prepared, commit_id, started.elapsed().as_secs_f64() * 1e3)
-            .await;
-        let write_ms = writing.elapsed().as_secs_f64() * 1e3;
+            .instrument(span.clone()),
+        );
+        self.committing = Some(Committing {
+            handle,
+            span,
+            started,
+        });
+        Ok(())
+    }
+
+    /// Waits for the commit under way, if any, and takes its outcome.
+    async fn finish_commit(&mut self) -> Result<()> {
+        let Some(c) = self.committing.take() else {
+            return Ok(());
+        };
+        let span = c.span.clone();
+        let joined = c.handle.await;
+        self.committed(joined, c.started).instrument(span).await
+    }
+
+    /// What a finished commit task left: the tables back, and on success what the tables
+    /// now hold of each partition (Kafka's offsets, a hint for lag tools, follow).
+    async fn committed(
+        &mut self,
+        joined: std::result::Result<(Writer, Outcome), tokio::task::JoinError>,
+        started: Instant,
+    ) -> Result<()> {
+        let (writer, outcome) =
+            joined.map_err(|e| IngestError::Internal(format!("commit task: {e}")))?;
+        self.writer = Some(writer);
+        let (prepared, events_ok, write_ms) = match outcome {
+            Outcome::Written {
+                prepared,
+                events_ok,
+                write_ms,
+            } => (prepared, events_ok, write_ms),
+            Outcome::Fenced(e) => {
+                self.metrics
+                    .fenced
+                    .with_label_values(&[&self.cfg.name])
+                    .inc();
+                tracing::warn!(error = %e, "another process committed a partition of this batch: dropping what is buffered and re-reading the versions");
+                return self.resync("fenced").await;
+            }
+            Outcome::GaveUp(e) => {
+                tracing::error!(error = %e, "commit failed {COMMIT_ATTEMPTS} times; dropping what is buffered and re-reading");
+                return self.resync("commit failed").await;
+            }
+            Outcome::Failed(e) => return Err(e),
+        };
         // update what the tables hold, and Kafka's offsets (a hint for lag tools)
+        let has_alerts = self.writer.as_ref().is_some_and(|w| w.alerts.is_some());
         let mut tpl = TopicPartitionList::new();
         for (tp, pc) in &prepared.parts {
-            let q = self.quarantine_version(tp, pc);
-            let a = self.alerts_version(tp, pc);
             if let Some(part) = self.parts.get_mut(tp) {
                 part.committed.data = Some(pc.next);
                 part.stamped = Instant::now();
-                if !prepared.alerts.is_empty() || (prepared.restamp && self.alerts.is_some()) {
-                    part.committed.alerts = Some(a);
+                if !prepared.alerts.is_empty() || (prepared.restamp && has_alerts) {
+                    part.committed.alerts = Some(pc.alerts_version());
                 }
                 if !prepared.quarantine.is_empty() || prepared.restamp {
-                    part.committed.quarantine = Some(q);
+                    part.committed.quarantine = Some(pc.quarantine_version());
                 }
                 if events_ok {
                     part.committed.events = Some(pc.next);
@@ -1320,20 +1378,29 @@ impl Ingestor {
             landed,
             quarantined,
             duplicates = dup,
-            version = self.data.version().unwrap_or_default(),
+            version = self
+                .writer
+                .as_ref()
+                .and_then(|w| w.data.version())
+                .unwrap_or_default(),
             ms = started.elapsed().as_millis() as u64,
             "committed"
         );
         Ok(())
     }
 
-    fn table_mut(&mut self, kind: TableKind) -> Option<&mut DeltaTable> {
-        match kind {
-            TableKind::Data => Some(&mut self.data),
-            TableKind::Quarantine => Some(&mut self.quarantine),
-            TableKind::Events => Some(&mut self.events),
-            TableKind::Alerts => self.alerts.as_mut(),
-        }
+    /// The tables, for a commit task. They are away only while a commit runs, and every
+    /// caller waits for it first.
+    fn take_writer(&mut self) -> Result<Writer> {
+        self.writer
+            .take()
+            .ok_or_else(|| IngestError::Internal("the tables are away on a commit".into()))
+    }
+
+    fn writer_mut(&mut self) -> Result<&mut Writer> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| IngestError::Internal("the tables are away on a commit".into()))
     }
 
     /// Compaction, checkpoints and log cleanup, on a task of their own, never inside a
@@ -1361,7 +1428,12 @@ impl Ingestor {
             TableKind::Events,
             TableKind::Alerts,
         ] {
-            let Some(t) = self.table_mut(kind).map(|t| t.clone()) else {
+            let Some(t) = self
+                .writer
+                .as_mut()
+                .and_then(|w| w.table_mut(kind))
+                .map(|t| t.clone())
+            else {
                 continue;
             };
             let Some(v) = t.version() else { continue };
@@ -1450,8 +1522,11 @@ impl Ingestor {
                 return;
             }
         };
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
         for (kind, mut t) in fresh {
-            let Some(current) = self.table_mut(kind) else {
+            let Some(current) = writer.table_mut(kind) else {
                 continue;
             };
             let now = current.version();
@@ -1461,7 +1536,7 @@ impl Ingestor {
                     continue;
                 }
             }
-            if let Some(current) = self.table_mut(kind) {
+            if let Some(current) = writer.table_mut(kind) {
                 *current = t;
             }
         }
@@ -1495,6 +1570,155 @@ impl Ingestor {
         }));
     }
 
+    /// Drops everything buffered, reloads both tables, re-reads every owned partition's
+    /// versions and resumes reading from them, and rebuilds the dedup state from the table.
+    async fn resync(&mut self, why: &str) -> Result<()> {
+        tracing::warn!(pipeline = %self.cfg.name, why, "resync: buffers dropped, versions re-read");
+        self.pending.clear();
+        for h in self.inflight.drain(..) {
+            // their rows are re-read from the versions below
+            h.abort();
+        }
+        // bound to the old engine's rules
+        self.evaluators.clear();
+        self.pending_messages = 0;
+        let cfg = self.cfg.clone();
+        let w = self.writer_mut()?;
+        w.data = delta::open_or_create(&cfg.data).await?;
+        w.txns.clear();
+        w.quarantine = delta::open_or_create(&cfg.quarantine).await?;
+        w.events = delta::open_or_create(&cfg.events).await?;
+        if let Some(a) = &cfg.alerts {
+            w.alerts = Some(delta::open_or_create(a).await?);
+        }
+        let tps: Vec<Tp> = self.parts.keys().cloned().collect();
+        let versions = self.reader.read(&tps).await?;
+        for (tp, part) in self.parts.iter_mut() {
+            let v = versions.get(tp).copied().unwrap_or_default();
+            part.committed = v;
+            part.open = None;
+            part.idle = false;
+            part.last_seen = Instant::now();
+            part.next = v.start();
+            part.seek_to = Some(match (v.start(), self.cfg.starting_offsets) {
+                (Some(o), _) => Offset::Offset(o),
+                (None, StartingOffsets::Earliest) => Offset::Beginning,
+                (None, StartingOffsets::Latest) => Offset::End,
+            });
+        }
+        let data = self.writer_mut()?.data.clone();
+        self.engine = Self::new_engine(&cfg, &data).await?;
+        self.patterns = Self::new_patterns(&cfg, &data).await?;
+        if let Some(d) = self.engine.dedup() {
+            for tp in self.parts.keys() {
+                d.expect_partition(&tp.0, tp.1);
+            }
+        }
+        self.retry_seeks();
+        Ok(())
+    }
+}
+
+/// The tables a pipeline writes and what writes them: owned by the loop between commits,
+/// by the commit task during one.
+struct Writer {
+    cfg: Arc<PipelineConfig>,
+    metrics: &'static IngestMetrics,
+    producer: Option<FutureProducer>,
+    data: DeltaTable,
+    quarantine: DeltaTable,
+    events: DeltaTable,
+    /// The alerts table, when the spec has patterns.
+    alerts: Option<DeltaTable>,
+    /// The data table's txn versions for the fencing check (no log replay per lookup).
+    txns: crate::txncache::TxnCache,
+}
+
+/// A commit under way on its own task.
+struct Committing {
+    handle: tokio::task::JoinHandle<(Writer, Outcome)>,
+    /// The commit's span (its correlation id), for the lines its outcome logs.
+    span: tracing::Span,
+    started: Instant,
+}
+
+/// How a commit task ended.
+enum Outcome {
+    Written {
+        prepared: Prepared,
+        /// Whether the processed_events commit landed too.
+        events_ok: bool,
+        write_ms: f64,
+    },
+    /// Another process committed one of the partitions: drop what is buffered, re-read.
+    Fenced(IngestError),
+    /// Transient failures, retried [`COMMIT_ATTEMPTS`] times: drop what is buffered, re-read.
+    GaveUp(IngestError),
+    Failed(IngestError),
+}
+
+impl PartCommit {
+    /// The quarantine's version after this commit: never below what it holds.
+    fn quarantine_version(&self) -> i64 {
+        self.held.quarantine.map_or(self.next, |q| q.max(self.next))
+    }
+
+    /// The alerts table's version after this commit: never below what it holds.
+    fn alerts_version(&self) -> i64 {
+        self.held.alerts.map_or(self.next, |a| a.max(self.next))
+    }
+}
+
+impl Writer {
+    fn table_mut(&mut self, kind: TableKind) -> Option<&mut DeltaTable> {
+        match kind {
+            TableKind::Data => Some(&mut self.data),
+            TableKind::Quarantine => Some(&mut self.quarantine),
+            TableKind::Events => Some(&mut self.events),
+            TableKind::Alerts => self.alerts.as_mut(),
+        }
+    }
+
+    /// Writes a prepared commit, retrying transient failures with backoff; then its
+    /// processed_events rows.
+    async fn commit(&mut self, prepared: Prepared, commit_id: &str, started: Instant) -> Outcome {
+        let writing = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.write(&prepared, commit_id).await {
+                Ok(()) => break,
+                Err(e) if e.is_fenced() => return Outcome::Fenced(e),
+                Err(e)
+                    if e.class() == finlake_core::ErrorClass::Transient
+                        && attempt < COMMIT_ATTEMPTS =>
+                {
+                    self.metrics
+                        .retries
+                        .with_label_values(&[&self.cfg.name])
+                        .inc();
+                    let backoff = Duration::from_millis(200 * 2u64.pow(attempt));
+                    tracing::warn!(error = %e, attempt, ?backoff, "commit failed; retrying the same commit");
+                    tokio::time::sleep(backoff).await;
+                    // a commit that did land meanwhile shows as ConcurrentTransaction next
+                    // time (the same app ids): the fenced path re-reads and goes on
+                }
+                Err(e) if e.class() == finlake_core::ErrorClass::Transient => {
+                    return Outcome::GaveUp(e)
+                }
+                Err(e) => return Outcome::Failed(e),
+            }
+        }
+        let events_ok = self
+            .write_events(&prepared, commit_id, started.elapsed().as_secs_f64() * 1e3)
+            .await;
+        Outcome::Written {
+            prepared,
+            events_ok,
+            write_ms: writing.elapsed().as_secs_f64() * 1e3,
+        }
+    }
+
     /// Dead letters (at least once: produced and acknowledged before the commit), then the
     /// quarantine commit, then the data commit, each with the partitions' `txn`s.
     async fn write(&mut self, p: &Prepared, commit_id: &str) -> Result<()> {
@@ -1511,7 +1735,7 @@ impl Ingestor {
         for (tp, pc) in &p.parts {
             let app = self.cfg.app_id(&tp.0, tp.1);
             let found = self.txns.version(&self.data, &app).await?;
-            let ours = self.parts.get(tp).and_then(|x| x.committed.data);
+            let ours = pc.held.data;
             if found != ours || found.is_some_and(|v| v != pc.from) {
                 return Err(IngestError::Fenced {
                     app_id: app,
@@ -1559,12 +1783,7 @@ impl Ingestor {
                 txns: p
                     .parts
                     .iter()
-                    .map(|(tp, pc)| {
-                        (
-                            self.cfg.app_id(&tp.0, tp.1),
-                            self.quarantine_version(tp, pc),
-                        )
-                    })
+                    .map(|(tp, pc)| (self.cfg.app_id(&tp.0, tp.1), pc.quarantine_version()))
                     .collect(),
                 metadata: extras.metadata.clone(),
                 deferred_checkpoint: true,
@@ -1585,7 +1804,7 @@ impl Ingestor {
                     txns: p
                         .parts
                         .iter()
-                        .map(|(tp, pc)| (self.cfg.app_id(&tp.0, tp.1), self.alerts_version(tp, pc)))
+                        .map(|(tp, pc)| (self.cfg.app_id(&tp.0, tp.1), pc.alerts_version()))
                         .collect(),
                     metadata: extras.metadata.clone(),
                     deferred_checkpoint: true,
@@ -1616,7 +1835,7 @@ impl Ingestor {
         };
         let mut repaired: Vec<(i64, String, String, BatchRecord)> = Vec::new();
         for (tp, pc) in &p.parts {
-            let held = self.parts.get(tp).and_then(|x| x.committed.events);
+            let held = pc.held.events;
             // the data table held `pc.from` before this commit; anything of this partition
             // before it that the events table lacks is a gap
             if held.is_some_and(|h| h >= pc.from) || (held.is_none() && pc.from == 0) {
@@ -1699,18 +1918,6 @@ impl Ingestor {
         }
     }
 
-    /// The quarantine's version after a commit of `pc`: never below what it holds.
-    fn quarantine_version(&self, tp: &Tp, pc: &PartCommit) -> i64 {
-        let held = self.parts.get(tp).and_then(|p| p.committed.quarantine);
-        held.map_or(pc.next, |q| q.max(pc.next))
-    }
-
-    /// The alerts table's version after a commit of `pc`: never below what it holds.
-    fn alerts_version(&self, tp: &Tp, pc: &PartCommit) -> i64 {
-        let held = self.parts.get(tp).and_then(|p| p.committed.alerts);
-        held.map_or(pc.next, |a| a.max(pc.next))
-    }
-
     /// Each alert as a JSON message to its output topic, keyed by the alert's key.
     async fn produce_alerts(&self, alerts: &[RecordBatch]) -> Result<()> {
         let Some(producer) = &self.producer else {
@@ -1781,50 +1988,15 @@ impl Ingestor {
             .inc_by(letters.len() as u64);
         Ok(())
     }
+}
 
-    /// Drops everything buffered, reloads both tables, re-reads every owned partition's
-    /// versions and resumes reading from them, and rebuilds the dedup state from the table.
-    async fn resync(&mut self, why: &str) -> Result<()> {
-        tracing::warn!(pipeline = %self.cfg.name, why, "resync: buffers dropped, versions re-read");
-        self.pending.clear();
-        for h in self.inflight.drain(..) {
-            // their rows are re-read from the versions below
-            h.abort();
-        }
-        // bound to the old engine's rules
-        self.evaluators.clear();
-        self.pending_messages = 0;
-        self.data = delta::open_or_create(&self.cfg.data).await?;
-        self.txns.clear();
-        self.quarantine = delta::open_or_create(&self.cfg.quarantine).await?;
-        self.events = delta::open_or_create(&self.cfg.events).await?;
-        if let Some(a) = &self.cfg.alerts {
-            self.alerts = Some(delta::open_or_create(a).await?);
-        }
-        let tps: Vec<Tp> = self.parts.keys().cloned().collect();
-        let versions = self.reader.read(&tps).await?;
-        for (tp, part) in self.parts.iter_mut() {
-            let v = versions.get(tp).copied().unwrap_or_default();
-            part.committed = v;
-            part.open = None;
-            part.idle = false;
-            part.last_seen = Instant::now();
-            part.next = v.start();
-            part.seek_to = Some(match (v.start(), self.cfg.starting_offsets) {
-                (Some(o), _) => Offset::Offset(o),
-                (None, StartingOffsets::Earliest) => Offset::Beginning,
-                (None, StartingOffsets::Latest) => Offset::End,
-            });
-        }
-        self.engine = Self::new_engine(&self.cfg, &self.data).await?;
-        self.patterns = Self::new_patterns(&self.cfg, &self.data).await?;
-        if let Some(d) = self.engine.dedup() {
-            for tp in self.parts.keys() {
-                d.expect_partition(&tp.0, tp.1);
-            }
-        }
-        self.retry_seeks();
-        Ok(())
+/// The end of the commit under way; never, when there is none.
+async fn commit_done(
+    c: &mut Option<Committing>,
+) -> std::result::Result<(Writer, Outcome), tokio::task::JoinError> {
+    match c {
+        Some(c) => (&mut c.handle).await,
+        None => std::future::pending().await,
     }
 }
 
