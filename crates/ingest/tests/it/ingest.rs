@@ -612,6 +612,8 @@ fn bad_configuration_exits_2_at_start_naming_the_file() {
     let run = |spec: &std::path::Path, env: &[(&str, &str)]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_finlake-ingest"));
         cmd.arg(spec)
+            .arg("--refdata")
+            .arg(w.dir.path().join("refdata"))
             .args(["--metrics-addr", "127.0.0.1:0", "--log-format", "pretty"])
             .env_remove("KAFKA_BOOTSTRAP")
             .env("LAKE_URI", w.lake());
