@@ -430,6 +430,12 @@ fn client_config(
 /// overtaken is an error, never a silent jump; the start offsets themselves come from the
 /// tables. Kafka's committed offsets are a hint for lag tools (committed after each Delta
 /// commit), never read back.
+///
+/// `fetch.queue.backoff.ms`: when a partition's local queue is over librdkafka's thresholds
+/// (`queued.min.messages`, `queued.max.messages.kbytes`), its next fetch waits this long;
+/// librdkafka's 1 s default left the loop idle for up to a second every time it caught up
+/// with its queue while a backlog waited on the broker (catching up after an outage, a
+/// replay): 10 ms keeps the queue fed, and costs only a timer while the queue is full.
 fn consumer_config(cfg: &PipelineConfig) -> ClientConfig {
     client_config(
         cfg,
@@ -443,6 +449,7 @@ fn consumer_config(cfg: &PipelineConfig) -> ClientConfig {
             ("enable.partition.eof", "false"),
             ("session.timeout.ms", "10000"),
             ("heartbeat.interval.ms", "1000"),
+            ("fetch.queue.backoff.ms", "10"),
         ],
         true,
     )
