@@ -517,8 +517,19 @@ impl Ingestor {
             table = %cfg.data.uri,
             quarantine = %cfg.quarantine.uri,
             commit_interval = ?cfg.commit_interval,
+            parallelism = cfg.workers,
             "ingestor started"
         );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cfg.workers > 4 * cores {
+            tracing::warn!(
+                pipeline = %cfg.name,
+                parallelism = cfg.workers,
+                cores,
+                max_batch_size = cfg.max_batch_rows,
+                "processing.config.parallelism is far above the cores this process may use: up to that many closed micro-batches are held at once (parallelism x max_batch_size messages) for no gain in speed"
+            );
+        }
         health.started.store(true, Ordering::SeqCst);
         let cfg_breaker = cfg.circuit_breaker;
         Ok(Ingestor {
