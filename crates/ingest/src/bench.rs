@@ -136,17 +136,18 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value> {
                 .ok()
                 .and_then(|mut c| c.as_mut().map(std::mem::take))
                 .unwrap_or_default();
-            let mut last = None;
+            // the first commit after which every partition is covered
+            let mut done = None;
             for (p, next, at) in commits {
                 if let Some(r) = reached.get_mut(p as usize) {
                     *r = (*r).max(next);
                 }
-                last = Some(at);
-            }
-            if let Some(at) = last {
-                if reached.iter().zip(&highs).all(|(r, h)| r >= h) {
-                    break at;
+                if done.is_none() && reached.iter().zip(&highs).all(|(r, h)| r >= h) {
+                    done = Some(at);
                 }
+            }
+            if let Some(at) = done {
+                break at;
             }
             if task.is_finished() {
                 return Err(IngestError::Internal("the ingestor stopped".into()));

@@ -363,7 +363,6 @@ fn push(
 pub struct Ingestor {
     cfg: Arc<PipelineConfig>,
     consumer: StreamConsumer<IngestContext>,
-    producer: Option<FutureProducer>,
     engine: RuleEngine,
     /// Evaluators bound to the stages' schema, one per micro-batch under way (rules are
     /// compiled once per evaluator, not per batch).
@@ -542,7 +541,7 @@ impl Ingestor {
             writer: Some(Writer {
                 cfg: cfg.clone(),
                 metrics: IngestMetrics::global(),
-                producer: producer.clone(),
+                producer,
                 data,
                 quarantine,
                 events,
@@ -552,7 +551,6 @@ impl Ingestor {
             committing: None,
             cfg,
             consumer,
-            producer,
             engine,
             evaluators: Vec::new(),
             patterns,
@@ -1096,7 +1094,7 @@ impl Ingestor {
                     .map(|r| b.raw.offsets[r.index as usize] >= skip_below)
                     .collect();
                 for (r, k) in rejects.iter().zip(&keep) {
-                    if *k && self.producer.is_some() && self.cfg.dead_letter_topic.is_some() {
+                    if *k && self.cfg.dead_letter_topic.is_some() {
                         let offset = b.raw.offsets[r.index as usize];
                         out.dead_letters.push(DeadLetter {
                             payload: msgs[r.index as usize].to_vec(),
@@ -1117,13 +1115,8 @@ impl Ingestor {
                     out.quarantine.push(batch);
                 }
             }
-            let held = self
-                .parts
-                .get(&b.tp)
-                .map(|p| p.committed)
-                .unwrap_or_default();
-            let pc = out.parts.entry(b.tp.clone()).or_insert(PartCommit {
-                held,
+            let pc = out.parts.entry(b.tp.clone()).or_insert_with(|| PartCommit {
+                held: held(&self.parts, &b.tp),
                 from: first,
                 ..PartCommit::default()
             });
@@ -1209,13 +1202,8 @@ impl Ingestor {
         let commit_id = finlake_core::telemetry::correlation_id("ING-COMMIT");
         let span =
             tracing::info_span!("commit", correlation_id = %commit_id, pipeline = %self.cfg.name);
-        self.start_commit(commit_id, restamp)
-            .instrument(span.clone())
-            .await?;
-        if let Some(c) = self.committing.as_mut() {
-            c.span = span;
-        }
-        Ok(())
+        // start_commit's task and the outcome's lines run in this span too
+        self.start_commit(commit_id, restamp).instrument(span).await
     }
 
     /// Owned partitions with nothing buffered whose `txn` no commit has written for
@@ -1247,7 +1235,7 @@ impl Ingestor {
                     p.restamp = true;
                 }
                 for (tp, v) in restamp {
-                    let held = self.parts.get(&tp).map(|p| p.committed).unwrap_or_default();
+                    let held = held(&self.parts, &tp);
                     p.parts.entry(tp).or_insert(PartCommit {
                         held,
                         from: v,
@@ -1287,9 +1275,13 @@ impl Ingestor {
         let Some(c) = self.committing.take() else {
             return Ok(());
         };
-        let span = c.span.clone();
-        let joined = c.handle.await;
-        self.committed(joined, c.started).instrument(span).await
+        let Committing {
+            handle,
+            span,
+            started,
+        } = c;
+        let joined = handle.await;
+        self.committed(joined, started).instrument(span).await
     }
 
     /// What a finished commit task left: the tables back, and on success what the tables
@@ -2006,6 +1998,11 @@ impl Writer {
             .inc_by(letters.len() as u64);
         Ok(())
     }
+}
+
+/// What the tables hold of a partition, as far as this process knows.
+fn held(parts: &HashMap<Tp, Part>, tp: &Tp) -> Versions {
+    parts.get(tp).map(|p| p.committed).unwrap_or_default()
 }
 
 /// The end of the commit under way; never, when there is none.
