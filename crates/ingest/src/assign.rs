@@ -167,6 +167,9 @@ pub struct IngestContext {
     pub assignment: Arc<Mutex<Assignment>>,
     /// Bumped on every rebalance, so the loop looks at `assignment` only when it changed.
     pub generation: Arc<AtomicU64>,
+    /// Bumped on every revoke, before the unassign: a commit under way that was prepared
+    /// before it commits nothing (a revoked or lost partition may already be another's).
+    pub revocations: Arc<AtomicU64>,
     reader: VersionReader,
     starting: StartingOffsets,
     pipeline: String,
@@ -178,6 +181,7 @@ impl IngestContext {
         IngestContext {
             assignment: Arc::default(),
             generation: Arc::default(),
+            revocations: Arc::default(),
             reader,
             starting,
             pipeline: pipeline.to_string(),
@@ -253,6 +257,7 @@ impl IngestContext {
                 a.changes.push(Change::Revoked(tp.clone(), lost));
             }
         }
+        self.revocations.fetch_add(1, Ordering::SeqCst);
         self.generation.fetch_add(1, Ordering::SeqCst);
         tracing::info!(pipeline = %self.pipeline, partitions = ?parts, lost, "partitions revoked");
         let res = match consumer.rebalance_protocol() {

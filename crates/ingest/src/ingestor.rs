@@ -252,6 +252,8 @@ struct Prepared {
     records: Vec<BatchRecord>,
     /// Idle partitions' `txn`s are written again: every table commits, empty or not.
     restamp: bool,
+    /// The consumer's revocation count when the commit was prepared.
+    revocations: u64,
 }
 
 struct DeadLetter {
@@ -542,6 +544,7 @@ impl Ingestor {
                 cfg: cfg.clone(),
                 metrics: IngestMetrics::global(),
                 producer,
+                revocations: consumer.context().revocations.clone(),
                 data,
                 quarantine,
                 events,
@@ -1009,6 +1012,7 @@ impl Ingestor {
             parts: BTreeMap::new(),
             records: Vec::new(),
             restamp: false,
+            revocations: self.consumer.context().revocations.load(Ordering::SeqCst),
         };
         for b in batches {
             let n = b.raw.offsets.len();
@@ -1307,6 +1311,10 @@ impl Ingestor {
                     .inc();
                 tracing::warn!(error = %e, "another process committed a partition of this batch: dropping what is buffered and re-reading the versions");
                 return self.resync("fenced").await;
+            }
+            Outcome::Revoked => {
+                tracing::info!("partitions were revoked while the commit was under way: nothing written, what is buffered is re-read");
+                return self.resync("revoked during the commit").await;
             }
             Outcome::GaveUp(e) => {
                 tracing::error!(error = %e, "commit failed {COMMIT_ATTEMPTS} times; dropping what is buffered and re-reading");
@@ -1635,6 +1643,8 @@ struct Writer {
     cfg: Arc<PipelineConfig>,
     metrics: &'static IngestMetrics,
     producer: Option<FutureProducer>,
+    /// The consumer's revocation count (see [`crate::assign::IngestContext::revocations`]).
+    revocations: Arc<std::sync::atomic::AtomicU64>,
     data: DeltaTable,
     quarantine: DeltaTable,
     events: DeltaTable,
@@ -1662,6 +1672,9 @@ enum Outcome {
     },
     /// Another process committed one of the partitions: drop what is buffered, re-read.
     Fenced(IngestError),
+    /// Partitions were revoked after the commit was prepared; nothing was written (a lost
+    /// partition may already be another member's): drop what is buffered, re-read.
+    Revoked,
     /// Transient failures, retried [`COMMIT_ATTEMPTS`] times: drop what is buffered, re-read.
     GaveUp(IngestError),
     Failed(IngestError),
@@ -1696,6 +1709,10 @@ impl Writer {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // the fencing check inside the write still guards a revoke that comes later
+            if self.revocations.load(Ordering::SeqCst) != prepared.revocations {
+                return Outcome::Revoked;
+            }
             match self.write(&prepared, commit_id).await {
                 Ok(()) => break,
                 Err(e) if e.is_fenced() => return Outcome::Fenced(e),
