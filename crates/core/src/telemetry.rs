@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Log output style.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +69,38 @@ pub const REJECTS_TOTAL: &str = "finlake_rejects_total";
 pub const ROWS_WRITTEN_TOTAL: &str = "finlake_rows_written_total";
 /// Time to process one batch, by stage.
 pub const BATCH_STAGE_SECONDS: &str = "finlake_batch_stage_duration_seconds";
+/// The allocator's bytes, by kind (`allocated`, `resident`, `retained`).
+pub const ALLOCATOR_BYTES: &str = "finlake_allocator_bytes";
+
+/// What the global allocator holds, in bytes (jemalloc's `stats.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllocatorBytes {
+    /// Bytes in live allocations: the heap the program holds.
+    pub allocated: u64,
+    /// Bytes in pages the allocator has touched and not returned: most of the RSS.
+    pub resident: u64,
+    /// Bytes of address space kept unmapped-but-reserved for reuse (not in the RSS).
+    pub retained: u64,
+}
+
+/// The global allocator's figures now, or `None` when finlake runs on another allocator
+/// (feature `jemalloc` off). Refreshes jemalloc's statistics epoch first; cheap (microseconds).
+pub fn allocator_bytes() -> Option<AllocatorBytes> {
+    #[cfg(feature = "jemalloc")]
+    {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        epoch::advance().ok()?;
+        Some(AllocatorBytes {
+            allocated: stats::allocated::read().ok()? as u64,
+            resident: stats::resident::read().ok()? as u64,
+            retained: stats::retained::read().ok()? as u64,
+        })
+    }
+    #[cfg(not(feature = "jemalloc"))]
+    {
+        None
+    }
+}
 
 /// The metrics of the core stages.
 pub struct Metrics {
@@ -82,6 +114,8 @@ pub struct Metrics {
     pub rows_written: IntCounterVec,
     /// See [`BATCH_STAGE_SECONDS`].
     pub stage_seconds: HistogramVec,
+    /// See [`ALLOCATOR_BYTES`]; refreshed on each [`Metrics::render`].
+    pub allocator: IntGaugeVec,
 }
 
 impl Metrics {
@@ -114,12 +148,24 @@ impl Metrics {
         registry
             .register(Box::new(stage_seconds.clone()))
             .expect("registered once");
+        let allocator = IntGaugeVec::new(
+            Opts::new(
+                ALLOCATOR_BYTES,
+                "Bytes the memory allocator holds: allocated (live heap), resident, retained.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(allocator.clone()))
+            .expect("registered once");
         Metrics {
             registry,
             messages,
             rejects,
             rows_written,
             stage_seconds,
+            allocator,
         }
     }
 
@@ -132,6 +178,16 @@ impl Metrics {
     /// The text exposition format of every metric.
     pub fn render(&self) -> String {
         use prometheus::Encoder;
+        if let Some(a) = allocator_bytes() {
+            let gauge = |kind: &str, v: u64| {
+                self.allocator
+                    .with_label_values(&[kind])
+                    .set(i64::try_from(v).unwrap_or(i64::MAX))
+            };
+            gauge("allocated", a.allocated);
+            gauge("resident", a.resident);
+            gauge("retained", a.retained);
+        }
         let mut out = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

@@ -353,7 +353,7 @@ pub fn run_latency(opts: &LatencyOptions) -> Result<serde_json::Value> {
         let per_tick = (opts.rate as usize / 100).max(1);
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut rss: Vec<(f64, u64)> = Vec::new();
+        let mut rss: Vec<(f64, u64, Option<finlake_core::telemetry::AllocatorBytes>)> = Vec::new();
         let mut next_rss = Instant::now();
         let mut produced = 0usize;
         let mut i = 0usize;
@@ -378,7 +378,11 @@ pub fn run_latency(opts: &LatencyOptions) -> Result<serde_json::Value> {
             }
             produced += chunk.messages.len();
             if now >= next_rss {
-                rss.push((load_started.elapsed().as_secs_f64(), rss_kib()));
+                rss.push((
+                    load_started.elapsed().as_secs_f64(),
+                    rss_kib(),
+                    finlake_core::telemetry::allocator_bytes(),
+                ));
                 next_rss = now + Duration::from_secs(1);
             }
             if task.is_finished() {
@@ -419,8 +423,29 @@ pub fn run_latency(opts: &LatencyOptions) -> Result<serde_json::Value> {
     let (first_w, last_w) = (mean(head, |c| c.1), mean(tail, |c| c.1));
     let steady: Vec<u64> = rss
         .iter()
-        .filter(|(t, _)| *t >= opts.warmup as f64)
+        .filter(|(t, _, _)| *t >= opts.warmup as f64)
         .map(|r| r.1)
+        .collect();
+    // the allocator's live heap beside the RSS: growth in `allocated` is memory the program
+    // still references; growth in the RSS alone is pages the allocator keeps
+    let allocated: Vec<u64> = rss
+        .iter()
+        .filter(|(t, _, _)| *t >= opts.warmup as f64)
+        .filter_map(|r| r.2.map(|a| a.allocated))
+        .collect();
+    const MIB: u64 = 1 << 20;
+    let per_minute: Vec<serde_json::Value> = rss
+        .iter()
+        .filter(|(t, _, _)| *t >= opts.warmup as f64)
+        .step_by(60)
+        .map(|(t, kib, a)| {
+            serde_json::json!({
+                "t": t.round(),
+                "rss_mib": kib / 1024,
+                "allocated_mib": a.map(|a| a.allocated / MIB),
+                "resident_mib": a.map(|a| a.resident / MIB),
+            })
+        })
         .collect();
     Ok(serde_json::json!({
         "rate": opts.rate,
@@ -439,6 +464,12 @@ pub fn run_latency(opts: &LatencyOptions) -> Result<serde_json::Value> {
             "max": steady.iter().max().map(|k| k / 1024),
             "last": steady.last().map(|k| k / 1024),
         },
+        "allocated_mib_after_warmup": {
+            "first": allocated.first().map(|b| b / MIB),
+            "max": allocated.iter().max().map(|b| b / MIB),
+            "last": allocated.last().map(|b| b / MIB),
+        },
+        "memory_per_minute": per_minute,
         "commit_ms": {
             "commits": commit_ms.len(),
             "first_100_mean": first,

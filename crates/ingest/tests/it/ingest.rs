@@ -42,6 +42,13 @@ fn lands_a_feed_produced_before_the_first_start(format: WireFormat, spec_format:
         body.contains("finlake_ingest_consumer_lag_messages{"),
         "lag per partition: {body}"
     );
+    // the allocator's live heap, as jemalloc counts it: a real figure, not a zero
+    let allocated = body
+        .lines()
+        .find_map(|l| l.strip_prefix("finlake_allocator_bytes{kind=\"allocated\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("allocator bytes: {body}"));
+    assert!(allocated > 1 << 20, "allocated {allocated} B");
     let log = ingest.log();
     assert_eq!(ingest.stop(), 0, "{log}");
     // every line of the pipeline's run carries a correlation id
