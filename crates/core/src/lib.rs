@@ -13,6 +13,22 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read before `main`: freed pages go back to the system after 1 s
+/// (jemalloc's default: 10 s) and straight away with `MADV_DONTNEED` (its default first
+/// marks them `MADV_FREE`, which Linux goes on counting in the RSS until it needs the memory).
+/// The ingestor's live heap is small and flat under steady load; its RSS peaks come from
+/// bursts (delta-kernel's log replays allocate decoders of a few MiB per commit file), and
+/// these options hand those pages back sooner (BENCHMARKS.md, issue 9, session 16).
+/// `_RJEM_MALLOC_CONF` in the environment overrides any of them.
+#[cfg(feature = "jemalloc")]
+// `export_name` counts as unsafe code: the symbol must be the one jemalloc reads (a weak
+// `const char *` it declares) and nothing else may define it; the value is a NUL-terminated
+// string that lives for the whole program
+#[allow(unsafe_code)]
+#[used]
+#[export_name = "_rjem_malloc_conf"]
+static JEMALLOC_CONF: &[u8; 37] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 pub mod compact;
 pub mod decode;
 pub mod delta;

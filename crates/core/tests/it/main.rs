@@ -37,3 +37,16 @@ pub fn process(
         )
         .unwrap()
 }
+
+/// The options finlake-core compiles into jemalloc (`lib.rs`) are the ones in effect: freed
+/// pages go back to the system after 1 s, with `MADV_DONTNEED`.
+#[cfg(feature = "jemalloc")]
+#[test]
+fn jemalloc_returns_freed_pages_within_a_second() {
+    use tikv_jemalloc_ctl::{Access, AsName};
+    let dirty: isize = b"opt.dirty_decay_ms\0".name().read().unwrap();
+    let muzzy: isize = b"opt.muzzy_decay_ms\0".name().read().unwrap();
+    assert_eq!((dirty, muzzy), (1000, 0));
+    let a = finlake_core::telemetry::allocator_bytes().expect("jemalloc figures");
+    assert!(a.allocated > 0 && a.resident >= a.allocated, "{a:?}");
+}
