@@ -421,22 +421,17 @@ pub fn run_latency(opts: &LatencyOptions) -> Result<serde_json::Value> {
     let tail = &commit_ms[commit_ms.len().saturating_sub(100)..];
     let (first, last) = (mean(head, |c| c.0), mean(tail, |c| c.0));
     let (first_w, last_w) = (mean(head, |c| c.1), mean(tail, |c| c.1));
-    let steady: Vec<u64> = rss
-        .iter()
-        .filter(|(t, _, _)| *t >= opts.warmup as f64)
-        .map(|r| r.1)
-        .collect();
+    let after_warmup: Vec<_> = rss.iter().filter(|s| s.0 >= opts.warmup as f64).collect();
+    let steady: Vec<u64> = after_warmup.iter().map(|r| r.1).collect();
     // the allocator's live heap beside the RSS: growth in `allocated` is memory the program
     // still references; growth in the RSS alone is pages the allocator keeps
-    let allocated: Vec<u64> = rss
+    let allocated: Vec<u64> = after_warmup
         .iter()
-        .filter(|(t, _, _)| *t >= opts.warmup as f64)
         .filter_map(|r| r.2.map(|a| a.allocated))
         .collect();
     const MIB: u64 = 1 << 20;
-    let per_minute: Vec<serde_json::Value> = rss
+    let per_minute: Vec<serde_json::Value> = after_warmup
         .iter()
-        .filter(|(t, _, _)| *t >= opts.warmup as f64)
         .step_by(60)
         .map(|(t, kib, a)| {
             serde_json::json!({

@@ -293,7 +293,7 @@ impl PipelineConfig {
                 ))
             }
             Some(n) => n as usize,
-            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            None => cores(),
         };
         let commit_interval = proc
             .and_then(|c| c.commit_every())
@@ -438,4 +438,10 @@ pub fn alerts_table_spec(data: &TableSpec) -> TableSpec {
         checkpoint_interval: data.checkpoint_interval,
         storage_options: data.storage_options.clone(),
     }
+}
+
+/// The cores this process may use (its CPU quota or affinity; 2 when unknown): the default
+/// `processing.config.parallelism`.
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }

@@ -112,7 +112,7 @@ const LAG_EVERY: Duration = Duration::from_secs(5);
 /// Buffered micro-batches are committed early once they hold this many messages.
 const MAX_PENDING_MESSAGES: usize = 2_000_000;
 /// How often the receiving loop walks its partitions for timeouts, idleness and the commit's
-/// turn (it reads the clock once a message, not once a walk).
+/// turn; between walks it only reads the clock, once a message, to know when the next is due.
 const HOUSEKEEPING: Duration = Duration::from_millis(1);
 
 /// Readiness of the process: every pipeline's tables are open and it owns partitions.
@@ -524,7 +524,7 @@ impl Ingestor {
             parallelism = cfg.workers,
             "ingestor started"
         );
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::config::cores();
         if cfg.workers > 4 * cores {
             tracing::warn!(
                 pipeline = %cfg.name,
@@ -1263,9 +1263,8 @@ impl Ingestor {
                     p.restamp = true;
                 }
                 for (tp, v) in restamp {
-                    let held = held(&self.parts, &tp);
-                    p.parts.entry(tp).or_insert(PartCommit {
-                        held,
+                    p.parts.entry(tp.clone()).or_insert(PartCommit {
+                        held: held(&self.parts, &tp),
                         from: v,
                         next: v,
                         ..PartCommit::default()
