@@ -107,9 +107,10 @@ struct DataFile {
 /// Arrival order comes from the log, not from a sort: data files in the order of their first
 /// arrival (`_ingested_at` minimum in the file's statistics), rows in file order, each file
 /// read and evaluated on its own task a few files ahead of the stateful half (dedup, counts),
-/// which sees them in order. The order is verified row by row as it is applied; a partition
-/// whose files interleave (another writer, a compaction that reordered rows) or that has
-/// deletion vectors or column mapping is read through a sorted query instead.
+/// which sees them in order. The order is verified as it is applied: each source partition's
+/// offsets rise (see [`ArrivalCheck`]). A partition whose files interleave (another writer, a
+/// compaction that reordered rows), that replays offsets, or that has deletion vectors or
+/// column mapping is read through a sorted query instead.
 pub(super) async fn scan(
     job: &Job<'_>,
     table: &DeltaTable,
@@ -470,16 +471,109 @@ async fn apply_in_order(
     Ok((m, engine.totals().clone()))
 }
 
-/// Checks that rows come in arrival order (`_ingested_at, _topic, _partition, _offset`,
-/// whichever of them the table has), across batches.
-struct ArrivalCheck {
-    columns: Vec<usize>,
-    last: Option<RecordBatch>,
+/// Checks that rows come in arrival order as the log records it, across batches. With
+/// lineage (`_topic`, `_partition`, `_offset`): each source partition's rows in offset order,
+/// across the files and within them; how the partitions interleave is the order the writer
+/// applied them in, which a consumer of many partitions does not keep in `_ingested_at`
+/// order. Without lineage: rows in `_ingested_at` order.
+enum ArrivalCheck {
+    Sources(SourceOrder),
+    Global(GlobalOrder),
 }
 
 impl ArrivalCheck {
     fn new(schema: &Schema) -> Self {
-        ArrivalCheck {
+        let at = |c: &str| schema.index_of(c).ok();
+        match (at(ARRIVAL[1]), at(ARRIVAL[2]), at(ARRIVAL[3])) {
+            (Some(topic), Some(partition), Some(offset)) => ArrivalCheck::Sources(SourceOrder {
+                topic,
+                partition,
+                offset,
+                newest: Default::default(),
+            }),
+            _ => ArrivalCheck::Global(GlobalOrder::new(schema)),
+        }
+    }
+
+    /// `Err` names the first row out of order.
+    fn check(&mut self, batch: &RecordBatch) -> std::result::Result<(), String> {
+        match self {
+            ArrivalCheck::Sources(s) => s.check(batch),
+            ArrivalCheck::Global(g) => g.check(batch),
+        }
+    }
+}
+
+/// Offset order per source partition.
+struct SourceOrder {
+    topic: usize,
+    partition: usize,
+    offset: usize,
+    /// Per `_partition`, each topic's newest offset so far (a pipeline reads few topics).
+    newest: std::collections::HashMap<i32, Vec<(Box<str>, i64)>>,
+}
+
+impl SourceOrder {
+    fn check(&mut self, batch: &RecordBatch) -> std::result::Result<(), String> {
+        use arrow::datatypes::{Int32Type, Int64Type};
+        let topics = cast(batch.column(self.topic), &DataType::Utf8).map_err(|e| e.to_string())?;
+        let (topics, partitions, offsets) = match (
+            topics.as_string_opt::<i32>(),
+            batch.column(self.partition).as_primitive_opt::<Int32Type>(),
+            batch.column(self.offset).as_primitive_opt::<Int64Type>(),
+        ) {
+            (Some(t), Some(p), Some(o)) => (t, p, o),
+            _ => return Err("lineage columns of unexpected types".into()),
+        };
+        if topics.null_count() + partitions.null_count() + offsets.null_count() > 0 {
+            return Err("rows without lineage (NULL topic, partition or offset)".into());
+        }
+        let (partitions, offsets) = (partitions.values(), offsets.values());
+        let out_of_order = |row: usize, after: i64| {
+            format!(
+                "topic {} partition {} offset {} after offset {after}",
+                topics.value(row),
+                partitions[row],
+                offsets[row]
+            )
+        };
+        let n = batch.num_rows();
+        let mut start = 0;
+        while start < n {
+            // a run of one source partition's rows: the writer applies a partition's messages
+            // a micro-batch at a time
+            let (topic, partition) = (topics.value(start), partitions[start]);
+            let mut end = start + 1;
+            while end < n && partitions[end] == partition && topics.value(end) == topic {
+                end += 1;
+            }
+            let run = &offsets[start..end];
+            if let Some(i) = run.windows(2).position(|w| w[1] < w[0]) {
+                return Err(out_of_order(start + i + 1, run[i]));
+            }
+            let topics_seen = self.newest.entry(partition).or_default();
+            match topics_seen.iter_mut().find(|(t, _)| t.as_ref() == topic) {
+                Some((_, newest)) if run[0] < *newest => {
+                    return Err(out_of_order(start, *newest));
+                }
+                Some((_, newest)) => *newest = run[run.len() - 1],
+                None => topics_seen.push((topic.into(), run[run.len() - 1])),
+            }
+            start = end;
+        }
+        Ok(())
+    }
+}
+
+/// `_ingested_at` order (then `_topic`, `_partition`, `_offset`, whichever the table has).
+struct GlobalOrder {
+    columns: Vec<usize>,
+    last: Option<RecordBatch>,
+}
+
+impl GlobalOrder {
+    fn new(schema: &Schema) -> Self {
+        GlobalOrder {
             columns: ARRIVAL
                 .iter()
                 .filter_map(|c| schema.index_of(c).ok())

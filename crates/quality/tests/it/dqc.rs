@@ -727,7 +727,9 @@ fn changed_reference_data_invalidates_cached_metrics_and_results_are_partitioned
 /// The late count depends on arrival order (a row is late only after a newer one was seen),
 /// so it is the witness that the scan applies rows in arrival order however the lake holds
 /// them: files committed in reverse arrival order are read in arrival order straight from
-/// the log; rows out of arrival order inside a file make the scan sort instead, and say so.
+/// the log; so are the rows of several source partitions written a micro-batch at a time;
+/// a partition's offsets going back, or rows out of arrival order inside a file, make the
+/// scan sort instead, and say so.
 #[test]
 fn rows_are_checked_in_arrival_order_whatever_the_commit_or_row_order() {
     let day = common::day(6000, 101, FAULTS);
@@ -747,8 +749,8 @@ fn rows_are_checked_in_arrival_order_whatever_the_commit_or_row_order() {
         assert_eq!(out.status.code(), Some(65), "{out:?}");
         (results(&out), String::from_utf8_lossy(&out.stderr).into())
     };
-    let exact = |r: &[Value]| {
-        assert_eq!(value(r, "duplicate-detection.late"), inj.late as f64);
+    // what does not depend on the order
+    let same_rows = |r: &[Value]| {
         assert_eq!(
             value(r, "duplicate-detection.duplicate_rows"),
             inj.duplicates as f64
@@ -759,6 +761,10 @@ fn rows_are_checked_in_arrival_order_whatever_the_commit_or_row_order() {
         );
         assert_eq!(value(r, "trading-hours-check"), inj.after_hours as f64);
         assert_eq!(value(r, "enough-trades"), n as f64);
+    };
+    let exact = |r: &[Value]| {
+        same_rows(r);
+        assert_eq!(value(r, "duplicate-detection.late"), inj.late as f64);
     };
 
     // three commits, the last rows to arrive committed first
@@ -772,6 +778,54 @@ fn rows_are_checked_in_arrival_order_whatever_the_commit_or_row_order() {
     let (r, log) = check(lake.path());
     exact(&r);
     assert!(!log.contains("reading it sorted"), "{log}");
+
+    // three source partitions landed as a consumer of all three lands them: messages arrive
+    // interleaved, each micro-batch's rows are written grouped by partition (so `_ingested_at`
+    // does not rise through the file), each partition's offsets rise
+    let grouped = by_source_partition(&day.batch, 3, 1500);
+    let lake = tempfile::tempdir().unwrap();
+    common::write_commits(lake.path(), &grouped, &[(0, n / 2), (n / 2, n - n / 2)]);
+    let (direct, log) = check(lake.path());
+    same_rows(&direct);
+    assert!(!log.contains("reading it sorted"), "{log}");
+
+    // late verdicts follow the order the rows were applied in (the watermark is the minimum
+    // over the partitions): the file's order, as the rule engine sees it on the same rows
+    let late_in_order = |batch: &arrow::array::RecordBatch| {
+        let spec =
+            finlake_core::spec::load(&common::root().join("samples/market-data-stream.yaml"));
+        let mut engine = finlake_quality::RuleEngine::new(
+            std::sync::Arc::new(spec.unwrap()),
+            batch.schema(),
+            common::calendar(),
+        )
+        .unwrap();
+        engine.process(batch).unwrap().stats.dedup.late as f64
+    };
+    assert_eq!(
+        value(&direct, "duplicate-detection.late"),
+        late_in_order(&grouped)
+    );
+
+    // one file in which the partitions' offsets go back halfway through: sorted, and said;
+    // the sort is by ingest time, which puts the rows back in the order they arrived in
+    let lake = tempfile::tempdir().unwrap();
+    let replayed = arrow::compute::concat_batches(
+        &grouped.schema(),
+        &[grouped.slice(n / 2, n - n / 2), grouped.slice(0, n / 2)],
+    )
+    .unwrap();
+    common::write_commits(lake.path(), &replayed, &[(0, n)]);
+    let (sorted, log) = check(lake.path());
+    same_rows(&sorted);
+    assert_eq!(
+        value(&sorted, "duplicate-detection.late"),
+        late_in_order(&by_source_partition(&day.batch, 3, 1))
+    );
+    assert!(
+        log.contains("not in arrival order; reading it sorted instead"),
+        "{log}"
+    );
 
     // one file whose rows are in reverse arrival order
     let reversed = arrow::compute::take_record_batch(
@@ -787,6 +841,37 @@ fn rows_are_checked_in_arrival_order_whatever_the_commit_or_row_order() {
         log.contains("not in arrival order; reading it sorted instead"),
         "{log}"
     );
+}
+
+/// `batch` (one source partition, in arrival order) as a consumer of `partitions` partitions
+/// lands it: row i of each `chunk` went to partition i % `partitions` (offsets numbered per
+/// partition), and the chunk is written grouped by partition, as a micro-batch is.
+fn by_source_partition(
+    batch: &arrow::array::RecordBatch,
+    partitions: i32,
+    chunk: usize,
+) -> arrow::array::RecordBatch {
+    use arrow::array::{Int32Array, Int64Array, UInt32Array};
+    let n = batch.num_rows();
+    let mut next = vec![0i64; partitions as usize];
+    let (mut order, mut parts, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+    for start in (0..n).step_by(chunk) {
+        let end = (start + chunk).min(n);
+        for p in 0..partitions {
+            for row in (start..end).filter(|r| (*r as i32) % partitions == p) {
+                order.push(row as u32);
+                parts.push(p);
+                offsets.push(next[p as usize]);
+                next[p as usize] += 1;
+            }
+        }
+    }
+    let out = arrow::compute::take_record_batch(batch, &UInt32Array::from(order)).unwrap();
+    let schema = out.schema();
+    let mut cols = out.columns().to_vec();
+    cols[schema.index_of("_partition").unwrap()] = std::sync::Arc::new(Int32Array::from(parts));
+    cols[schema.index_of("_offset").unwrap()] = std::sync::Arc::new(Int64Array::from(offsets));
+    arrow::array::RecordBatch::try_new(schema, cols).unwrap()
 }
 
 /// The lake on a real S3 endpoint (moto): the scan reads the data files straight from the
