@@ -25,18 +25,21 @@
 //! (DataFusion's `create_hashes`, vectorised over the Arrow arrays) per row, so the state holds
 //! no key bytes and nothing is allocated per row or per key. Two different keys share a
 //! fingerprint with odds near n²/2¹²⁹ for n keys in a window, far below any hardware error
-//! rate; the data is not adversarial. Payloads are compared exactly, value by value, and only
-//! when a key repeats: an entry keeps a reference to the batch its first version came in (so
-//! the batches of one window stay alive, and no payload is hashed or copied up front).
+//! rate; the data is not adversarial. Payloads are compared by a third 64-bit hash, and only
+//! when a key repeats: a conflicting retry passes for an exact one with odds 2⁻⁶⁴ per repeated
+//! key (a day's 11,000 producer retries: once in 10¹⁵ days). An entry holds its first
+//! version's fingerprint, event time and lineage (64 bytes with its key) and nothing of the
+//! batch it came in: the state's memory is its entries', however far apart in event time the
+//! source partitions are (a backlog read unevenly keeps the slowest partition's window, and
+//! with it every faster partition's rows since).
 // Data path: no unwrap/expect on anything derived from message bytes; each remaining one
 // says why it cannot fail.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::compute::SortOptions;
 use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
 use datafusion::common::hash_utils::{create_hashes, QualityRandomState};
 
@@ -97,49 +100,16 @@ impl DedupStats {
     }
 }
 
+/// A key's first version within the window.
 #[derive(Debug)]
 struct Entry {
     event_time: i64,
-    /// The batch the first version arrived in (its id, see `Deduplicator::batches`), and
-    /// its row there.
-    batch: u64,
-    row: u32,
+    /// Its payload's hash (see [`payload_hashes`]).
+    payload: u64,
+    /// Its `_offset` and `_partition`, when the batch had lineage.
+    offset: Option<i64>,
+    partition: Option<i32>,
     repeated: bool,
-}
-
-/// Whether row `a` of `left` and row `b` of `right` hold equal values in `columns`
-/// (NULL equals NULL). Columns that cannot be compared count as different, so a doubt ends
-/// in quarantine, never in a drop.
-fn same_payload(
-    columns: &[String],
-    left: &RecordBatch,
-    a: usize,
-    right: &RecordBatch,
-    b: usize,
-) -> bool {
-    columns.iter().all(
-        |name| match (left.column_by_name(name), right.column_by_name(name)) {
-            (Some(l), Some(r)) => {
-                arrow::array::make_comparator(l.as_ref(), r.as_ref(), SortOptions::default())
-                    .map(|cmp| cmp(a, b).is_eq())
-                    .unwrap_or(false)
-            }
-            (None, None) => true,
-            _ => false,
-        },
-    )
-}
-
-fn lineage(batch: &RecordBatch, row: usize) -> (Option<i32>, Option<i64>) {
-    let partition = batch
-        .column_by_name("_partition")
-        .and_then(|c| c.as_primitive_opt::<Int32Type>())
-        .map(|c| c.value(row));
-    let offset = batch
-        .column_by_name("_offset")
-        .and_then(|c| c.as_primitive_opt::<Int64Type>())
-        .map(|c| c.value(row));
-    (partition, offset)
 }
 
 /// The state's keys are already hashes: use their low bits as they are.
@@ -185,10 +155,14 @@ impl std::hash::Hasher for Prehashed {
 
 type Map = HashMap<u128, Entry, std::hash::BuildHasherDefault<Prehashed>>;
 
-/// The 128-bit fingerprints of a batch's dedup keys (two 64-bit hash passes, row by row), made
-/// ahead of [`Deduplicator::process_rows_fingerprinted`], typically on another thread.
+/// The 128-bit fingerprints of a batch's dedup keys (two 64-bit hash passes, row by row) and
+/// its payloads' hashes, made ahead of [`Deduplicator::process_rows_fingerprinted`], typically
+/// on another thread.
 #[derive(Debug, Default)]
-pub struct KeyFingerprints([Vec<u64>; 2]);
+pub struct KeyFingerprints {
+    keys: [Vec<u64>; 2],
+    payload: Vec<u64>,
+}
 
 impl KeyFingerprints {
     /// Fingerprints `rule`'s key columns of `batch`.
@@ -200,11 +174,15 @@ impl KeyFingerprints {
             .map(|k| Ok(batch.column(schema.index_of(k)?).clone()))
             .collect::<Result<Vec<ArrayRef>>>()?;
         let mut out = KeyFingerprints::default();
-        let [a, b] = &mut out.0;
+        let [a, b] = &mut out.keys;
         fingerprints(&cols, batch.num_rows(), a, b)?;
+        payload_hashes(batch, &mut out.payload)?;
         Ok(out)
     }
 }
+
+/// Source partitions numbered below this are found by index, the rest by a search.
+const INDEXED_PARTITIONS: usize = 1 << 20;
 
 /// The state is not swept below this many keys.
 const SWEEP_AT_LEAST: usize = 4096;
@@ -212,43 +190,60 @@ const SWEEP_AT_LEAST: usize = 4096;
 /// 128-bit fingerprints of `cols` for every row (two seeded 64-bit hash passes).
 fn fingerprints(cols: &[ArrayRef], n: usize, a: &mut Vec<u64>, b: &mut Vec<u64>) -> Result<()> {
     for (buf, seed) in [(a, 0x0f1e_2d3c_4b5a_6978u64), (b, 0x8796_a5b4_c3d2_e1f0u64)] {
-        buf.clear();
-        buf.resize(n, 0);
-        create_hashes(cols, &QualityRandomState::with_seed(seed), buf).map_err(|e| {
-            crate::error::QualityError::Evaluate {
-                rule: "deduplicate".into(),
-                message: e.to_string(),
-            }
-        })?;
+        hash_into(cols, n, seed, buf)?;
     }
     Ok(())
+}
+
+fn hash_into(cols: &[ArrayRef], n: usize, seed: u64, buf: &mut Vec<u64>) -> Result<()> {
+    buf.clear();
+    buf.resize(n, 0);
+    create_hashes(cols, &QualityRandomState::with_seed(seed), buf).map_err(|e| {
+        crate::error::QualityError::Evaluate {
+            rule: "deduplicate".into(),
+            message: e.to_string(),
+        }
+    })?;
+    Ok(())
+}
+
+/// Every row's payload hash: the columns [`is_payload`] names, in the batch's order, NULL
+/// hashed as NULL. String views and dictionaries hash as their values
+/// ([`normalize_strings`] makes scanned batches plain first where it matters).
+fn payload_hashes(batch: &RecordBatch, out: &mut Vec<u64>) -> Result<()> {
+    let schema = batch.schema();
+    let cols: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .filter(|(f, _)| is_payload(f.name()))
+        .map(|(_, c)| c.clone())
+        .collect();
+    hash_into(&cols, batch.num_rows(), 0x5a69_7887_96a5_b4c3, out)
 }
 
 /// Dedup state for one pipeline (one key space).
 #[derive(Debug)]
 pub struct Deduplicator {
     rule: DedupRule,
-    payload: Option<Vec<String>>,
     state: Map,
     /// Keys left after the last sweep. Eviction is a sweep of the whole map (`retain`, in
     /// memory order) once it holds twice that many: amortised O(1) a row, and no random
     /// probe a row as removing each key in event-time order costs (a cache miss each once
     /// the state outgrows L2; entries older than the watermark are never matched meanwhile).
     swept: usize,
-    /// The batches first versions point into, oldest first, each with how many state entries
-    /// point into it; `first_batch` is the id of the front. Plain counts, not an `Arc` a row:
-    /// the atomic increment and decrement per row cost more than the rest of dedup.
-    batches: VecDeque<(RecordBatch, u32)>,
-    first_batch: u64,
     /// Newest event time per source partition (topic index, partition), and their minimum.
-    /// (A short list searched from the last one used: a batch is mostly one partition, and
-    /// hashing a key per row cost more than the rest of the watermark.)
     partitions: Vec<((u32, i32), i64)>,
     last_partition: usize,
+    /// Where each source partition sits in `partitions`, by topic index and partition number
+    /// (plus one; 0: not there): rows of a hundred partitions interleaved one by one must not
+    /// search the list a row, and hashing a key per row cost more than the rest of the
+    /// watermark.
+    slots: Vec<Vec<u32>>,
     topics: Vec<String>,
     min_newest: Option<i64>,
     stats: DedupStats,
-    scratch: [Vec<u64>; 2],
+    scratch: KeyFingerprints,
 }
 
 /// Whether a column is part of what the producer sent: the source's own fields. Lineage
@@ -270,13 +265,11 @@ impl Deduplicator {
     pub fn new(rule: DedupRule) -> Self {
         Deduplicator {
             rule,
-            payload: None,
             state: Map::default(),
             swept: 0,
-            batches: VecDeque::new(),
-            first_batch: 0,
             partitions: Vec::new(),
             last_partition: 0,
+            slots: Vec::new(),
             topics: Vec::new(),
             min_newest: None,
             stats: DedupStats::default(),
@@ -303,21 +296,6 @@ impl Deduplicator {
     pub fn watermark(&self) -> Option<i64> {
         self.min_newest
             .map(|t| t.saturating_sub(self.rule.window_micros))
-    }
-
-    /// The payload columns: everything but lineage, fixed by the first batch seen.
-    fn payload_columns(&mut self, batch: &RecordBatch) -> Vec<String> {
-        self.payload
-            .get_or_insert_with(|| {
-                batch
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .filter(|n| is_payload(n))
-                    .collect()
-            })
-            .clone()
     }
 
     /// Judges every row of `batch`, in order, and updates the state.
@@ -363,9 +341,10 @@ impl Deduplicator {
         let column = |name: &String| -> Result<ArrayRef> {
             Ok(batch.column(schema.index_of(name)?).clone())
         };
-        let payload = self.payload_columns(batch);
         match keys {
-            Some(KeyFingerprints(k)) if k[0].len() == n && k[1].len() == n => self.scratch = k,
+            Some(k) if k.keys[0].len() == n && k.keys[1].len() == n && k.payload.len() == n => {
+                self.scratch = k
+            }
             _ => {
                 let key_cols = self
                     .rule
@@ -373,12 +352,11 @@ impl Deduplicator {
                     .iter()
                     .map(column)
                     .collect::<Result<Vec<_>>>()?;
-                let [k1, k2] = &mut self.scratch;
+                let [k1, k2] = &mut self.scratch.keys;
                 fingerprints(&key_cols, n, k1, k2)?;
+                payload_hashes(batch, &mut self.scratch.payload)?;
             }
         }
-        let batch_id = self.first_batch + self.batches.len() as u64;
-        self.batches.push_back((batch.clone(), 0));
         let join = |a: &[u64], b: &[u64], i: usize| (u128::from(a[i]) << 64) | u128::from(b[i]);
         let times = batch
             .column(schema.index_of(finlake_core::schema::EVENT_TIME)?)
@@ -394,6 +372,7 @@ impl Deduplicator {
         let ingested = lineage_col(finlake_core::schema::INGESTED_AT)
             .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>());
         let partitions = lineage_col("_partition").and_then(|c| c.as_primitive_opt::<Int32Type>());
+        let offsets = lineage_col("_offset").and_then(|c| c.as_primitive_opt::<Int64Type>());
         let topics = lineage_col("_topic").and_then(|c| c.as_string_opt::<i32>());
         let judged = rows.map_or(n, <[u32]>::len);
         let mut out = Vec::with_capacity(if seeding { 0 } else { judged });
@@ -437,8 +416,9 @@ impl Deduplicator {
             let verdict = if let Some(watermark) = watermark.filter(|&w| t < w) {
                 Verdict::Late { watermark }
             } else {
-                let [k1, k2] = &self.scratch;
+                let [k1, k2] = &self.scratch.keys;
                 let key = join(k1, k2, row);
+                let payload = self.scratch.payload[row];
                 // one lookup per row: the entry is either live (a repeat) or free to take
                 // (vacant, or a stale version older than the watermark or the window)
                 let slot = self.state.entry(key);
@@ -458,9 +438,8 @@ impl Deduplicator {
                         if first {
                             stats.duplicate_keys += 1;
                         }
-                        let first = &self.batches[(e.batch - self.first_batch) as usize].0;
-                        let (partition, offset) = lineage(first, e.row as usize);
-                        if same_payload(&payload, first, e.row as usize, batch, row) {
+                        let (partition, offset) = (e.partition, e.offset);
+                        if e.payload == payload {
                             Verdict::Duplicate { partition, offset }
                         } else {
                             Verdict::Conflict {
@@ -473,21 +452,18 @@ impl Deduplicator {
                     slot => {
                         let entry = Entry {
                             event_time: t,
-                            batch: batch_id,
-                            row: row as u32,
+                            payload,
+                            offset: offsets.map(|o| o.value(row)),
+                            partition: partitions.map(|p| p.value(row)),
                             repeated: false,
                         };
                         match slot {
                             std::collections::hash_map::Entry::Occupied(mut stale) => {
-                                let old = stale.insert(entry);
-                                self.batches[(old.batch - self.first_batch) as usize].1 -= 1;
+                                stale.insert(entry);
                             }
                             std::collections::hash_map::Entry::Vacant(v) => {
                                 v.insert(entry);
                             }
-                        }
-                        if let Some(b) = self.batches.back_mut() {
-                            b.1 += 1;
                         }
                         Verdict::Unique
                     }
@@ -516,16 +492,16 @@ impl Deduplicator {
     }
 
     /// Moves a source partition's newest event time forward to `t`, and the minimum over the
-    /// partitions with it: recomputed only when the partition held the minimum (a few
-    /// partitions, so the scan is short).
+    /// partitions with it: recomputed only when the partition held the minimum (amortised,
+    /// one partition's rows in as many as there are partitions).
     fn advance(&mut self, partition: (u32, i32), t: i64) {
         let at = match self.partitions.get(self.last_partition) {
             Some(p) if p.0 == partition => Some(self.last_partition),
-            _ => self.partitions.iter().position(|p| p.0 == partition),
+            _ => self.position(partition),
         };
         match at {
             None => {
-                self.partitions.push((partition, t));
+                self.push_partition(partition, t);
                 self.last_partition = self.partitions.len() - 1;
                 self.min_newest = Some(self.min_newest.map_or(t, |m| m.min(t)));
             }
@@ -543,6 +519,45 @@ impl Deduplicator {
         }
     }
 
+    /// Where `partition` sits in `partitions`.
+    fn position(&self, (topic, partition): (u32, i32)) -> Option<usize> {
+        match usize::try_from(partition) {
+            Ok(p) if p < INDEXED_PARTITIONS => self
+                .slots
+                .get(topic as usize)
+                .and_then(|t| t.get(p))
+                .and_then(|&i| (i as usize).checked_sub(1)),
+            // Kafka numbers partitions from 0; anything else is searched for
+            _ => self
+                .partitions
+                .iter()
+                .position(|x| x.0 == (topic, partition)),
+        }
+    }
+
+    fn push_partition(&mut self, key: (u32, i32), newest: i64) {
+        self.partitions.push((key, newest));
+        self.index(key, self.partitions.len());
+    }
+
+    fn index(&mut self, (topic, partition): (u32, i32), slot: usize) {
+        let Some(p) = usize::try_from(partition)
+            .ok()
+            .filter(|&p| p < INDEXED_PARTITIONS)
+        else {
+            return;
+        };
+        let topic = topic as usize;
+        if self.slots.len() <= topic {
+            self.slots.resize(topic + 1, Vec::new());
+        }
+        let t = &mut self.slots[topic];
+        if t.len() <= p {
+            t.resize(p + 1, 0);
+        }
+        t[p] = slot as u32;
+    }
+
     /// Registers a source partition that will send rows but has sent none yet (the ingestor
     /// calls this when the partition is assigned): until its first row it holds the watermark
     /// at the beginning of time, so rows of the partitions that did send are not judged late
@@ -556,8 +571,8 @@ impl Deduplicator {
                 (self.topics.len() - 1) as u32
             }
         };
-        if !self.partitions.iter().any(|p| p.0 == (t, partition)) {
-            self.partitions.push(((t, partition), i64::MIN));
+        if self.position((t, partition)).is_none() {
+            self.push_partition((t, partition), i64::MIN);
             self.min_newest = Some(i64::MIN);
         }
     }
@@ -571,6 +586,10 @@ impl Deduplicator {
             if self.partitions.len() != before {
                 self.last_partition = 0;
                 self.min_newest = self.partitions.iter().map(|p| p.1).min();
+                self.slots.clear();
+                for at in 0..self.partitions.len() {
+                    self.index(self.partitions[at].0, at + 1);
+                }
             }
         }
     }
@@ -578,21 +597,8 @@ impl Deduplicator {
     /// Drops state older than the watermark (a sweep of the map, see `swept`).
     fn evict(&mut self) {
         let Some(w) = self.watermark() else { return };
-        let (batches, first) = (&mut self.batches, self.first_batch);
-        self.state.retain(|_, e| {
-            let keep = e.event_time >= w;
-            if !keep {
-                batches[(e.batch - first) as usize].1 -= 1;
-            }
-            keep
-        });
+        self.state.retain(|_, e| e.event_time >= w);
         self.swept = self.state.len();
-        // release the batches nothing points into any more, oldest first; the newest stays
-        // (the batch being judged appends to it)
-        while self.batches.len() > 1 && self.batches.front().is_some_and(|b| b.1 == 0) {
-            self.batches.pop_front();
-            self.first_batch += 1;
-        }
     }
 }
 

@@ -357,6 +357,49 @@ fn a_timestamp_from_a_clock_a_day_ahead_does_not_make_later_rows_late() {
 
 /// Two source partitions, the second an hour behind the first in event time (its backlog is
 /// being read): the watermark is the lagging partition's, so none of its rows is late.
+/// The state holds nothing of the batches it judged (an entry is a key's fingerprint, event
+/// time, payload hash and lineage): with a partition an hour behind, the state keeps an hour
+/// of the other partition's keys, and only their 64 bytes each, not the batches they came in.
+#[test]
+fn the_state_keeps_no_batch_alive() {
+    let day = clean_day();
+    let hour = 3_600_000_000i64;
+    let lagging = with_i64(&day, "_partition", |r, p| if r % 2 == 1 { 1 } else { p });
+    let lagging = with_i64(
+        &lagging,
+        "timestamp",
+        |r, t| if r % 2 == 1 { t - hour } else { t },
+    );
+    let mut engine = RuleEngine::new(sample_spec(), lagging.schema(), calendar()).unwrap();
+    let mut judged = Vec::new();
+    for start in (0..lagging.num_rows()).step_by(500) {
+        let len = 500.min(lagging.num_rows() - start);
+        // a copy of its own, so the count below is the engine's references only
+        let batch = RecordBatch::try_new(
+            lagging.schema(),
+            lagging
+                .slice(start, len)
+                .columns()
+                .iter()
+                .map(|c| arrow::array::make_array(c.to_data()))
+                .collect(),
+        )
+        .unwrap();
+        engine.process(&batch).unwrap();
+        judged.push(batch);
+    }
+    assert!(engine.dedup().unwrap().state_entries() > 0);
+    for (i, b) in judged.iter().enumerate() {
+        for c in b.columns() {
+            assert_eq!(
+                Arc::strong_count(c),
+                1,
+                "batch {i}: the engine still holds a column of it"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_partition_an_hour_behind_another_is_not_late_wholesale() {
     let day = clean_day();
