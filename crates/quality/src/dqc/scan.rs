@@ -509,8 +509,9 @@ struct SourceOrder {
     topic: usize,
     partition: usize,
     offset: usize,
-    /// Per `_partition`, each topic's newest offset so far (a pipeline reads few topics).
-    newest: std::collections::HashMap<i32, Vec<(Box<str>, i64)>>,
+    /// By `_partition` number, each topic's newest offset so far (a pipeline reads few
+    /// topics; the rows of a hundred partitions may interleave one by one).
+    newest: Vec<Vec<(Box<str>, i64)>>,
 }
 
 impl SourceOrder {
@@ -551,7 +552,13 @@ impl SourceOrder {
             if let Some(i) = run.windows(2).position(|w| w[1] < w[0]) {
                 return Err(out_of_order(start + i + 1, run[i]));
             }
-            let topics_seen = self.newest.entry(partition).or_default();
+            let Some(slot) = usize::try_from(partition).ok().filter(|&p| p < 1 << 20) else {
+                return Err(format!("topic {topic} partition {partition}: out of range"));
+            };
+            if self.newest.len() <= slot {
+                self.newest.resize_with(slot + 1, Vec::new);
+            }
+            let topics_seen = &mut self.newest[slot];
             match topics_seen.iter_mut().find(|(t, _)| t.as_ref() == topic) {
                 Some((_, newest)) if run[0] < *newest => {
                     return Err(out_of_order(start, *newest));
