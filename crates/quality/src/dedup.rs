@@ -176,7 +176,7 @@ impl KeyFingerprints {
         let mut out = KeyFingerprints::default();
         let [a, b] = &mut out.keys;
         fingerprints(&cols, batch.num_rows(), a, b)?;
-        payload_hashes(batch, &mut out.payload)?;
+        payload_hashes(batch, &rule.keys, &mut out.payload)?;
         Ok(out)
     }
 }
@@ -208,15 +208,16 @@ fn hash_into(cols: &[ArrayRef], n: usize, seed: u64, buf: &mut Vec<u64>) -> Resu
 }
 
 /// Every row's payload hash: the columns [`is_payload`] names, in the batch's order, NULL
-/// hashed as NULL. String views and dictionaries hash as their values
-/// ([`normalize_strings`] makes scanned batches plain first where it matters).
-fn payload_hashes(batch: &RecordBatch, out: &mut Vec<u64>) -> Result<()> {
+/// hashed as NULL, but for the key's (a key hit has them equal already). String views and
+/// dictionaries hash as their values ([`normalize_strings`] makes scanned batches plain first
+/// where it matters).
+fn payload_hashes(batch: &RecordBatch, keys: &[String], out: &mut Vec<u64>) -> Result<()> {
     let schema = batch.schema();
     let cols: Vec<ArrayRef> = schema
         .fields()
         .iter()
         .zip(batch.columns())
-        .filter(|(f, _)| is_payload(f.name()))
+        .filter(|(f, _)| is_payload(f.name()) && !keys.contains(f.name()))
         .map(|(_, c)| c.clone())
         .collect();
     hash_into(&cols, batch.num_rows(), 0x5a69_7887_96a5_b4c3, out)
@@ -354,7 +355,7 @@ impl Deduplicator {
                     .collect::<Result<Vec<_>>>()?;
                 let [k1, k2] = &mut self.scratch.keys;
                 fingerprints(&key_cols, n, k1, k2)?;
-                payload_hashes(batch, &mut self.scratch.payload)?;
+                payload_hashes(batch, &self.rule.keys, &mut self.scratch.payload)?;
             }
         }
         let join = |a: &[u64], b: &[u64], i: usize| (u128::from(a[i]) << 64) | u128::from(b[i]);
