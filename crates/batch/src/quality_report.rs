@@ -49,6 +49,7 @@ pub async fn execute(
         timeout: TIMEOUT,
         now: None,
         rescan: false,
+        memory_limit: finlake_quality::dqc::DEFAULT_MEMORY_LIMIT,
     })
     .await?;
     s.rows_in = report.run.rows;

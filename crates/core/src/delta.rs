@@ -857,14 +857,26 @@ pub async fn sql_context(
     table: &DeltaTable,
     name: &str,
 ) -> Result<deltalake::datafusion::prelude::SessionContext> {
-    use deltalake::datafusion::prelude::SessionContext;
+    sql_context_in(
+        deltalake::datafusion::prelude::SessionContext::new(),
+        table,
+        name,
+    )
+    .await
+}
+
+/// [`sql_context`] in a session of the caller's (a memory pool that spills, say).
+pub async fn sql_context_in(
+    ctx: deltalake::datafusion::prelude::SessionContext,
+    table: &DeltaTable,
+    name: &str,
+) -> Result<deltalake::datafusion::prelude::SessionContext> {
     let uri = table.table_url().to_string();
     let generic = |e: String| DeltaError::Table {
         uri: uri.clone(),
         operation: "scan",
         source: Box::new(DeltaTableError::Generic(e)),
     };
-    let ctx = SessionContext::new();
     table
         .update_datafusion_session(&ctx.state())
         .map_err(table_err(&uri, "scan"))?;

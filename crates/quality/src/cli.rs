@@ -67,6 +67,10 @@ pub struct Args {
     /// Exit 65 on warnings too.
     #[arg(long, value_enum, default_value = "error")]
     fail_on: FailOn,
+    /// Memory the sorted read may hold before it spills to disk (the fallback for a partition
+    /// whose files are out of arrival order or carry deletion vectors): 512MiB, 2GiB, ...
+    #[arg(long, default_value = "512MiB", value_parser = finlake_core::spec::parse_bytes)]
+    memory_limit: usize,
     /// Give up on the lake after this long (exit 75).
     #[arg(long, default_value = "30s", value_parser = humantime_secs)]
     timeout: std::time::Duration,
@@ -137,6 +141,7 @@ fn run(args: &Args, runtime: &tokio::runtime::Runtime) -> i32 {
         timeout: args.timeout,
         now: None,
         rescan: args.rescan,
+        memory_limit: args.memory_limit,
     };
     let result = runtime.block_on(dqc::run(&opts));
     let report = match result {

@@ -435,3 +435,34 @@ impl fmt::Display for LoadedSpec {
         )
     }
 }
+
+/// `512MiB`, `2GiB`, `1.5GB`, `1000000` (bytes).
+pub fn parse_bytes(text: &str) -> std::result::Result<usize, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 512MiB or 2GiB"))?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (B, KB, MB, GB, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    let bytes = n * mult;
+    if !(1.0..1e15).contains(&bytes) {
+        return Err(format!("`{text}` is not a sensible memory limit"));
+    }
+    Ok(bytes as usize)
+}

@@ -63,7 +63,12 @@ pub struct Options {
     /// Recompute every metric from the table even when `quality_state` holds them for the
     /// partition as it is now.
     pub rescan: bool,
+    /// Memory the sorted read (the fallback, see `scan`) may hold before it spills to disk.
+    pub memory_limit: usize,
 }
+
+/// [`Options::memory_limit`] unless told otherwise.
+pub const DEFAULT_MEMORY_LIMIT: usize = 512 << 20;
 
 /// Runs the check. Spec and argument problems come back before the lake is touched.
 pub async fn run(opts: &Options) -> Result<Report> {

@@ -392,7 +392,8 @@ async fn sorted_query(
     mut evaluator: crate::engine::Evaluator,
 ) -> Result<Evaluations> {
     let uri = job.uri.as_str();
-    let ctx = finlake_core::delta::sql_context(table, "t").await?;
+    let ctx =
+        finlake_core::delta::sql_context_in(spilling(job.opts.memory_limit)?, table, "t").await?;
     let mut order = ARRIVAL.to_vec();
     order.retain(|c| table_schema.index_of(c).is_ok());
     let order_by = if order.is_empty() {
@@ -415,10 +416,11 @@ async fn sorted_query(
     let mut stream = df.execute_stream().await.map_err(|e| query_err(uri, e))?;
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     let (projected, uri, date) = (projected.clone(), uri.to_string(), job.opts.date);
+    let limit = job.opts.memory_limit;
     tokio::spawn(async move {
         while let Some(batch) = stream.next().await {
             let item = batch
-                .map_err(|e| query_err(&uri, e))
+                .map_err(|e| sort_err(&uri, limit, e))
                 .and_then(|b| conform(&b, &projected, date))
                 .and_then(|b| evaluator.evaluate(b));
             let failed = item.is_err();
@@ -428,6 +430,47 @@ async fn sorted_query(
         }
     });
     Ok(rx)
+}
+
+/// A failed sorted read; one that ran out of its memory limit says which flag to raise (a
+/// usage error: a retry would fail the same way).
+fn sort_err(uri: &str, limit: usize, e: datafusion::error::DataFusionError) -> QualityError {
+    if matches!(
+        e.find_root(),
+        datafusion::error::DataFusionError::ResourcesExhausted(_)
+    ) {
+        return QualityError::Usage(format!(
+            "table {uri}: the sorted read needs more memory than --memory-limit {:.1} MiB \
+             allows, even spilling to disk: raise --memory-limit ({})",
+            limit as f64 / f64::from(1u32 << 20),
+            e.find_root()
+        ));
+    }
+    query_err(uri, e)
+}
+
+/// A session whose sorts spill to disk (the OS temporary directory) beyond `limit` bytes, so
+/// the sorted read holds the same memory for a day of any size.
+fn spilling(limit: usize) -> Result<datafusion::prelude::SessionContext> {
+    use datafusion::execution::disk_manager::DiskManagerBuilder;
+    use datafusion::execution::memory_pool::FairSpillPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(limit)))
+        .with_disk_manager_builder(DiskManagerBuilder::default())
+        .build_arc()
+        .map_err(|e| QualityError::Usage(format!("--memory-limit {limit}: {e}")))?;
+    let mut config = datafusion::prelude::SessionConfig::new();
+    // what a sort keeps back for merging its spills: DataFusion's 10 MiB a sort would take a
+    // small limit whole
+    config.options_mut().execution.sort_spill_reservation_bytes =
+        (limit / 8).clamp(64 << 10, 10 << 20);
+    // one sort, not one a core and a merge of their outputs, which needs memory of its own
+    // for each input and fails under a limit that one sort spills within
+    config = config.with_target_partitions(1);
+    Ok(datafusion::prelude::SessionContext::new_with_config_rt(
+        config, runtime,
+    ))
 }
 
 /// The stateful half: applies the evaluated batches in order (routing, dedup, counts),

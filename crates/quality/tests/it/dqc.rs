@@ -843,6 +843,67 @@ fn rows_are_checked_in_arrival_order_whatever_the_commit_or_row_order() {
     );
 }
 
+/// A partition that must be read sorted (its rows out of arrival order) is sorted within
+/// `--memory-limit`, spilling to disk beyond it, so a day of any size holds the same memory:
+/// a limit a fraction of the day's size gives the exact counts; a limit too small for the sort
+/// to work in is a clear error, not an abort.
+#[test]
+fn the_sorted_read_spills_beyond_its_memory_limit() {
+    let day = common::day(250_000, 202, FAULTS);
+    let n = day.batch.num_rows();
+    let reversed = arrow::compute::take_record_batch(
+        &day.batch,
+        &arrow::array::UInt32Array::from_iter_values((0..n as u32).rev()),
+    )
+    .unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    common::write_commits(lake.path(), &reversed, &[(0, n)]);
+    let spill = tempfile::tempdir().unwrap();
+    let check = |limit: &str| {
+        Command::new(BIN)
+            .args(["--pipeline", "market-data-stream", "--date", "2026-11-20"])
+            .arg("--lake")
+            .arg(lake.path())
+            .arg("--spec-dir")
+            .arg(common::root().join("samples"))
+            .args(["--format", "json", "--log-format", "json", "--rescan"])
+            .args(["--memory-limit", limit])
+            .env("TMPDIR", spill.path())
+            .env("RUST_LOG", "warn,finlake_quality=info")
+            .output()
+            .unwrap()
+    };
+    // the limit is a fraction of the day's rows: the sort cannot hold them and must spill
+    // (the 64 KiB run below shows the limit is enforced, not ignored)
+    let size = reversed.get_array_memory_size();
+    assert!(size > 4 * (12 << 20), "the day is only {size} bytes");
+    let out = check("12MiB");
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("reading it sorted"), "{log}");
+    let r = results(&out);
+    let inj = day.injected;
+    assert_eq!(value(&r, "enough-trades"), n as f64);
+    assert_eq!(value(&r, "duplicate-detection.late"), inj.late as f64);
+    assert_eq!(
+        value(&r, "duplicate-detection.duplicate_rows"),
+        inj.duplicates as f64
+    );
+    assert_eq!(
+        value(&r, "duplicate-detection.conflicting_duplicates"),
+        inj.conflicts as f64
+    );
+    assert_eq!(value(&r, "trading-hours-check"), inj.after_hours as f64);
+
+    let out = check("64KiB");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("raise --memory-limit"), "{err}");
+
+    let out = check("lots");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
 /// `batch` (one source partition, in arrival order) as a consumer of `partitions` partitions
 /// lands it: row i of each `chunk` went to partition i % `partitions` (offsets numbered per
 /// partition), and the chunk is written grouped by partition, as a micro-batch is.
