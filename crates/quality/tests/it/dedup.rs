@@ -357,19 +357,23 @@ fn a_timestamp_from_a_clock_a_day_ahead_does_not_make_later_rows_late() {
 
 /// Two source partitions, the second an hour behind the first in event time (its backlog is
 /// being read): the watermark is the lagging partition's, so none of its rows is late.
+/// `day` with every other row moved to partition 1 and an hour back in event time.
+fn an_hour_behind(day: &RecordBatch) -> RecordBatch {
+    let hour = 3_600_000_000i64;
+    let lagging = with_i64(day, "_partition", |r, p| if r % 2 == 1 { 1 } else { p });
+    with_i64(
+        &lagging,
+        "timestamp",
+        |r, t| if r % 2 == 1 { t - hour } else { t },
+    )
+}
+
 /// The state holds nothing of the batches it judged (an entry is a key's fingerprint, event
 /// time, payload hash and lineage): with a partition an hour behind, the state keeps an hour
 /// of the other partition's keys, and only their 64 bytes each, not the batches they came in.
 #[test]
 fn the_state_keeps_no_batch_alive() {
-    let day = clean_day();
-    let hour = 3_600_000_000i64;
-    let lagging = with_i64(&day, "_partition", |r, p| if r % 2 == 1 { 1 } else { p });
-    let lagging = with_i64(
-        &lagging,
-        "timestamp",
-        |r, t| if r % 2 == 1 { t - hour } else { t },
-    );
+    let lagging = an_hour_behind(&clean_day());
     let mut engine = RuleEngine::new(sample_spec(), lagging.schema(), calendar()).unwrap();
     let mut judged = Vec::new();
     for start in (0..lagging.num_rows()).step_by(500) {
@@ -402,14 +406,7 @@ fn the_state_keeps_no_batch_alive() {
 
 #[test]
 fn a_partition_an_hour_behind_another_is_not_late_wholesale() {
-    let day = clean_day();
-    let hour = 3_600_000_000i64;
-    let lagging = with_i64(&day, "_partition", |r, p| if r % 2 == 1 { 1 } else { p });
-    let lagging = with_i64(
-        &lagging,
-        "timestamp",
-        |r, t| if r % 2 == 1 { t - hour } else { t },
-    );
+    let lagging = an_hour_behind(&clean_day());
     let out = run(&lagging, &[700]);
     assert_eq!(out.stats.dedup.late, 0, "{:?}", out.stats.dedup);
 }

@@ -750,22 +750,8 @@ fn rows_are_checked_in_arrival_order_whatever_the_commit_or_row_order() {
         (results(&out), String::from_utf8_lossy(&out.stderr).into())
     };
     // what does not depend on the order
-    let same_rows = |r: &[Value]| {
-        assert_eq!(
-            value(r, "duplicate-detection.duplicate_rows"),
-            inj.duplicates as f64
-        );
-        assert_eq!(
-            value(r, "duplicate-detection.conflicting_duplicates"),
-            inj.conflicts as f64
-        );
-        assert_eq!(value(r, "trading-hours-check"), inj.after_hours as f64);
-        assert_eq!(value(r, "enough-trades"), n as f64);
-    };
-    let exact = |r: &[Value]| {
-        same_rows(r);
-        assert_eq!(value(r, "duplicate-detection.late"), inj.late as f64);
-    };
+    let same_rows = |r: &[Value]| assert_order_free_counts(r, &inj, n);
+    let exact = |r: &[Value]| assert_counts_in_arrival_order(r, &inj, n);
 
     // three commits, the last rows to arrive committed first
     let third = n / 3;
@@ -828,11 +814,7 @@ fn rows_are_checked_in_arrival_order_whatever_the_commit_or_row_order() {
     );
 
     // one file whose rows are in reverse arrival order
-    let reversed = arrow::compute::take_record_batch(
-        &day.batch,
-        &arrow::array::UInt32Array::from_iter_values((0..n as u32).rev()),
-    )
-    .unwrap();
+    let reversed = reversed(&day.batch);
     let lake = tempfile::tempdir().unwrap();
     common::write_commits(lake.path(), &reversed, &[(0, n)]);
     let (r, log) = check(lake.path());
@@ -843,6 +825,38 @@ fn rows_are_checked_in_arrival_order_whatever_the_commit_or_row_order() {
     );
 }
 
+/// `batch`'s rows last first.
+fn reversed(batch: &arrow::array::RecordBatch) -> arrow::array::RecordBatch {
+    let n = batch.num_rows() as u32;
+    arrow::compute::take_record_batch(
+        batch,
+        &arrow::array::UInt32Array::from_iter_values((0..n).rev()),
+    )
+    .unwrap()
+}
+
+/// The counts of a day of `n` rows with `inj` injected that do not depend on the order its
+/// rows are judged in.
+fn assert_order_free_counts(r: &[Value], inj: &Injected, n: usize) {
+    assert_eq!(
+        value(r, "duplicate-detection.duplicate_rows"),
+        inj.duplicates as f64
+    );
+    assert_eq!(
+        value(r, "duplicate-detection.conflicting_duplicates"),
+        inj.conflicts as f64
+    );
+    assert_eq!(value(r, "trading-hours-check"), inj.after_hours as f64);
+    assert_eq!(value(r, "enough-trades"), n as f64);
+}
+
+/// Every count, the late rows too, as the fixture injected them in its (one-partition)
+/// arrival order.
+fn assert_counts_in_arrival_order(r: &[Value], inj: &Injected, n: usize) {
+    assert_order_free_counts(r, inj, n);
+    assert_eq!(value(r, "duplicate-detection.late"), inj.late as f64);
+}
+
 /// A partition that must be read sorted (its rows out of arrival order) is sorted within
 /// `--memory-limit`, spilling to disk beyond it, so a day of any size holds the same memory:
 /// a limit a fraction of the day's size gives the exact counts; a limit too small for the sort
@@ -851,11 +865,7 @@ fn rows_are_checked_in_arrival_order_whatever_the_commit_or_row_order() {
 fn the_sorted_read_spills_beyond_its_memory_limit() {
     let day = common::day(250_000, 202, FAULTS);
     let n = day.batch.num_rows();
-    let reversed = arrow::compute::take_record_batch(
-        &day.batch,
-        &arrow::array::UInt32Array::from_iter_values((0..n as u32).rev()),
-    )
-    .unwrap();
+    let reversed = reversed(&day.batch);
     let lake = tempfile::tempdir().unwrap();
     common::write_commits(lake.path(), &reversed, &[(0, n)]);
     let spill = tempfile::tempdir().unwrap();
@@ -882,18 +892,7 @@ fn the_sorted_read_spills_beyond_its_memory_limit() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("reading it sorted"), "{log}");
     let r = results(&out);
-    let inj = day.injected;
-    assert_eq!(value(&r, "enough-trades"), n as f64);
-    assert_eq!(value(&r, "duplicate-detection.late"), inj.late as f64);
-    assert_eq!(
-        value(&r, "duplicate-detection.duplicate_rows"),
-        inj.duplicates as f64
-    );
-    assert_eq!(
-        value(&r, "duplicate-detection.conflicting_duplicates"),
-        inj.conflicts as f64
-    );
-    assert_eq!(value(&r, "trading-hours-check"), inj.after_hours as f64);
+    assert_counts_in_arrival_order(&r, &day.injected, n);
 
     let out = check("64KiB");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
