@@ -299,14 +299,20 @@ impl Deduplicator {
             .map(|t| t.saturating_sub(self.rule.window_micros))
     }
 
-    /// Judges every row of `batch`, in order, and updates the state.
-    pub fn process(&mut self, batch: &RecordBatch) -> Result<Vec<Verdict>> {
+    /// Judges every row of `batch`, in order, and updates the state. Returns the rows not
+    /// judged [`Verdict::Unique`] (by row index, ascending) with their verdicts: a unique row,
+    /// nearly every row, costs no output.
+    pub fn process(&mut self, batch: &RecordBatch) -> Result<Vec<(u32, Verdict)>> {
         self.run(batch, None, false, None)
     }
 
     /// Judges the rows `rows` of `batch` (ascending), in order: the other rows were already
-    /// routed elsewhere and are not seen. One verdict per listed row; no copy of the batch.
-    pub fn process_rows(&mut self, batch: &RecordBatch, rows: &[u32]) -> Result<Vec<Verdict>> {
+    /// routed elsewhere and are not seen. As [`Deduplicator::process`]; no copy of the batch.
+    pub fn process_rows(
+        &mut self,
+        batch: &RecordBatch,
+        rows: &[u32],
+    ) -> Result<Vec<(u32, Verdict)>> {
         self.run(batch, Some(rows), false, None)
     }
 
@@ -317,7 +323,7 @@ impl Deduplicator {
         batch: &RecordBatch,
         rows: &[u32],
         keys: KeyFingerprints,
-    ) -> Result<Vec<Verdict>> {
+    ) -> Result<Vec<(u32, Verdict)>> {
         self.run(batch, Some(rows), false, Some(keys))
     }
 
@@ -333,7 +339,7 @@ impl Deduplicator {
         rows: Option<&[u32]>,
         seeding: bool,
         keys: Option<KeyFingerprints>,
-    ) -> Result<Vec<Verdict>> {
+    ) -> Result<Vec<(u32, Verdict)>> {
         let n = batch.num_rows();
         if n == 0 {
             return Ok(Vec::new());
@@ -376,7 +382,7 @@ impl Deduplicator {
         let offsets = lineage_col("_offset").and_then(|c| c.as_primitive_opt::<Int64Type>());
         let topics = lineage_col("_topic").and_then(|c| c.as_string_opt::<i32>());
         let judged = rows.map_or(n, <[u32]>::len);
-        let mut out = Vec::with_capacity(if seeding { 0 } else { judged });
+        let mut out = Vec::new();
         let mut stats = DedupStats {
             rows: if seeding { 0 } else { judged as u64 },
             ..DedupStats::default()
@@ -481,8 +487,8 @@ impl Deduplicator {
             if self.state.len() >= (2 * self.swept).max(SWEEP_AT_LEAST) {
                 self.evict();
             }
-            if !seeding {
-                out.push(verdict);
+            if !seeding && verdict != Verdict::Unique {
+                out.push((row as u32, verdict));
             }
         }
         if seeding {

@@ -375,12 +375,9 @@ impl RuleEngine {
                 late: after.late - before.late,
             };
             let rule = dedup.rule().clone();
-            for (v, row) in verdicts.iter().zip(&alive) {
-                if *v != Verdict::Unique {
-                    judged.push((*row, *v));
-                }
-                let row = *row as usize;
-                match *v {
+            for &(row, v) in &verdicts {
+                let row = row as usize;
+                match v {
                     Verdict::Unique => {}
                     Verdict::Duplicate { .. } => fate[row] = 1,
                     Verdict::Conflict {
@@ -422,6 +419,7 @@ impl RuleEngine {
                     },
                 }
             }
+            judged = verdicts;
             rejects.sort_by_key(|r| r.row);
             self.metrics
                 .dedup_state_entries
