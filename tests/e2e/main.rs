@@ -262,6 +262,11 @@ fn demo_lands_tables_that_python_deltalake_reads_identically() {
         "{}",
         String::from_utf8_lossy(&dq.stderr)
     );
+    // the ingestor's lake (three partitions, each micro-batch's rows grouped by partition) is
+    // read straight from its files in the order the stream applied them, not sorted
+    let log = String::from_utf8_lossy(&dq.stderr);
+    assert!(log.contains("scanned the partition"), "{log}");
+    assert!(!log.contains("reading it sorted"), "{log}");
     let report: serde_json::Value = serde_json::from_slice(&dq.stdout).unwrap();
     let value = |name: &str| {
         report["results"]
