@@ -231,8 +231,14 @@ fn string_predicate(name: &str, f: fn(&str) -> bool) -> datafusion::logical_expr
         DataType::Boolean,
         Volatility::Immutable,
         Arc::new(move |args: &[ColumnarValue]| {
+            // the columns these read (ISINs, currency codes) hold few distinct values: each is
+            // checked once a batch, and a repeat costs a lookup in a small table
             let eval = |a: &ArrayRef| -> BooleanArray {
-                a.as_string::<i32>().iter().map(|v| v.map(f)).collect()
+                let mut known = datafusion::common::HashMap::<&str, bool>::default();
+                a.as_string::<i32>()
+                    .iter()
+                    .map(|v| v.map(|s| *known.entry(s).or_insert_with(|| f(s))))
+                    .collect()
             };
             Ok(match &args[0] {
                 ColumnarValue::Array(a) => ColumnarValue::Array(Arc::new(eval(a))),
