@@ -224,18 +224,28 @@ pub const ISIN_UDF: &str = "finlake_is_isin";
 /// Name of the UDF behind `type: currency`.
 pub const CURRENCY_UDF: &str = "finlake_is_currency";
 
-fn string_predicate(name: &str, f: fn(&str) -> bool) -> datafusion::logical_expr::ScalarUDF {
+/// A UDF answering `f` on each string; `memoize` when `f` costs more than a hash lookup and
+/// the column holds few distinct values (ISINs), not for a bitmap probe (currency codes).
+fn string_predicate(
+    name: &str,
+    f: fn(&str) -> bool,
+    memoize: bool,
+) -> datafusion::logical_expr::ScalarUDF {
     create_udf(
         name,
         vec![DataType::Utf8],
         DataType::Boolean,
         Volatility::Immutable,
         Arc::new(move |args: &[ColumnarValue]| {
-            // the columns these read (ISINs, currency codes) hold few distinct values: each is
-            // checked once a batch, and a repeat costs a lookup in a small table
+            // memoized: each distinct value checked once a batch, a repeat costs a lookup in a
+            // small table
             let eval = |a: &ArrayRef| -> BooleanArray {
+                let strings = a.as_string::<i32>();
+                if !memoize {
+                    return strings.iter().map(|v| v.map(f)).collect();
+                }
                 let mut known = datafusion::common::HashMap::<&str, bool>::default();
-                a.as_string::<i32>()
+                strings
                     .iter()
                     .map(|v| v.map(|s| *known.entry(s).or_insert_with(|| f(s))))
                     .collect()
@@ -263,10 +273,12 @@ pub fn session() -> SessionContext {
     ctx.register_udf(string_predicate(
         ISIN_UDF,
         finlake_core::transform::is_valid_isin,
+        true,
     ));
     ctx.register_udf(string_predicate(
         CURRENCY_UDF,
         finlake_core::transform::is_iso_currency,
+        false,
     ));
     ctx
 }
