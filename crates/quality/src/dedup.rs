@@ -181,8 +181,9 @@ impl KeyFingerprints {
     }
 }
 
-/// Source partitions numbered below this are found by index, the rest by a search.
-const INDEXED_PARTITIONS: usize = 1 << 20;
+/// Source partitions numbered below this are found by index (dedup's watermark, dq's order
+/// check), the rest by a search; a partition number from the data cannot size an index past it.
+pub(crate) const INDEXED_PARTITIONS: usize = 1 << 20;
 
 /// The state is not swept below this many keys.
 const SWEEP_AT_LEAST: usize = 4096;

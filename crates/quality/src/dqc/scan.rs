@@ -595,7 +595,10 @@ impl SourceOrder {
             if let Some(i) = run.windows(2).position(|w| w[1] < w[0]) {
                 return Err(out_of_order(start + i + 1, run[i]));
             }
-            let Some(slot) = usize::try_from(partition).ok().filter(|&p| p < 1 << 20) else {
+            let Some(slot) = usize::try_from(partition)
+                .ok()
+                .filter(|&p| p < crate::dedup::INDEXED_PARTITIONS)
+            else {
                 return Err(format!("topic {topic} partition {partition}: out of range"));
             };
             if self.newest.len() <= slot {
