@@ -28,7 +28,7 @@
 //! rate; the data is not adversarial. Payloads are compared by a third 64-bit hash, and only
 //! when a key repeats: a conflicting retry passes for an exact one with odds 2⁻⁶⁴ per repeated
 //! key (a day's 11,000 producer retries: once in 10¹⁵ days). An entry holds its first
-//! version's fingerprint, event time and lineage (64 bytes with its key) and nothing of the
+//! version's fingerprint, event time and lineage (48 bytes with its key) and nothing of the
 //! batch it came in: the state's memory is its entries', however far apart in event time the
 //! source partitions are (a backlog read unevenly keeps the slowest partition's window, and
 //! with it every faster partition's rows since).
@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use arrow::datatypes::{Int32Type, Int64Type, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Int32Type, Int64Type, TimestampMicrosecondType};
 use datafusion::common::hash_utils::{create_hashes, QualityRandomState};
 
 use crate::error::Result;
@@ -100,16 +100,46 @@ impl DedupStats {
     }
 }
 
-/// A key's first version within the window.
+/// A key's first version within the window: 32 bytes, 48 with its key.
 #[derive(Debug)]
 struct Entry {
     event_time: i64,
     /// Its payload's hash (see [`payload_hashes`]).
     payload: u64,
-    /// Its `_offset` and `_partition`, when the batch had lineage.
-    offset: Option<i64>,
-    partition: Option<i32>,
-    repeated: bool,
+    /// Its `_offset` and `_partition` (when [`HAS_OFFSET`] and [`HAS_PARTITION`] say the
+    /// batch had them).
+    offset: i64,
+    partition: i32,
+    /// [`REPEATED`], [`HAS_OFFSET`], [`HAS_PARTITION`].
+    flags: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<(Key, Entry)>() == 48);
+
+/// The key was seen again within the window.
+const REPEATED: u8 = 1;
+const HAS_OFFSET: u8 = 2;
+const HAS_PARTITION: u8 = 4;
+
+impl Entry {
+    fn lineage(&self) -> (Option<i32>, Option<i64>) {
+        (
+            (self.flags & HAS_PARTITION != 0).then_some(self.partition),
+            (self.flags & HAS_OFFSET != 0).then_some(self.offset),
+        )
+    }
+}
+
+/// A key's 128-bit fingerprint as the state holds it: two 64-bit halves, so an entry is
+/// aligned to 8 bytes, not 16 as a `u128` would make it (a quarter of the memory a sweep and
+/// a probe go through). It hashes as its low half, already a hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Key(u64, u64);
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.1);
+    }
 }
 
 /// The state's keys are already hashes: use their low bits as they are.
@@ -148,12 +178,15 @@ impl std::hash::Hasher for Prehashed {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
     }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
     fn write_u128(&mut self, v: u128) {
         self.0 = v as u64;
     }
 }
 
-type Map = HashMap<u128, Entry, std::hash::BuildHasherDefault<Prehashed>>;
+type Map = HashMap<Key, Entry, std::hash::BuildHasherDefault<Prehashed>>;
 
 /// The 128-bit fingerprints of a batch's dedup keys (two 64-bit hash passes, row by row) and
 /// its payloads' hashes, made ahead of [`Deduplicator::process_rows_fingerprinted`], typically
@@ -179,6 +212,146 @@ impl KeyFingerprints {
         payload_hashes(batch, &rule.keys, &mut out.payload)?;
         Ok(out)
     }
+}
+
+/// A batch's rows by source partition (`_topic`, `_partition`), as runs of consecutive rows
+/// from one partition (the writer lands a partition's messages a micro-batch at a time): made
+/// by the stateless half, so the stateful half resolves a row's source once a run, with no
+/// string compared per row. Rows without lineage (no column, or NULL) count as topic `""`,
+/// partition 0.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SourceRuns {
+    /// The batch's distinct topics, in order of first appearance (a pipeline reads few).
+    topics: Vec<String>,
+    /// (index into `topics`, partition, end row, exclusive), in row order, covering every row.
+    runs: Vec<(u32, i32, u32)>,
+}
+
+impl SourceRuns {
+    /// The runs of `batch`'s rows.
+    pub fn of(batch: &RecordBatch) -> Self {
+        let n = batch.num_rows();
+        let mut out = SourceRuns::default();
+        if n == 0 {
+            return out;
+        }
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .filter(|c| c.null_count() == 0)
+                .cloned()
+        };
+        let partitions = column("_partition");
+        let partitions = partitions
+            .as_ref()
+            .and_then(|c| c.as_primitive_opt::<Int32Type>())
+            .map(|p| p.values().as_ref());
+        let partition = |row: usize| partitions.map_or(0, |p| p[row]);
+        let topics = column("_topic").and_then(|c| match c.data_type() {
+            DataType::Utf8 | DataType::Dictionary(..) => Some(c),
+            _ => arrow::compute::cast(&c, &DataType::Utf8).ok(),
+        });
+        // each row's topic as an index into `out.topics`: by the dictionary's key when the
+        // column is one, else by value
+        let dictionary = topics
+            .as_ref()
+            .and_then(|c| c.as_dictionary_opt::<Int32Type>())
+            .and_then(|d| Some((d.keys().values(), d.values().as_string_opt::<i32>()?)));
+        let plain = topics.as_ref().and_then(|c| c.as_string_opt::<i32>());
+        if let Some((keys, values)) = dictionary {
+            let index: Vec<u32> = values
+                .iter()
+                .map(|v| out.topic(v.unwrap_or_default()))
+                .collect();
+            // keys index the values (arrow validates a dictionary's keys)
+            let id = |row: usize| index.get(keys[row] as usize).copied().unwrap_or_default();
+            out.split(n, |row| (id(row), partition(row)));
+        } else if let Some(topics) = plain.filter(|t| constant(t).is_none()) {
+            let mut ids = Vec::with_capacity(n);
+            let mut last: Option<(&str, u32)> = None;
+            for row in 0..n {
+                let name = topics.value(row);
+                let id = match last {
+                    Some((l, id)) if l == name => id,
+                    _ => out.topic(name),
+                };
+                last = Some((name, id));
+                ids.push(id);
+            }
+            out.split(n, |row| (ids[row], partition(row)));
+        } else {
+            out.topics
+                .push(plain.map_or(String::new(), |t| t.value(0).to_string()));
+            out.split(n, |row| (0, partition(row)));
+        }
+        out
+    }
+
+    fn topic(&mut self, name: &str) -> u32 {
+        index_in(&mut self.topics, name)
+    }
+
+    /// The runs of rows `0..n` by `source(row)`: (topic index, partition).
+    fn split(&mut self, n: usize, source: impl Fn(usize) -> (u32, i32)) {
+        let mut current = source(0);
+        for row in 1..n {
+            let at = source(row);
+            if at != current {
+                self.runs.push((current.0, current.1, row as u32));
+                current = at;
+            }
+        }
+        self.runs.push((current.0, current.1, n as u32));
+    }
+
+    /// The batch's distinct topics, which the runs index.
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    /// The runs: (index into [`SourceRuns::topics`], partition, rows), in row order.
+    pub fn runs(&self) -> impl Iterator<Item = (u32, i32, std::ops::Range<usize>)> + '_ {
+        let mut start = 0;
+        self.runs.iter().map(move |&(t, p, end)| {
+            let rows = start..end as usize;
+            start = end as usize;
+            (t, p, rows)
+        })
+    }
+}
+
+/// `name`'s index in `names`, added at the end when it is not there (the lists are short:
+/// a pipeline's topics).
+fn index_in(names: &mut Vec<String>, name: &str) -> u32 {
+    match names.iter().position(|t| t == name) {
+        Some(i) => i as u32,
+        None => {
+            names.push(name.to_string());
+            (names.len() - 1) as u32
+        }
+    }
+}
+
+/// The value every row of `a` holds (no NULLs), found without comparing row by row: the
+/// offsets rise by one length, and the value bytes are that value repeated.
+fn constant(a: &arrow::array::StringArray) -> Option<&str> {
+    if a.is_empty() || a.null_count() > 0 {
+        return None;
+    }
+    let first = a.value(0);
+    let len = first.len();
+    let offsets = a.value_offsets();
+    if !offsets.windows(2).all(|w| (w[1] - w[0]) as usize == len) {
+        return None;
+    }
+    let start = offsets[0] as usize;
+    let bytes = a.value_data().get(start..start + len * a.len())?;
+    let block = first.repeat(64);
+    let block = block.as_bytes();
+    bytes
+        .chunks(block.len().max(1))
+        .all(|c| c == &block[..c.len()])
+        .then_some(first)
 }
 
 /// Source partitions numbered below this are found by index (dedup's watermark, dq's order
@@ -244,6 +417,10 @@ pub struct Deduplicator {
     slots: Vec<Vec<u32>>,
     topics: Vec<String>,
     min_newest: Option<i64>,
+    /// The partitions' newest event times as a tournament tree (leaves from `tree.len() / 2`,
+    /// each node the least of its two): a partition's advance updates the minimum in a few
+    /// steps, where rows of a hundred partitions in turn had each rescanned them all.
+    tree: Vec<i64>,
     stats: DedupStats,
     scratch: KeyFingerprints,
 }
@@ -274,6 +451,7 @@ impl Deduplicator {
             slots: Vec::new(),
             topics: Vec::new(),
             min_newest: None,
+            tree: Vec::new(),
             stats: DedupStats::default(),
             scratch: Default::default(),
         }
@@ -304,7 +482,7 @@ impl Deduplicator {
     /// judged [`Verdict::Unique`] (by row index, ascending) with their verdicts: a unique row,
     /// nearly every row, costs no output.
     pub fn process(&mut self, batch: &RecordBatch) -> Result<Vec<(u32, Verdict)>> {
-        self.run(batch, None, false, None)
+        self.run(batch, None, false, None, None)
     }
 
     /// Judges the rows `rows` of `batch` (ascending), in order: the other rows were already
@@ -314,24 +492,31 @@ impl Deduplicator {
         batch: &RecordBatch,
         rows: &[u32],
     ) -> Result<Vec<(u32, Verdict)>> {
-        self.run(batch, Some(rows), false, None)
+        self.run(batch, Some(rows), false, None, None)
     }
 
     /// [`Deduplicator::process_rows`] with the keys already fingerprinted by
-    /// [`KeyFingerprints::of`] (on another thread: the rule engine's stateless half does it).
+    /// [`KeyFingerprints::of`] and the rows' sources found by [`SourceRuns::of`] (on another
+    /// thread: the rule engine's stateless half does both).
     pub fn process_rows_fingerprinted(
         &mut self,
         batch: &RecordBatch,
         rows: &[u32],
         keys: KeyFingerprints,
+        sources: &SourceRuns,
     ) -> Result<Vec<(u32, Verdict)>> {
-        self.run(batch, Some(rows), false, Some(keys))
+        self.run(batch, Some(rows), false, Some(keys), Some(sources))
     }
 
     /// Seeds the state with rows that already landed (the tail of the table after a
     /// restart): they enter the state as first versions; nothing is counted.
     pub fn seed(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.run(batch, None, true, None).map(|_| ())
+        self.run(batch, None, true, None, None).map(|_| ())
+    }
+
+    /// The index of `topic` among the topics seen.
+    fn topic_index(&mut self, topic: &str) -> u32 {
+        index_in(&mut self.topics, topic)
     }
 
     fn run(
@@ -340,6 +525,7 @@ impl Deduplicator {
         rows: Option<&[u32]>,
         seeding: bool,
         keys: Option<KeyFingerprints>,
+        sources: Option<&SourceRuns>,
     ) -> Result<Vec<(u32, Verdict)>> {
         let n = batch.num_rows();
         if n == 0 {
@@ -365,7 +551,6 @@ impl Deduplicator {
                 payload_hashes(batch, &self.rule.keys, &mut self.scratch.payload)?;
             }
         }
-        let join = |a: &[u64], b: &[u64], i: usize| (u128::from(a[i]) << 64) | u128::from(b[i]);
         let times = batch
             .column(schema.index_of(finlake_core::schema::EVENT_TIME)?)
             .as_primitive::<TimestampMicrosecondType>();
@@ -381,7 +566,19 @@ impl Deduplicator {
             .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>());
         let partitions = lineage_col("_partition").and_then(|c| c.as_primitive_opt::<Int32Type>());
         let offsets = lineage_col("_offset").and_then(|c| c.as_primitive_opt::<Int64Type>());
-        let topics = lineage_col("_topic").and_then(|c| c.as_string_opt::<i32>());
+        let lineage_flags =
+            offsets.map_or(0, |_| HAS_OFFSET) | partitions.map_or(0, |_| HAS_PARTITION);
+        let found;
+        let sources = match sources {
+            Some(s) if s.runs.last().is_some_and(|r| r.2 as usize == n) => s,
+            _ => {
+                found = SourceRuns::of(batch);
+                &found
+            }
+        };
+        // the batch's topics among the ones seen, once a batch
+        let topics: Vec<u32> = sources.topics.iter().map(|t| self.topic_index(t)).collect();
+        let mut runs = sources.runs.iter().peekable();
         let judged = rows.map_or(n, <[u32]>::len);
         let mut out = Vec::new();
         let mut stats = DedupStats {
@@ -400,24 +597,10 @@ impl Deduplicator {
             // must not move the watermark. Behind it is a backlog being read: it moves.
             let skewed = ingested.is_some_and(|i| t - i.value(row) > self.rule.max_skew_micros);
             if !skewed {
-                let topic = match topics {
-                    Some(c) => {
-                        let name = c.value(row);
-                        let last = self.partitions.get(self.last_partition).map(|p| p.0 .0);
-                        let hit = last.filter(|&i| self.topics[i as usize] == name);
-                        match hit.or_else(|| {
-                            self.topics.iter().position(|t| t == name).map(|i| i as u32)
-                        }) {
-                            Some(i) => i,
-                            None => {
-                                self.topics.push(name.to_string());
-                                (self.topics.len() - 1) as u32
-                            }
-                        }
-                    }
-                    None => 0,
-                };
-                let partition = partitions.map_or(0, |p| p.value(row));
+                while runs.next_if(|r| r.2 as usize <= row).is_some() {}
+                // the runs cover every row (checked above)
+                let (topic, partition) =
+                    runs.peek().map_or((0, 0), |r| (topics[r.0 as usize], r.1));
                 self.advance((topic, partition), t);
             }
             let watermark = self.min_newest.map(|m| m.saturating_sub(window));
@@ -425,7 +608,7 @@ impl Deduplicator {
                 Verdict::Late { watermark }
             } else {
                 let [k1, k2] = &self.scratch.keys;
-                let key = join(k1, k2, row);
+                let key = Key(k1[row], k2[row]);
                 let payload = self.scratch.payload[row];
                 // one lookup per row: the entry is either live (a repeat) or free to take
                 // (vacant, or a stale version older than the watermark or the window)
@@ -441,12 +624,12 @@ impl Deduplicator {
                 match slot {
                     std::collections::hash_map::Entry::Occupied(mut o) if live => {
                         let e = o.get_mut();
-                        let first = !e.repeated;
-                        e.repeated = true;
+                        let first = e.flags & REPEATED == 0;
+                        e.flags |= REPEATED;
                         if first {
                             stats.duplicate_keys += 1;
                         }
-                        let (partition, offset) = (e.partition, e.offset);
+                        let (partition, offset) = e.lineage();
                         if e.payload == payload {
                             Verdict::Duplicate { partition, offset }
                         } else {
@@ -461,9 +644,9 @@ impl Deduplicator {
                         let entry = Entry {
                             event_time: t,
                             payload,
-                            offset: offsets.map(|o| o.value(row)),
-                            partition: partitions.map(|p| p.value(row)),
-                            repeated: false,
+                            offset: offsets.map_or(0, |o| o.value(row)),
+                            partition: partitions.map_or(0, |p| p.value(row)),
+                            flags: lineage_flags,
                         };
                         match slot {
                             std::collections::hash_map::Entry::Occupied(mut stale) => {
@@ -500,8 +683,7 @@ impl Deduplicator {
     }
 
     /// Moves a source partition's newest event time forward to `t`, and the minimum over the
-    /// partitions with it: recomputed only when the partition held the minimum (amortised,
-    /// one partition's rows in as many as there are partitions).
+    /// partitions with it (see `tree`).
     fn advance(&mut self, partition: (u32, i32), t: i64) {
         let at = match self.partitions.get(self.last_partition) {
             Some(p) if p.0 == partition => Some(self.last_partition),
@@ -511,7 +693,6 @@ impl Deduplicator {
             None => {
                 self.push_partition(partition, t);
                 self.last_partition = self.partitions.len() - 1;
-                self.min_newest = Some(self.min_newest.map_or(t, |m| m.min(t)));
             }
             Some(i) => {
                 self.last_partition = i;
@@ -520,11 +701,39 @@ impl Deduplicator {
                     return;
                 }
                 self.partitions[i].1 = t;
-                if self.min_newest == Some(old) {
-                    self.min_newest = self.partitions.iter().map(|p| p.1).min();
-                }
+                self.raise(i, t);
             }
         }
+    }
+
+    /// Sets partition `i`'s leaf to `t` and the minimum above it, up to the first node that
+    /// does not change.
+    fn raise(&mut self, i: usize, t: i64) {
+        let mut at = self.tree.len() / 2 + i;
+        self.tree[at] = t;
+        while at > 1 {
+            let parent = at / 2;
+            let least = self.tree[2 * parent].min(self.tree[2 * parent + 1]);
+            if self.tree[parent] == least {
+                break;
+            }
+            self.tree[parent] = least;
+            at = parent;
+        }
+        self.min_newest = self.tree.get(1).copied();
+    }
+
+    /// Rebuilds the tree over `partitions` (a partition added past its leaves, or removed).
+    fn plant(&mut self) {
+        let leaves = self.partitions.len().next_power_of_two().max(2);
+        self.tree = vec![i64::MAX; 2 * leaves];
+        for (i, p) in self.partitions.iter().enumerate() {
+            self.tree[leaves + i] = p.1;
+        }
+        for at in (1..leaves).rev() {
+            self.tree[at] = self.tree[2 * at].min(self.tree[2 * at + 1]);
+        }
+        self.min_newest = (!self.partitions.is_empty()).then(|| self.tree[1]);
     }
 
     /// Where `partition` sits in `partitions`.
@@ -546,6 +755,11 @@ impl Deduplicator {
     fn push_partition(&mut self, key: (u32, i32), newest: i64) {
         self.partitions.push((key, newest));
         self.index(key, self.partitions.len());
+        if self.partitions.len() > self.tree.len() / 2 {
+            self.plant();
+        } else {
+            self.raise(self.partitions.len() - 1, newest);
+        }
     }
 
     fn index(&mut self, (topic, partition): (u32, i32), slot: usize) {
@@ -572,16 +786,9 @@ impl Deduplicator {
     /// against it, and no state is evicted for it. A partition that stays silent is
     /// forgotten ([`Deduplicator::forget_partition`]) by the caller after an idle timeout.
     pub fn expect_partition(&mut self, topic: &str, partition: i32) {
-        let t = match self.topics.iter().position(|x| x == topic) {
-            Some(i) => i as u32,
-            None => {
-                self.topics.push(topic.to_string());
-                (self.topics.len() - 1) as u32
-            }
-        };
+        let t = self.topic_index(topic);
         if self.position((t, partition)).is_none() {
             self.push_partition((t, partition), i64::MIN);
-            self.min_newest = Some(i64::MIN);
         }
     }
 
@@ -593,7 +800,7 @@ impl Deduplicator {
             self.partitions.retain(|p| p.0 != (i as u32, partition));
             if self.partitions.len() != before {
                 self.last_partition = 0;
-                self.min_newest = self.partitions.iter().map(|p| p.1).min();
+                self.plant();
                 self.slots.clear();
                 for at in 0..self.partitions.len() {
                     self.index(self.partitions[at].0, at + 1);

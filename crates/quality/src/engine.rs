@@ -136,12 +136,19 @@ pub struct Evaluated {
     rules: Arc<RuleSet>,
     /// The dedup keys' fingerprints, made here so the stateful half does not hash.
     keys: Option<crate::dedup::KeyFingerprints>,
+    /// The rows' source partitions, found here so the stateful half compares no strings.
+    sources: crate::dedup::SourceRuns,
 }
 
 impl Evaluated {
     /// The batch as it was evaluated (without the session columns).
     pub fn batch(&self) -> &RecordBatch {
         &self.batch
+    }
+
+    /// The batch's rows by source partition.
+    pub fn sources(&self) -> &crate::dedup::SourceRuns {
+        &self.sources
     }
 
     /// Rows a `dead_letter` rule will send to quarantine (each row once, however many rules
@@ -191,11 +198,13 @@ impl Evaluator {
             Some(rule) => Some(crate::dedup::KeyFingerprints::of(rule, &batch)?),
             None => None,
         };
+        let sources = crate::dedup::SourceRuns::of(&batch);
         Ok(Evaluated {
             batch,
             results,
             rules: self.rules.clone(),
             keys,
+            sources,
         })
     }
 }
@@ -290,6 +299,7 @@ impl RuleEngine {
             results,
             rules,
             keys,
+            sources,
         } = evaluated;
         let batch = &batch;
         let schema = batch.schema();
@@ -362,7 +372,7 @@ impl RuleEngine {
             let alive: Vec<u32> = (0..n as u32).filter(|&r| fate[r as usize] == 0).collect();
             let before = dedup.stats();
             let verdicts = match keys {
-                Some(keys) => dedup.process_rows_fingerprinted(batch, &alive, keys)?,
+                Some(keys) => dedup.process_rows_fingerprinted(batch, &alive, keys, &sources)?,
                 None => dedup.process_rows(batch, &alive)?,
             };
             let after = dedup.stats();
@@ -465,14 +475,13 @@ impl RuleEngine {
             cols.push(Arc::new(flags.finish()));
             RecordBatch::try_new(landed_schema(&schema), cols)?
         } else {
-            for &row in landed_index.values() {
-                let row = row as usize;
-                let any = late[row]
-                    || flag_rules
-                        .iter()
-                        .any(|&(i, _)| results[i].failed.value(row));
-                stats.flagged += any as u64;
+            // the same count on bitmaps: the rows that land with a flag or late
+            let mut flagged = arrow::buffer::BooleanBuffer::collect_bool(n, |r| late[r]);
+            for &(i, _) in &flag_rules {
+                flagged = &flagged | results[i].failed.values();
             }
+            let kept = arrow::buffer::BooleanBuffer::collect_bool(n, |r| fate[r] == 0);
+            stats.flagged += (&flagged & &kept).count_set_bits() as u64;
             RecordBatch::new_empty(landed_schema(&schema))
         };
         stats.landed = landed_index.len() as u64;

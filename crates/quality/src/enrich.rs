@@ -55,15 +55,48 @@ pub fn add_session_columns(
         return Ok(batch.clone());
     }
     let exchange = batch.column(s.index_of("exchange")?);
+    let dates = batch
+        .column(s.index_of(schema::TRADE_DATE)?)
+        .as_primitive::<Date32Type>();
+    let session = |mic: &str, day: i32| {
+        let date = finlake_core::transform::symbols::date_of_epoch_days(day);
+        match calendar.session(mic, date) {
+            Some(Session::Open(o, c)) => Some((o, c)),
+            _ => None,
+        }
+    };
+    // a dictionary of MICs on one date (a partition as `finlake dq` reads it): one lookup a
+    // MIC, and the rows take their key's session
+    let one_date = dates.null_count() == 0
+        && !dates.is_empty()
+        && arrow::compute::min(dates) == arrow::compute::max(dates);
+    if let (Some(dict), true) = (
+        exchange.as_dictionary_opt::<arrow::datatypes::Int32Type>(),
+        one_date,
+    ) {
+        if let Some(mics) = dict.values().as_string_opt::<i32>() {
+            let day = dates.value(0);
+            let mut open = TimestampMicrosecondBuilder::with_capacity(mics.len());
+            let mut close = TimestampMicrosecondBuilder::with_capacity(mics.len());
+            for mic in mics.iter() {
+                let bounds = mic.and_then(|m| session(m, day));
+                open.append_option(bounds.map(|b| b.0));
+                close.append_option(bounds.map(|b| b.1));
+            }
+            let mut cols = batch.columns().to_vec();
+            for mut bounds in [open, close] {
+                let bounds = bounds.finish().with_timezone(schema::UTC);
+                cols.push(arrow::compute::take(&bounds, dict.keys(), None)?);
+            }
+            return Ok(RecordBatch::try_new(enriched_schema(&s), cols)?);
+        }
+    }
     let exchange: ArrayRef = if exchange.data_type() == &DataType::Utf8 {
         exchange.clone()
     } else {
         arrow::compute::cast(exchange, &DataType::Utf8)?
     };
     let mics = exchange.as_string::<i32>();
-    let dates = batch
-        .column(s.index_of(schema::TRADE_DATE)?)
-        .as_primitive::<Date32Type>();
     let n = batch.num_rows();
     let mut open = TimestampMicrosecondBuilder::with_capacity(n);
     let mut close = TimestampMicrosecondBuilder::with_capacity(n);
@@ -77,13 +110,7 @@ pub fn add_session_columns(
             continue;
         }
         let key = (mics.value(row), dates.value(row));
-        let bounds = *cache.entry(key).or_insert_with(|| {
-            let date = finlake_core::transform::symbols::date_of_epoch_days(key.1);
-            match calendar.session(key.0, date) {
-                Some(Session::Open(o, c)) => Some((o, c)),
-                _ => None,
-            }
-        });
+        let bounds = *cache.entry(key).or_insert_with(|| session(key.0, key.1));
         match bounds {
             Some((o, c)) => {
                 open.append_value(o);

@@ -34,7 +34,7 @@ use arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, DataFusionError, SchemaError};
 use datafusion::execution::config::SessionConfig;
-use datafusion::logical_expr::{create_udf, ColumnarValue, Expr, ExprSchemable, Volatility};
+use datafusion::logical_expr::{ColumnarValue, Expr, ExprSchemable, Volatility};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use finlake_core::spec::{self, Diagnostic, LoadedSpec, Pos, RuleKind, Severity, SpecError};
@@ -225,42 +225,66 @@ pub const ISIN_UDF: &str = "finlake_is_isin";
 pub const CURRENCY_UDF: &str = "finlake_is_currency";
 
 /// A UDF answering `f` on each string; `memoize` when `f` costs more than a hash lookup and
-/// the column holds few distinct values (ISINs), not for a bitmap probe (currency codes).
+/// the column holds few distinct values (ISINs), not for a bitmap probe (currency codes). On a
+/// dictionary-encoded column (as `finlake dq` reads a table's few-valued strings) `f` runs
+/// once a dictionary value, and the rows take their key's answer.
 fn string_predicate(
     name: &str,
     f: fn(&str) -> bool,
     memoize: bool,
 ) -> datafusion::logical_expr::ScalarUDF {
-    create_udf(
-        name,
-        vec![DataType::Utf8],
-        DataType::Boolean,
+    use datafusion::logical_expr::{Signature, TypeSignature};
+    let signature = Signature::one_of(
+        vec![
+            TypeSignature::Exact(vec![DataType::Utf8]),
+            TypeSignature::Exact(vec![DataType::Dictionary(
+                Box::new(DataType::Int32),
+                Box::new(DataType::Utf8),
+            )]),
+        ],
         Volatility::Immutable,
-        Arc::new(move |args: &[ColumnarValue]| {
-            // memoized: each distinct value checked once a batch, a repeat costs a lookup in a
-            // small table
-            let eval = |a: &ArrayRef| -> BooleanArray {
-                let strings = a.as_string::<i32>();
-                if !memoize {
-                    return strings.iter().map(|v| v.map(f)).collect();
+    );
+    let fun = move |args: &[ColumnarValue]| -> datafusion::error::Result<ColumnarValue> {
+        // memoized: each distinct value checked once a batch, a repeat costs a lookup in a
+        // small table
+        let strings = |a: &ArrayRef| -> BooleanArray {
+            let strings = a.as_string::<i32>();
+            if !memoize {
+                return strings.iter().map(|v| v.map(f)).collect();
+            }
+            let mut known = datafusion::common::HashMap::<&str, bool>::default();
+            strings
+                .iter()
+                .map(|v| v.map(|s| *known.entry(s).or_insert_with(|| f(s))))
+                .collect()
+        };
+        let eval = |a: &ArrayRef| -> datafusion::error::Result<ArrayRef> {
+            match a.as_dictionary_opt::<arrow::datatypes::Int32Type>() {
+                Some(d) => {
+                    let answers = strings(d.values());
+                    Ok(arrow::compute::take(&answers, d.keys(), None)?)
                 }
-                let mut known = datafusion::common::HashMap::<&str, bool>::default();
-                strings
-                    .iter()
-                    .map(|v| v.map(|s| *known.entry(s).or_insert_with(|| f(s))))
-                    .collect()
-            };
-            Ok(match &args[0] {
-                ColumnarValue::Array(a) => ColumnarValue::Array(Arc::new(eval(a))),
-                ColumnarValue::Scalar(s) => {
-                    let a = s.to_array()?;
-                    ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(
-                        &eval(&a),
-                        0,
-                    )?)
-                }
-            })
-        }),
+                None => Ok(Arc::new(strings(a))),
+            }
+        };
+        Ok(match &args[0] {
+            ColumnarValue::Array(a) => ColumnarValue::Array(eval(a)?),
+            ColumnarValue::Scalar(s) => {
+                let a = s.to_array()?;
+                ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(
+                    &eval(&a)?,
+                    0,
+                )?)
+            }
+        })
+    };
+    datafusion::logical_expr::ScalarUDF::from(
+        datafusion::logical_expr::expr_fn::SimpleScalarUDF::new_with_signature(
+            name,
+            signature,
+            DataType::Boolean,
+            Arc::new(fun),
+        ),
     )
 }
 

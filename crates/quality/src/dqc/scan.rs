@@ -71,6 +71,37 @@ impl Measure {
         }
         m
     }
+
+    /// What the rows of a batch add, before they are measured: no keys (distinct keys are
+    /// counted in arrival order, by the stateful half).
+    fn blank(&self) -> Self {
+        Measure {
+            nulls: self.nulls.keys().map(|c| (c.clone(), 0)).collect(),
+            seen: self
+                .seen
+                .iter()
+                .map(|(c, e)| (c.clone(), e.keys().map(|v| (v.clone(), false)).collect()))
+                .collect(),
+            ..Measure::default()
+        }
+    }
+
+    /// Adds what another part of the partition measured ([`Measure::blank`], then
+    /// [`tally`]).
+    fn merge(&mut self, o: Measure) {
+        self.rows += o.rows;
+        for (c, n) in o.nulls {
+            *self.nulls.entry(c).or_default() += n;
+        }
+        self.newest = self.newest.max(o.newest);
+        self.exchanges.extend(o.exchanges);
+        for (c, expected) in o.seen {
+            let mine = self.seen.entry(c).or_default();
+            for (v, seen) in expected {
+                *mine.entry(v).or_default() |= seen;
+            }
+        }
+    }
 }
 
 /// The arrival order: the order in which rows reached the lake.
@@ -96,7 +127,7 @@ impl From<QualityError> for Interrupt {
 /// A data file of the partition, where it sits in arrival order.
 struct DataFile {
     path: deltalake::Path,
-    size: u64,
+    reader: finlake_core::delta::DataFileReader,
     first_arrival: Option<i64>,
     modified: i64,
 }
@@ -119,11 +150,26 @@ pub(super) async fn scan(
     dead: &mut Vec<RecordBatch>,
 ) -> Result<(Measure, crate::engine::EngineStats)> {
     let projected = projection(job, table_schema, table_checks)?;
+    let reading = |engine: &RuleEngine| Reading {
+        projected: projected.clone(),
+        evaluator: engine.evaluator(),
+        measures: Arc::new(Measure::for_checks(table_checks, None)),
+        date: job.opts.date,
+    };
     if let Some(files) = files_in_arrival_order(table, job.opts.date)? {
         let count = files.len();
-        let engine = engine_for(job, &projected)?;
-        let source = ordered_files(job, table, files, &projected, engine.evaluator());
-        match apply_in_order(job, table_checks, &projected, engine, source, true, dead).await {
+        // rows written out keep the table's types
+        let direct = match job.opts.dead_letter {
+            Some(_) => projected.clone(),
+            None => with_dictionaries(table, &files, &projected).await?,
+        };
+        let engine = engine_for(job, &direct)?;
+        let reading = Reading {
+            projected: direct.clone(),
+            ..reading(&engine)
+        };
+        let source = ordered_files(job, files, reading);
+        match apply_in_order(job, table_checks, &direct, engine, source, true, dead).await {
             Ok(r) => return Ok(r),
             Err(Interrupt::Failed(e)) => return Err(e),
             Err(Interrupt::OutOfOrder(at)) => {
@@ -141,7 +187,7 @@ pub(super) async fn scan(
         );
     }
     let engine = engine_for(job, &projected)?;
-    let source = sorted_query(job, table, table_schema, &projected, engine.evaluator()).await?;
+    let source = sorted_query(job, table, table_schema, reading(&engine)).await?;
     match apply_in_order(job, table_checks, &projected, engine, source, false, dead).await {
         Ok(r) => Ok(r),
         Err(Interrupt::Failed(e)) => Err(e),
@@ -225,9 +271,14 @@ fn files_in_arrival_order(
         if f.deletion_vector_descriptor().is_some() {
             return Ok(None);
         }
+        let path = f.object_store_path();
         files.push(DataFile {
-            path: f.object_store_path(),
-            size: f.size() as u64,
+            reader: finlake_core::delta::DataFileReader::new(
+                table.object_store(),
+                path.clone(),
+                f.size() as u64,
+            ),
+            path,
             // Delta keeps it to the millisecond: ties are resolved by the row check
             first_arrival: f
                 .stats()
@@ -246,20 +297,34 @@ fn files_in_arrival_order(
     Ok(Some(files))
 }
 
-type Evaluations = tokio::sync::mpsc::Receiver<Result<crate::engine::Evaluated>>;
+/// Evaluated batches in arrival order, each with its order-free measures.
+type Evaluations = tokio::sync::mpsc::Receiver<Result<(crate::engine::Evaluated, Measure)>>;
+
+/// What a reading task needs besides the file: the projected schema, the evaluator, and the
+/// measures to take ([`Measure::blank`] of it for each batch).
+#[derive(Clone)]
+struct Reading {
+    projected: SchemaRef,
+    evaluator: crate::engine::Evaluator,
+    measures: Arc<Measure>,
+    date: chrono::NaiveDate,
+}
+
+impl Reading {
+    /// A batch as read: conformed, evaluated and measured.
+    fn take(&mut self, batch: &RecordBatch) -> Result<(crate::engine::Evaluated, Measure)> {
+        let batch = conform(batch, &self.projected, self.date)?;
+        let mut m = self.measures.blank();
+        tally(&mut m, &batch)?;
+        Ok((self.evaluator.evaluate(batch)?, m))
+    }
+}
 
 /// Reads and evaluates the files, each on its own task, up to [`FILES_AHEAD`] ahead; hands
 /// the evaluated batches on in file order.
-fn ordered_files(
-    job: &Job<'_>,
-    table: &DeltaTable,
-    files: Vec<DataFile>,
-    projected: &SchemaRef,
-    evaluator: crate::engine::Evaluator,
-) -> Evaluations {
-    let store = table.object_store();
+fn ordered_files(job: &Job<'_>, files: Vec<DataFile>, reading: Reading) -> Evaluations {
     let (out, rx) = tokio::sync::mpsc::channel(2);
-    let (projected, uri, date) = (projected.clone(), job.uri.clone(), job.opts.date);
+    let uri = job.uri.clone();
     tokio::spawn(async move {
         let mut pending = std::collections::VecDeque::new();
         let mut files = files.into_iter();
@@ -267,15 +332,7 @@ fn ordered_files(
             while pending.len() < FILES_AHEAD {
                 let Some(file) = files.next() else { break };
                 let (tx, rx) = tokio::sync::mpsc::channel(2);
-                let task = tokio::spawn(read_file(
-                    store.clone(),
-                    file,
-                    projected.clone(),
-                    date,
-                    evaluator.clone(),
-                    uri.clone(),
-                    tx,
-                ));
+                let task = tokio::spawn(read_file(file, reading.clone(), uri.clone(), tx));
                 pending.push_back((task, rx));
             }
             let Some((_, mut rx)) = pending.pop_front() else {
@@ -295,22 +352,109 @@ fn ordered_files(
     rx
 }
 
-/// One data file: the projected columns, conformed, evaluated batch by batch.
+/// `projected` with the string columns that the first file keeps dictionary-encoded (exchange,
+/// symbol, currency, side: few distinct values) read as dictionaries. They are then never
+/// turned into one string a row, and what is computed on them (ISIN and currency checks,
+/// session lookups, key hashes) works once a distinct value. A later file whose column is not
+/// dictionary-encoded is read into a dictionary all the same (by the Parquet reader): the
+/// types stay those of the first file.
+async fn with_dictionaries(
+    table: &DeltaTable,
+    files: &[DataFile],
+    projected: &SchemaRef,
+) -> Result<SchemaRef> {
+    use parquet::arrow::async_reader::AsyncFileReader;
+    use parquet::basic::Encoding;
+    let Some(first) = files.first() else {
+        return Ok(projected.clone());
+    };
+    let uri = table.table_url().to_string();
+    let mut reader = first.reader.clone();
+    let meta = reader
+        .get_metadata(None)
+        .await
+        .map_err(|e| file_err(&uri, first.path.as_ref(), e))?;
+    let schema = meta.file_metadata().schema_descr();
+    let dictionary_encoded = |name: &str| {
+        let Some(i) = (0..schema.num_columns()).find(|&i| schema.column(i).path().string() == name)
+        else {
+            return false;
+        };
+        !meta.row_groups().is_empty()
+            && meta.row_groups().iter().all(|rg| {
+                let c = rg.column(i);
+                c.dictionary_page_offset().is_some()
+                    && c.page_encoding_stats_mask().is_some_and(|m| {
+                        m.is_only(Encoding::RLE_DICTIONARY) || m.is_only(Encoding::PLAIN_DICTIONARY)
+                    })
+            })
+    };
+    let fields: Vec<_> = projected
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8 if dictionary_encoded(f.name()) => {
+                Arc::new(f.as_ref().clone().with_data_type(dictionary_of_strings()))
+            }
+            _ => f.clone(),
+        })
+        .collect();
+    Ok(Arc::new(Schema::new_with_metadata(
+        fields,
+        projected.metadata().clone(),
+    )))
+}
+
+fn dictionary_of_strings() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+/// One data file: the projected columns, conformed, evaluated and measured batch by batch.
 async fn read_file(
-    store: deltalake::logstore::ObjectStoreRef,
     file: DataFile,
-    projected: SchemaRef,
-    date: chrono::NaiveDate,
-    mut evaluator: crate::engine::Evaluator,
+    mut reading: Reading,
     uri: String,
-    tx: tokio::sync::mpsc::Sender<Result<crate::engine::Evaluated>>,
+    tx: tokio::sync::mpsc::Sender<Result<(crate::engine::Evaluated, Measure)>>,
 ) {
     use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
     let path = file.path.to_string();
     let read = async {
-        let reader = finlake_core::delta::DataFileReader::new(store, file.path, file.size);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-        let roots: Vec<usize> = projected
+        use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+        let mut reader = file.reader;
+        let mut meta = ArrowReaderMetadata::load_async(&mut reader, Default::default()).await?;
+        // the columns the scan reads as dictionaries, read so from the file
+        let wanted = |name: &str| {
+            reading
+                .projected
+                .field_with_name(name)
+                .is_ok_and(|f| matches!(f.data_type(), DataType::Dictionary(..)))
+        };
+        if meta.schema().fields().iter().any(|f| wanted(f.name())) {
+            let fields: Vec<_> = meta
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                        if wanted(f.name()) =>
+                    {
+                        Arc::new(f.as_ref().clone().with_data_type(dictionary_of_strings()))
+                    }
+                    _ => f.clone(),
+                })
+                .collect();
+            let schema = Arc::new(Schema::new_with_metadata(
+                fields,
+                meta.schema().metadata().clone(),
+            ));
+            meta = ArrowReaderMetadata::try_new(
+                meta.metadata().clone(),
+                ArrowReaderOptions::new().with_schema(schema),
+            )?;
+        }
+        let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta);
+        let roots: Vec<usize> = reading
+            .projected
             .fields()
             .iter()
             .filter_map(|f| builder.schema().index_of(f.name()).ok())
@@ -331,8 +475,7 @@ async fn read_file(
     while let Some(batch) = stream.next().await {
         let item = batch
             .map_err(|e| file_err(&uri, &path, e))
-            .and_then(|b| conform(&b, &projected, date))
-            .and_then(|b| evaluator.evaluate(b));
+            .and_then(|b| reading.take(&b));
         let failed = item.is_err();
         if tx.send(item).await.is_err() || failed {
             return;
@@ -388,8 +531,7 @@ async fn sorted_query(
     job: &Job<'_>,
     table: &DeltaTable,
     table_schema: &Schema,
-    projected: &SchemaRef,
-    mut evaluator: crate::engine::Evaluator,
+    mut reading: Reading,
 ) -> Result<Evaluations> {
     let uri = job.uri.as_str();
     let ctx =
@@ -401,7 +543,8 @@ async fn sorted_query(
     } else {
         format!(" ORDER BY {}", order.join(", "))
     };
-    let select = projected
+    let select = reading
+        .projected
         .fields()
         .iter()
         .map(|f| format!("\"{}\"", f.name().replace('"', "\"\"")))
@@ -415,14 +558,13 @@ async fn sorted_query(
     let df = ctx.sql(&sql).await.map_err(|e| query_err(uri, e))?;
     let mut stream = df.execute_stream().await.map_err(|e| query_err(uri, e))?;
     let (tx, rx) = tokio::sync::mpsc::channel(2);
-    let (projected, uri, date) = (projected.clone(), uri.to_string(), job.opts.date);
+    let uri = uri.to_string();
     let limit = job.opts.memory_limit;
     tokio::spawn(async move {
         while let Some(batch) = stream.next().await {
             let item = batch
                 .map_err(|e| sort_err(&uri, limit, e))
-                .and_then(|b| conform(&b, &projected, date))
-                .and_then(|b| evaluator.evaluate(b));
+                .and_then(|b| reading.take(&b));
             let failed = item.is_err();
             if tx.send(item).await.is_err() || failed {
                 return;
@@ -489,15 +631,18 @@ async fn apply_in_order(
     let mut m = Measure::for_checks(table_checks, dedup_keys);
     let mut order = ArrivalCheck::new(projected);
     while let Some(evaluated) = source.recv().await {
-        let evaluated = evaluated?;
+        let (evaluated, measured) = evaluated?;
         let batch = evaluated.batch().clone();
         if batch.num_rows() == 0 {
             continue;
         }
         if check_order {
-            order.check(&batch).map_err(Interrupt::OutOfOrder)?;
+            order
+                .check(&batch, evaluated.sources())
+                .map_err(Interrupt::OutOfOrder)?;
         }
-        measure(&mut m, &batch)?;
+        m.merge(measured);
+        count_keys(&mut m, &batch)?;
         let out = engine.apply(evaluated)?;
         if job.opts.dead_letter.is_some() {
             dead.extend(dead_letters(
@@ -529,19 +674,22 @@ impl ArrivalCheck {
         let at = |c: &str| schema.index_of(c).ok();
         match (at(ARRIVAL[1]), at(ARRIVAL[2]), at(ARRIVAL[3])) {
             (Some(topic), Some(partition), Some(offset)) => ArrivalCheck::Sources(SourceOrder {
-                topic,
-                partition,
-                offset,
-                newest: Default::default(),
+                lineage: [topic, partition, offset],
+                topics: Vec::new(),
+                newest: Vec::new(),
             }),
             _ => ArrivalCheck::Global(GlobalOrder::new(schema)),
         }
     }
 
     /// `Err` names the first row out of order.
-    fn check(&mut self, batch: &RecordBatch) -> std::result::Result<(), String> {
+    fn check(
+        &mut self,
+        batch: &RecordBatch,
+        sources: &crate::dedup::SourceRuns,
+    ) -> std::result::Result<(), String> {
         match self {
-            ArrivalCheck::Sources(s) => s.check(batch),
+            ArrivalCheck::Sources(s) => s.check(batch, sources),
             ArrivalCheck::Global(g) => g.check(batch),
         }
     }
@@ -549,70 +697,81 @@ impl ArrivalCheck {
 
 /// Offset order per source partition.
 struct SourceOrder {
-    topic: usize,
-    partition: usize,
-    offset: usize,
+    /// `_topic`, `_partition`, `_offset`.
+    lineage: [usize; 3],
+    /// The topics seen.
+    topics: Vec<String>,
     /// By `_partition` number, each topic's newest offset so far (a pipeline reads few
     /// topics; the rows of a hundred partitions may interleave one by one).
-    newest: Vec<Vec<(Box<str>, i64)>>,
+    newest: Vec<Vec<(u32, i64)>>,
 }
 
 impl SourceOrder {
-    fn check(&mut self, batch: &RecordBatch) -> std::result::Result<(), String> {
+    /// Checks `batch`, whose rows `sources` (the evaluator's) gives by source partition.
+    fn check(
+        &mut self,
+        batch: &RecordBatch,
+        sources: &crate::dedup::SourceRuns,
+    ) -> std::result::Result<(), String> {
         use arrow::datatypes::{Int32Type, Int64Type};
-        let topics = cast(batch.column(self.topic), &DataType::Utf8).map_err(|e| e.to_string())?;
-        let (topics, partitions, offsets) = match (
-            topics.as_string_opt::<i32>(),
-            batch.column(self.partition).as_primitive_opt::<Int32Type>(),
-            batch.column(self.offset).as_primitive_opt::<Int64Type>(),
-        ) {
-            (Some(t), Some(p), Some(o)) => (t, p, o),
-            _ => return Err("lineage columns of unexpected types".into()),
-        };
-        if topics.null_count() + partitions.null_count() + offsets.null_count() > 0 {
+        let [topic, partition, offset] = self.lineage.map(|i| batch.column(i));
+        if topic.null_count() + partition.null_count() + offset.null_count() > 0 {
             return Err("rows without lineage (NULL topic, partition or offset)".into());
         }
-        let (partitions, offsets) = (partitions.values(), offsets.values());
-        let out_of_order = |row: usize, after: i64| {
+        let offsets = match (
+            partition.as_primitive_opt::<Int32Type>(),
+            offset.as_primitive_opt::<Int64Type>(),
+        ) {
+            (Some(_), Some(o)) => o.values(),
+            _ => return Err("lineage columns of unexpected types".into()),
+        };
+        let topics: Vec<u32> = sources
+            .topics()
+            .iter()
+            .map(|t| match self.topics.iter().position(|x| x == t) {
+                Some(i) => i as u32,
+                None => {
+                    self.topics.push(t.clone());
+                    (self.topics.len() - 1) as u32
+                }
+            })
+            .collect();
+        let out_of_order = |topic: u32, partition: i32, row: usize, after: i64| {
             format!(
-                "topic {} partition {} offset {} after offset {after}",
-                topics.value(row),
-                partitions[row],
-                offsets[row]
+                "topic {} partition {partition} offset {} after offset {after}",
+                self.topics[topic as usize], offsets[row]
             )
         };
-        let n = batch.num_rows();
-        let mut start = 0;
-        while start < n {
-            // a run of one source partition's rows: the writer applies a partition's messages
-            // a micro-batch at a time
-            let (topic, partition) = (topics.value(start), partitions[start]);
-            let mut end = start + 1;
-            while end < n && partitions[end] == partition && topics.value(end) == topic {
-                end += 1;
-            }
-            let run = &offsets[start..end];
+        // a run of one source partition's rows: the writer applies a partition's messages a
+        // micro-batch at a time
+        for (topic, partition, rows) in sources.runs() {
+            let topic = topics[topic as usize];
+            let run = &offsets[rows.clone()];
             if let Some(i) = run.windows(2).position(|w| w[1] < w[0]) {
-                return Err(out_of_order(start + i + 1, run[i]));
+                return Err(out_of_order(topic, partition, rows.start + i + 1, run[i]));
             }
             let Some(slot) = usize::try_from(partition)
                 .ok()
                 .filter(|&p| p < crate::dedup::INDEXED_PARTITIONS)
             else {
-                return Err(format!("topic {topic} partition {partition}: out of range"));
+                return Err(format!(
+                    "topic {} partition {partition}: out of range",
+                    self.topics[topic as usize]
+                ));
             };
             if self.newest.len() <= slot {
                 self.newest.resize_with(slot + 1, Vec::new);
             }
-            let topics_seen = &mut self.newest[slot];
-            match topics_seen.iter_mut().find(|(t, _)| t.as_ref() == topic) {
-                Some((_, newest)) if run[0] < *newest => {
-                    return Err(out_of_order(start, *newest));
+            let (first, last) = (run[0], run[run.len() - 1]);
+            let seen = self.newest[slot].iter().position(|(t, _)| *t == topic);
+            match seen {
+                Some(i) if first < self.newest[slot][i].1 => {
+                    let after = self.newest[slot][i].1;
+                    return Err(out_of_order(topic, partition, rows.start, after));
                 }
-                Some((_, newest)) => *newest = run[run.len() - 1],
-                None => topics_seen.push((topic.into(), run[run.len() - 1])),
+                Some(i) => self.newest[slot][i].1 = last,
+                None => self.newest[slot].push((topic, last)),
             }
-            start = end;
         }
         Ok(())
     }
@@ -745,13 +904,39 @@ pub(super) fn query_err(uri: &str, e: impl std::error::Error + 'static) -> Quali
     }
 }
 
-pub(super) fn measure(m: &mut Measure, batch: &RecordBatch) -> Result<()> {
-    m.rows += batch.num_rows() as u64;
-    for (col, n) in m.nulls.iter_mut() {
-        if let Some(c) = batch.column_by_name(col) {
-            *n += c.null_count() as u64;
+/// Calls `f` on the values of a string column, at least once each (NULLs skipped): on a
+/// dictionary, each value a row refers to, once; otherwise each row's, but for a repeat of
+/// the row before.
+fn each_value(a: &ArrayRef, mut f: impl FnMut(&str)) -> Result<()> {
+    if let Some(d) = a.as_dictionary_opt::<arrow::datatypes::Int32Type>() {
+        let mut used = vec![false; d.values().len()];
+        for k in d.keys().iter().flatten() {
+            if let Some(u) = usize::try_from(k).ok().and_then(|k| used.get_mut(k)) {
+                *u = true;
+            }
         }
+        let values = cast(d.values(), &DataType::Utf8)?;
+        let values = values.as_string::<i32>();
+        for (i, _) in used.iter().enumerate().filter(|(_, u)| **u) {
+            if values.is_valid(i) {
+                f(values.value(i));
+            }
+        }
+        return Ok(());
     }
+    let a = cast(a, &DataType::Utf8)?;
+    let mut last = None;
+    for v in a.as_string::<i32>().iter().flatten() {
+        if last != Some(v) {
+            f(v);
+        }
+        last = Some(v);
+    }
+    Ok(())
+}
+
+/// Distinct keys: the one measure counted in arrival order, by the stateful half.
+fn count_keys(m: &mut Measure, batch: &RecordBatch) -> Result<()> {
     if let Some(KeySet {
         columns: keys,
         scratch,
@@ -764,27 +949,37 @@ pub(super) fn measure(m: &mut Measure, batch: &RecordBatch) -> Result<()> {
             .collect::<Result<Vec<_>>>()?;
         crate::dedup::add_fingerprints(&cols, batch.num_rows(), scratch, seen)?;
     }
+    Ok(())
+}
+
+/// The measures that do not depend on order (rows, NULLs, newest event, exchanges, values
+/// seen), made beside the evaluation, on the reading task.
+fn tally(m: &mut Measure, batch: &RecordBatch) -> Result<()> {
+    m.rows += batch.num_rows() as u64;
+    for (col, n) in m.nulls.iter_mut() {
+        if let Some(c) = batch.column_by_name(col) {
+            *n += c.null_count() as u64;
+        }
+    }
     if let Some(ts) = batch.column_by_name(finlake_core::schema::EVENT_TIME) {
         if let Some(max) = arrow::compute::max(ts.as_primitive::<TimestampMicrosecondType>()) {
             m.newest = Some(m.newest.map_or(max, |n: i64| n.max(max)));
         }
     }
     if let Some(ex) = batch.column_by_name("exchange") {
-        let ex = cast(ex, &DataType::Utf8)?;
-        for mic in ex.as_string::<i32>().iter().flatten() {
+        each_value(ex, |mic| {
             if !m.exchanges.contains(mic) {
                 m.exchanges.insert(mic.to_string());
             }
-        }
+        })?;
     }
     for (col, expected) in m.seen.iter_mut() {
         if let Some(c) = batch.column_by_name(col) {
-            let c = cast(c, &DataType::Utf8)?;
-            for v in c.as_string::<i32>().iter().flatten() {
+            each_value(c, |v| {
                 if let Some(seen) = expected.get_mut(v) {
                     *seen = true;
                 }
-            }
+            })?;
         }
     }
     Ok(())

@@ -542,3 +542,103 @@ fn seeding_reads_only_the_last_window_s_files() {
 fn day_schema() -> arrow::datatypes::SchemaRef {
     clean_day().schema()
 }
+
+/// The runs dedup and dq's order check resolve sources by: every row in one, split where the
+/// topic or the partition changes; a topic that differs from the others in one byte, far
+/// into the batch, still splits.
+#[test]
+fn source_runs_split_where_the_topic_or_the_partition_changes() {
+    use arrow::array::{ArrayRef, Int32Array, StringArray};
+    use finlake_quality::dedup::SourceRuns;
+    let batch = |topics: Vec<Option<&str>>, partitions: Vec<i32>| {
+        RecordBatch::try_from_iter([
+            ("_topic", Arc::new(StringArray::from(topics)) as ArrayRef),
+            (
+                "_partition",
+                Arc::new(Int32Array::from(partitions)) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    };
+    let runs = |b: &RecordBatch| {
+        let s = SourceRuns::of(b);
+        s.runs()
+            .map(|(t, p, rows)| (s.topics()[t as usize].clone(), p, rows))
+            .collect::<Vec<_>>()
+    };
+    let run = |t: &str, p: i32, rows: std::ops::Range<usize>| (t.to_string(), p, rows);
+    assert_eq!(
+        runs(&batch(vec![Some("t1"); 5], vec![1, 1, 2, 2, 1])),
+        [run("t1", 1, 0..2), run("t1", 2, 2..4), run("t1", 1, 4..5)]
+    );
+    let mut topics = vec![Some("t1"); 100];
+    topics[90] = Some("t2");
+    assert_eq!(
+        runs(&batch(topics, vec![0; 100])),
+        [
+            run("t1", 0, 0..90),
+            run("t2", 0, 90..91),
+            run("t1", 0, 91..100)
+        ]
+    );
+    assert_eq!(
+        runs(&batch(
+            vec![Some("a"), Some("bb"), Some("bb")],
+            vec![3, 3, 3]
+        )),
+        [run("a", 3, 0..1), run("bb", 3, 1..3)]
+    );
+    // no usable lineage: one source
+    assert_eq!(
+        runs(&batch(vec![Some("t1"), None], vec![4, 4])),
+        [run("", 4, 0..2)]
+    );
+    let none =
+        RecordBatch::try_from_iter([("price", Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef)])
+            .unwrap();
+    assert_eq!(runs(&none), [run("", 0, 0..2)]);
+}
+
+/// `finlake dq` reads a table's few-valued strings as dictionaries: the ISIN and currency
+/// checks, the sessions, the key and payload hashes and the source runs then work on the
+/// dictionary. Every verdict, flag and count must be the one the same rows get as plain
+/// strings, micro-batch by micro-batch.
+#[test]
+fn dictionary_encoded_strings_get_the_verdicts_plain_strings_get() {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let day = &faulty_day().batch;
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let encoded = ["exchange", "symbol", "currency", "side", "isin", "_topic"];
+    let schema = Arc::new(Schema::new(
+        day.schema()
+            .fields()
+            .iter()
+            .map(|f| match encoded.contains(&f.name().as_str()) {
+                true => Field::new(f.name(), dictionary.clone(), f.is_nullable()),
+                false => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(day.columns())
+        .map(|(f, c)| arrow::compute::cast(c, f.data_type()).unwrap())
+        .collect();
+    let as_dictionaries = RecordBatch::try_new(schema, columns).unwrap();
+    assert_eq!(
+        as_dictionaries.column_by_name("isin").unwrap().data_type(),
+        &dictionary
+    );
+    let cuts = [250, 1000, 1001, 2400];
+    let plain = run(day, &cuts);
+    let s = &plain.stats;
+    assert!(
+        s.quarantined > 0 && s.flagged > 0 && s.dedup.duplicate_rows > 0 && s.dedup.late > 0,
+        "the day exercises every verdict: {s:?}"
+    );
+    assert!(["isin-valid", "trading-hours-check"]
+        .iter()
+        .all(|r| s.rules.get(*r).is_some_and(|r| r.failed > 0)));
+    assert_eq!(run(&as_dictionaries, &cuts), plain);
+}
