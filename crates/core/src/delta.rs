@@ -924,6 +924,10 @@ pub struct DataFileReader {
     store: deltalake::logstore::ObjectStoreRef,
     path: object_store::path::Path,
     size: u64,
+    /// The file on the local filesystem, for a `file://` table: read with `pread` into
+    /// uninitialised buffers. object_store's local reads zero each range before reading into
+    /// it, 4 % of `finlake dq`'s CPU on a 10M-row day.
+    local: Option<std::path::PathBuf>,
 }
 
 impl DataFileReader {
@@ -933,7 +937,28 @@ impl DataFileReader {
         path: object_store::path::Path,
         size: u64,
     ) -> Self {
-        DataFileReader { store, path, size }
+        DataFileReader {
+            store,
+            path,
+            size,
+            local: None,
+        }
+    }
+
+    /// `path` in `table` (relative to its root), `size` bytes: read from the filesystem
+    /// directly when the table is local, else from its object store.
+    pub fn in_table(table: &DeltaTable, path: object_store::path::Path, size: u64) -> Self {
+        let mut root = table.table_url().clone();
+        if !root.path().ends_with('/') {
+            root.set_path(&format!("{}/", root.path()));
+        }
+        let local = (root.scheme() == "file")
+            .then(|| root.join(path.as_ref()).ok()?.to_file_path().ok())
+            .flatten();
+        DataFileReader {
+            local,
+            ..DataFileReader::new(table.object_store(), path, size)
+        }
     }
 }
 
@@ -941,17 +966,60 @@ fn parquet_io(e: object_store::Error) -> parquet::errors::ParquetError {
     parquet::errors::ParquetError::External(Box::new(e))
 }
 
+/// `ranges` of a local file, each into a buffer of its size that is not zeroed first.
+fn read_local(
+    path: std::path::PathBuf,
+    ranges: Vec<std::ops::Range<u64>>,
+) -> parquet::errors::Result<Vec<bytes::Bytes>> {
+    use std::io::{Read, Seek, SeekFrom};
+    // as object_store says it, so the error is classified the same (not found: exit 2)
+    let failed = |e: std::io::Error| {
+        parquet_io(match e.kind() {
+            std::io::ErrorKind::NotFound => object_store::Error::NotFound {
+                path: path.display().to_string(),
+                source: Box::new(e),
+            },
+            _ => object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: format!("data file {}: {e}", path.display()).into(),
+            },
+        })
+    };
+    let mut file = std::fs::File::open(&path).map_err(failed)?;
+    ranges
+        .into_iter()
+        .map(|r| {
+            let len = r.end.saturating_sub(r.start);
+            file.seek(SeekFrom::Start(r.start)).map_err(failed)?;
+            let mut buf = Vec::with_capacity(len as usize);
+            (&mut file)
+                .take(len)
+                .read_to_end(&mut buf)
+                .map_err(failed)?;
+            if buf.len() as u64 != len {
+                return Err(failed(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("bytes {}..{} past its end", r.start, r.end),
+                )));
+            }
+            Ok(bytes::Bytes::from(buf))
+        })
+        .collect()
+}
+
 impl parquet::arrow::async_reader::AsyncFileReader for DataFileReader {
     fn get_bytes(
         &mut self,
         range: std::ops::Range<u64>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<bytes::Bytes>> {
-        use futures::{FutureExt, TryFutureExt};
-        use object_store::ObjectStoreExt;
-        self.store
-            .get_range(&self.path, range)
-            .map_err(parquet_io)
-            .boxed()
+        use futures::FutureExt;
+        async move {
+            let mut all = self.get_byte_ranges(vec![range]).await?;
+            all.pop().ok_or_else(|| {
+                parquet::errors::ParquetError::General("no bytes for the range".into())
+            })
+        }
+        .boxed()
     }
 
     fn get_byte_ranges(
@@ -960,6 +1028,11 @@ impl parquet::arrow::async_reader::AsyncFileReader for DataFileReader {
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<bytes::Bytes>>> {
         use futures::FutureExt;
         async move {
+            if let Some(path) = self.local.clone() {
+                return tokio::task::spawn_blocking(move || read_local(path, ranges))
+                    .await
+                    .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?;
+            }
             self.store
                 .get_ranges(&self.path, &ranges)
                 .await

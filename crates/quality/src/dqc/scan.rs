@@ -273,8 +273,8 @@ fn files_in_arrival_order(
         }
         let path = f.object_store_path();
         files.push(DataFile {
-            reader: finlake_core::delta::DataFileReader::new(
-                table.object_store(),
+            reader: finlake_core::delta::DataFileReader::in_table(
+                table,
                 path.clone(),
                 f.size() as u64,
             ),

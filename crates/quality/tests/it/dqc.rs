@@ -611,6 +611,17 @@ fn local_file_problems_exit_2_so_a_scheduler_does_not_retry_them() {
         1,
         "{err}"
     );
+    // a data file the log lists, gone from the disk (read directly, not through object_store)
+    let day = lake.path().join("market/trades/trade_date=2026-11-20");
+    let file = std::fs::read_dir(&day)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let gone = exit_2(&["--rescan"]);
+    let name = file.file_name().unwrap().to_string_lossy();
+    assert!(gone.contains(name.as_ref()), "{gone}");
 }
 
 #[test]
