@@ -642,3 +642,90 @@ fn dictionary_encoded_strings_get_the_verdicts_plain_strings_get() {
         .all(|r| s.rules.get(*r).is_some_and(|r| r.failed > 0)));
     assert_eq!(run(&as_dictionaries, &cuts), plain);
 }
+
+/// The watermark as the module docs define it, computed naively beside the deduplicator: the
+/// least of the source partitions' newest event times so far, minus the window; a row older
+/// than that is late. Forty partitions take turns one row at a time (each turn moves the
+/// minimum), at their own pace, with rows out of order within a partition; the verdicts must
+/// match row for row, across batches.
+#[test]
+fn late_verdicts_match_the_watermark_computed_naively() {
+    use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use finlake_quality::dedup::{Deduplicator, Verdict};
+    use finlake_quality::rules::{DedupRule, LateAction};
+    let window = 1_000_000i64;
+    let rule = DedupRule {
+        name: "dedup".into(),
+        keys: vec!["trade_id".into()],
+        window_micros: window,
+        on_late: LateAction::Flag,
+        max_skew_micros: i64::MAX / 4,
+        pos: Default::default(),
+    };
+    let (partitions, rows) = (40usize, 40_000usize);
+    // a small deterministic generator (xorshift)
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut clock = vec![0i64; partitions];
+    let (mut ids, mut times, mut parts) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..rows {
+        let p = i % partitions;
+        // each partition at its own pace; now and then a row well behind its partition
+        clock[p] += 1 + (next() % (200 * (p as u64 % 5 + 1))) as i64;
+        let t = match next() % 50 {
+            0 => clock[p] - (next() % (3 * window as u64)) as i64,
+            _ => clock[p],
+        };
+        ids.push(format!("T{i}"));
+        times.push(t);
+        parts.push(p as i32);
+    }
+    let batch = RecordBatch::try_from_iter([
+        ("trade_id", Arc::new(StringArray::from(ids)) as ArrayRef),
+        (
+            "timestamp",
+            Arc::new(TimestampMicrosecondArray::from(times.clone())) as ArrayRef,
+        ),
+        (
+            "_topic",
+            Arc::new(StringArray::from(vec!["t"; rows])) as ArrayRef,
+        ),
+        (
+            "_partition",
+            Arc::new(Int32Array::from(parts.clone())) as ArrayRef,
+        ),
+        (
+            "_offset",
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let mut newest: Vec<Option<i64>> = vec![None; partitions];
+    let mut expected = Vec::new();
+    for row in 0..rows {
+        let p = parts[row] as usize;
+        newest[p] = Some(newest[p].map_or(times[row], |n| n.max(times[row])));
+        let least = newest.iter().flatten().min().copied();
+        if let Some(w) = least.map(|m| m - window).filter(|&w| times[row] < w) {
+            expected.push((row as u32, Verdict::Late { watermark: w }));
+        }
+    }
+    assert!(
+        expected.len() > 100,
+        "the day has late rows: {}",
+        expected.len()
+    );
+    let mut dedup = Deduplicator::new(rule);
+    let mut got = Vec::new();
+    for start in (0..rows).step_by(997) {
+        let len = 997.min(rows - start);
+        let out = dedup.process(&batch.slice(start, len)).unwrap();
+        got.extend(out.into_iter().map(|(r, v)| (r + start as u32, v)));
+    }
+    assert_eq!(got, expected);
+}
