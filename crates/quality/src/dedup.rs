@@ -214,45 +214,43 @@ impl KeyFingerprints {
     }
 }
 
-/// A batch's rows by source partition (`_topic`, `_partition`), as runs of consecutive rows
-/// from one partition (the writer lands a partition's messages a micro-batch at a time): made
-/// by the stateless half, so the stateful half resolves a row's source once a run, with no
-/// string compared per row. Rows without lineage (no column, or NULL) count as topic `""`,
+/// A batch's rows by source partition (`_topic`, `_partition`): each row's topic as an index
+/// into the batch's few distinct topics, found by the stateless half so the stateful half
+/// compares no string per row. Rows without lineage (no column, or NULL) count as topic `""`,
 /// partition 0.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct SourceRuns {
     /// The batch's distinct topics, in order of first appearance (a pipeline reads few).
     topics: Vec<String>,
-    /// (index into `topics`, partition, end row, exclusive), in row order, covering every row.
-    runs: Vec<(u32, i32, u32)>,
+    /// Each row's index into `topics`; empty when every row has topic 0 (one topic).
+    topic_of: Vec<u32>,
+    /// `_partition`, when the batch has it without NULLs.
+    partitions: Option<arrow::buffer::ScalarBuffer<i32>>,
+    rows: usize,
 }
 
 impl SourceRuns {
-    /// The runs of `batch`'s rows.
+    /// The sources of `batch`'s rows.
     pub fn of(batch: &RecordBatch) -> Self {
         let n = batch.num_rows();
-        let mut out = SourceRuns::default();
-        if n == 0 {
-            return out;
-        }
         let column = |name: &str| {
             batch
                 .column_by_name(name)
                 .filter(|c| c.null_count() == 0)
                 .cloned()
         };
-        let partitions = column("_partition");
-        let partitions = partitions
-            .as_ref()
-            .and_then(|c| c.as_primitive_opt::<Int32Type>())
-            .map(|p| p.values().as_ref());
-        let partition = |row: usize| partitions.map_or(0, |p| p[row]);
+        let mut out = SourceRuns {
+            partitions: column("_partition").and_then(|c| {
+                c.as_primitive_opt::<Int32Type>()
+                    .map(|p| p.values().clone())
+            }),
+            rows: n,
+            ..SourceRuns::default()
+        };
         let topics = column("_topic").and_then(|c| match c.data_type() {
             DataType::Utf8 | DataType::Dictionary(..) => Some(c),
             _ => arrow::compute::cast(&c, &DataType::Utf8).ok(),
         });
-        // each row's topic as an index into `out.topics`: by the dictionary's key when the
-        // column is one, else by value
         let dictionary = topics
             .as_ref()
             .and_then(|c| c.as_dictionary_opt::<Int32Type>())
@@ -263,26 +261,30 @@ impl SourceRuns {
                 .iter()
                 .map(|v| out.topic(v.unwrap_or_default()))
                 .collect();
-            // keys index the values (arrow validates a dictionary's keys)
-            let id = |row: usize| index.get(keys[row] as usize).copied().unwrap_or_default();
-            out.split(n, |row| (id(row), partition(row)));
-        } else if let Some(topics) = plain.filter(|t| constant(t).is_none()) {
-            let mut ids = Vec::with_capacity(n);
-            let mut last: Option<(&str, u32)> = None;
-            for row in 0..n {
-                let name = topics.value(row);
-                let id = match last {
-                    Some((l, id)) if l == name => id,
-                    _ => out.topic(name),
-                };
-                last = Some((name, id));
-                ids.push(id);
+            // one topic (the usual dictionary of a file's `_topic`) needs no index a row
+            if index.iter().any(|&i| i != 0) {
+                // keys index the values (arrow validates a dictionary's keys)
+                out.topic_of = keys
+                    .iter()
+                    .map(|&k| index.get(k as usize).copied().unwrap_or_default())
+                    .collect();
             }
-            out.split(n, |row| (ids[row], partition(row)));
+        } else if let Some(topics) = plain.filter(|t| constant(t).is_none()) {
+            let mut last: Option<(&str, u32)> = None;
+            out.topic_of = (0..n)
+                .map(|row| {
+                    let name = topics.value(row);
+                    let id = match last {
+                        Some((l, id)) if l == name => id,
+                        _ => out.topic(name),
+                    };
+                    last = Some((name, id));
+                    id
+                })
+                .collect();
         } else {
-            out.topics
-                .push(plain.map_or(String::new(), |t| t.value(0).to_string()));
-            out.split(n, |row| (0, partition(row)));
+            let name = plain.filter(|t| !t.is_empty()).map(|t| t.value(0));
+            out.topics.push(name.unwrap_or_default().to_string());
         }
         out
     }
@@ -291,31 +293,45 @@ impl SourceRuns {
         index_in(&mut self.topics, name)
     }
 
-    /// The runs of rows `0..n` by `source(row)`: (topic index, partition).
-    fn split(&mut self, n: usize, source: impl Fn(usize) -> (u32, i32)) {
-        let mut current = source(0);
-        for row in 1..n {
-            let at = source(row);
-            if at != current {
-                self.runs.push((current.0, current.1, row as u32));
-                current = at;
-            }
-        }
-        self.runs.push((current.0, current.1, n as u32));
+    /// The rows these are the sources of.
+    pub fn len(&self) -> usize {
+        self.rows
     }
 
-    /// The batch's distinct topics, which the runs index.
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// `row`'s source: (index into [`SourceRuns::topics`], partition).
+    pub fn source(&self, row: usize) -> (u32, i32) {
+        (
+            self.topic_of.get(row).copied().unwrap_or(0),
+            self.partitions.as_ref().map_or(0, |p| p[row]),
+        )
+    }
+
+    /// The batch's distinct topics, which the sources index.
     pub fn topics(&self) -> &[String] {
         &self.topics
     }
 
-    /// The runs: (index into [`SourceRuns::topics`], partition, rows), in row order.
+    /// The runs of consecutive rows from one source: (index into [`SourceRuns::topics`],
+    /// partition, rows), in row order.
     pub fn runs(&self) -> impl Iterator<Item = (u32, i32, std::ops::Range<usize>)> + '_ {
         let mut start = 0;
-        self.runs.iter().map(move |&(t, p, end)| {
-            let rows = start..end as usize;
-            start = end as usize;
-            (t, p, rows)
+        std::iter::from_fn(move || {
+            if start >= self.rows {
+                return None;
+            }
+            let at = self.source(start);
+            let mut end = start + 1;
+            while end < self.rows && self.source(end) == at {
+                end += 1;
+            }
+            let rows = start..end;
+            start = end;
+            Some((at.0, at.1, rows))
         })
     }
 }
@@ -579,7 +595,7 @@ impl Deduplicator {
             offsets.map_or(0, |_| HAS_OFFSET) | partitions.map_or(0, |_| HAS_PARTITION);
         let found;
         let sources = match sources {
-            Some(s) if s.runs.last().is_some_and(|r| r.2 as usize == n) => s,
+            Some(s) if s.len() == n => s,
             _ => {
                 found = SourceRuns::of(batch);
                 &found
@@ -587,7 +603,6 @@ impl Deduplicator {
         };
         // the batch's topics among the ones seen, once a batch
         let topics: Vec<u32> = sources.topics.iter().map(|t| self.topic_index(t)).collect();
-        let mut runs = sources.runs.iter().peekable();
         let judged = rows.map_or(n, <[u32]>::len);
         let mut out = Vec::new();
         let mut stats = DedupStats {
@@ -606,10 +621,9 @@ impl Deduplicator {
             // must not move the watermark. Behind it is a backlog being read: it moves.
             let skewed = ingested.is_some_and(|i| t - i.value(row) > self.rule.max_skew_micros);
             if !skewed {
-                while runs.next_if(|r| r.2 as usize <= row).is_some() {}
-                // the runs cover every row (checked above)
-                let (topic, partition) =
-                    runs.peek().map_or((0, 0), |r| (topics[r.0 as usize], r.1));
+                let (topic, partition) = sources.source(row);
+                // `topic` indexes the batch's topics
+                let topic = topics.get(topic as usize).copied().unwrap_or_default();
                 self.advance((topic, partition), t);
             }
             // the minimum is at most this row's partition's newest event time: a row within a

@@ -701,9 +701,9 @@ struct SourceOrder {
     lineage: [usize; 3],
     /// The topics seen.
     topics: Vec<String>,
-    /// By `_partition` number, each topic's newest offset so far (a pipeline reads few
-    /// topics; the rows of a hundred partitions may interleave one by one).
-    newest: Vec<Vec<(u32, i64)>>,
+    /// By topic (index into `topics`) and `_partition` number, the newest offset so far
+    /// (`None`: no row yet); the rows of a hundred partitions may interleave one by one.
+    newest: Vec<Vec<Option<i64>>>,
 }
 
 impl SourceOrder {
@@ -759,18 +759,19 @@ impl SourceOrder {
                     self.topics[topic as usize]
                 ));
             };
-            if self.newest.len() <= slot {
-                self.newest.resize_with(slot + 1, Vec::new);
+            if self.newest.len() <= topic as usize {
+                self.newest.resize_with(topic as usize + 1, Vec::new);
+            }
+            let by_partition = &mut self.newest[topic as usize];
+            if by_partition.len() <= slot {
+                by_partition.resize(slot + 1, None);
             }
             let (first, last) = (run[0], run[run.len() - 1]);
-            let seen = self.newest[slot].iter().position(|(t, _)| *t == topic);
-            match seen {
-                Some(i) if first < self.newest[slot][i].1 => {
-                    let after = self.newest[slot][i].1;
+            match by_partition[slot] {
+                Some(after) if first < after => {
                     return Err(out_of_order(topic, partition, rows.start, after));
                 }
-                Some(i) => self.newest[slot][i].1 = last,
-                None => self.newest[slot].push((topic, last)),
+                _ => by_partition[slot] = Some(last),
             }
         }
         Ok(())
@@ -910,9 +911,12 @@ pub(super) fn query_err(uri: &str, e: impl std::error::Error + 'static) -> Quali
 fn each_value(a: &ArrayRef, mut f: impl FnMut(&str)) -> Result<()> {
     if let Some(d) = a.as_dictionary_opt::<arrow::datatypes::Int32Type>() {
         let mut used = vec![false; d.values().len()];
-        for k in d.keys().iter().flatten() {
-            if let Some(u) = usize::try_from(k).ok().and_then(|k| used.get_mut(k)) {
-                *u = true;
+        let keys = d.keys();
+        for (row, &k) in keys.values().iter().enumerate() {
+            if keys.is_valid(row) {
+                if let Some(u) = usize::try_from(k).ok().and_then(|k| used.get_mut(k)) {
+                    *u = true;
+                }
             }
         }
         let values = cast(d.values(), &DataType::Utf8)?;
