@@ -219,7 +219,7 @@ impl KeyFingerprints {
 /// compares no string per row. Rows without lineage (no column, or NULL) count as topic `""`,
 /// partition 0.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct SourceRuns {
+pub struct Sources {
     /// The batch's distinct topics, in order of first appearance (a pipeline reads few).
     topics: Vec<String>,
     /// Each row's index into `topics`; empty when every row has topic 0 (one topic).
@@ -229,7 +229,7 @@ pub struct SourceRuns {
     rows: usize,
 }
 
-impl SourceRuns {
+impl Sources {
     /// The sources of `batch`'s rows.
     pub fn of(batch: &RecordBatch) -> Self {
         let n = batch.num_rows();
@@ -239,13 +239,13 @@ impl SourceRuns {
                 .filter(|c| c.null_count() == 0)
                 .cloned()
         };
-        let mut out = SourceRuns {
+        let mut out = Sources {
             partitions: column("_partition").and_then(|c| {
                 c.as_primitive_opt::<Int32Type>()
                     .map(|p| p.values().clone())
             }),
             rows: n,
-            ..SourceRuns::default()
+            ..Sources::default()
         };
         let topics = column("_topic").and_then(|c| match c.data_type() {
             DataType::Utf8 | DataType::Dictionary(..) => Some(c),
@@ -303,7 +303,7 @@ impl SourceRuns {
         self.rows == 0
     }
 
-    /// `row`'s source: (index into [`SourceRuns::topics`], partition).
+    /// `row`'s source: (index into [`Sources::topics`], partition).
     pub fn source(&self, row: usize) -> (u32, i32) {
         (
             self.topic_of.get(row).copied().unwrap_or(0),
@@ -316,7 +316,7 @@ impl SourceRuns {
         &self.topics
     }
 
-    /// The runs of consecutive rows from one source: (index into [`SourceRuns::topics`],
+    /// The runs of consecutive rows from one source: (index into [`Sources::topics`],
     /// partition, rows), in row order.
     pub fn runs(&self) -> impl Iterator<Item = (u32, i32, std::ops::Range<usize>)> + '_ {
         let mut start = 0;
@@ -521,14 +521,14 @@ impl Deduplicator {
     }
 
     /// [`Deduplicator::process_rows`] with the keys already fingerprinted by
-    /// [`KeyFingerprints::of`] and the rows' sources found by [`SourceRuns::of`] (on another
+    /// [`KeyFingerprints::of`] and the rows' sources found by [`Sources::of`] (on another
     /// thread: the rule engine's stateless half does both).
     pub fn process_rows_fingerprinted(
         &mut self,
         batch: &RecordBatch,
         rows: &[u32],
         keys: KeyFingerprints,
-        sources: &SourceRuns,
+        sources: &Sources,
     ) -> Result<Vec<(u32, Verdict)>> {
         self.run(batch, Some(rows), false, Some(keys), Some(sources))
     }
@@ -550,7 +550,7 @@ impl Deduplicator {
         rows: Option<&[u32]>,
         seeding: bool,
         keys: Option<KeyFingerprints>,
-        sources: Option<&SourceRuns>,
+        sources: Option<&Sources>,
     ) -> Result<Vec<(u32, Verdict)>> {
         let n = batch.num_rows();
         if n == 0 {
@@ -597,7 +597,7 @@ impl Deduplicator {
         let sources = match sources {
             Some(s) if s.len() == n => s,
             _ => {
-                found = SourceRuns::of(batch);
+                found = Sources::of(batch);
                 &found
             }
         };
@@ -609,11 +609,17 @@ impl Deduplicator {
             rows: if seeding { 0 } else { judged as u64 },
             ..DedupStats::default()
         };
-        let all: Box<dyn Iterator<Item = usize>> = match rows {
-            Some(r) => Box::new(r.iter().map(|&i| i as usize)),
-            None => Box::new(0..n),
+        // the rows as a slice, not a boxed iterator: no call through a vtable a row
+        let every: Vec<u32>;
+        let rows = match rows {
+            Some(r) => r,
+            None => {
+                every = (0..n as u32).collect();
+                &every
+            }
         };
-        for row in all {
+        for &row in rows {
+            let row = row as usize;
             let t = times.value(row);
             // the row's partition first: a partition's first row joins the minimum before it
             // is judged, so it is not late merely for being the first of a lagging partition

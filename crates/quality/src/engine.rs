@@ -137,7 +137,7 @@ pub struct Evaluated {
     /// The dedup keys' fingerprints, made here so the stateful half does not hash.
     keys: Option<crate::dedup::KeyFingerprints>,
     /// The rows' source partitions, found here so the stateful half compares no strings.
-    sources: crate::dedup::SourceRuns,
+    sources: crate::dedup::Sources,
 }
 
 impl Evaluated {
@@ -147,7 +147,7 @@ impl Evaluated {
     }
 
     /// The batch's rows by source partition.
-    pub fn sources(&self) -> &crate::dedup::SourceRuns {
+    pub fn sources(&self) -> &crate::dedup::Sources {
         &self.sources
     }
 
@@ -198,7 +198,7 @@ impl Evaluator {
             Some(rule) => Some(crate::dedup::KeyFingerprints::of(rule, &batch)?),
             None => None,
         };
-        let sources = crate::dedup::SourceRuns::of(&batch);
+        let sources = crate::dedup::Sources::of(&batch);
         Ok(Evaluated {
             batch,
             results,

@@ -688,7 +688,7 @@ impl ArrivalCheck {
     fn check(
         &mut self,
         batch: &RecordBatch,
-        sources: &crate::dedup::SourceRuns,
+        sources: &crate::dedup::Sources,
     ) -> std::result::Result<(), String> {
         match self {
             ArrivalCheck::Sources(s) => s.check(batch, sources),
@@ -713,7 +713,7 @@ impl SourceOrder {
     fn check(
         &mut self,
         batch: &RecordBatch,
-        sources: &crate::dedup::SourceRuns,
+        sources: &crate::dedup::Sources,
     ) -> std::result::Result<(), String> {
         use arrow::datatypes::{Int32Type, Int64Type};
         let [topic, partition, offset] = self.lineage.map(|i| batch.column(i));

@@ -549,7 +549,7 @@ fn day_schema() -> arrow::datatypes::SchemaRef {
 #[test]
 fn source_runs_split_where_the_topic_or_the_partition_changes() {
     use arrow::array::{ArrayRef, Int32Array, StringArray};
-    use finlake_quality::dedup::SourceRuns;
+    use finlake_quality::dedup::Sources;
     let batch = |topics: Vec<Option<&str>>, partitions: Vec<i32>| {
         RecordBatch::try_from_iter([
             ("_topic", Arc::new(StringArray::from(topics)) as ArrayRef),
@@ -561,7 +561,7 @@ fn source_runs_split_where_the_topic_or_the_partition_changes() {
         .unwrap()
     };
     let runs = |b: &RecordBatch| {
-        let s = SourceRuns::of(b);
+        let s = Sources::of(b);
         s.runs()
             .map(|(t, p, rows)| (s.topics()[t as usize].clone(), p, rows))
             .collect::<Vec<_>>()
