@@ -990,3 +990,83 @@ fn a_day_on_s3_is_read_file_by_file_with_exact_counts() {
     assert!(log.contains("scanned the partition"), "{log}");
     assert!(!log.contains("reading it sorted"), "{log}");
 }
+
+/// dq reads as dictionaries the strings its partition's first file keeps dictionary-encoded;
+/// a later file written without dictionaries (another writer, a dictionary page that
+/// overflowed) must give the same measures as the same rows written with them.
+#[test]
+fn a_later_file_without_dictionaries_measures_the_same() {
+    let day = common::day(
+        4000,
+        818,
+        Injected {
+            null_isin: 7,
+            negative_price: 5,
+            bad_isin: 6,
+            after_hours: 9,
+            duplicates: 11,
+            conflicts: 4,
+            late: 3,
+        },
+    );
+    let n = day.batch.num_rows();
+    let half = n / 2;
+    let (dictionaries, mixed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    common::write_commits(
+        dictionaries.path(),
+        &day.batch,
+        &[(0, half), (half, n - half)],
+    );
+    common::write_commits(mixed.path(), &day.batch, &[(0, half)]);
+    // the second commit's file, appended to the other lake by Python deltalake with
+    // dictionary encoding off
+    let script = r#"
+import os, sys
+import pyarrow as pa, pyarrow.parquet as pq
+from deltalake import DeltaTable, write_deltalake, WriterProperties, ColumnProperties
+src, dst = sys.argv[1], sys.argv[2]
+def added(uri):
+    now = DeltaTable(uri)
+    before = set(DeltaTable(uri, version=now.version() - 1).file_uris())
+    [f] = [f for f in now.file_uris() if f not in before]
+    return f
+second = added(src)
+t = pq.read_table(second)
+t = t.append_column("trade_date", pa.array([pa.scalar(DeltaTable(src).to_pyarrow_table().column("trade_date")[0].as_py())] * t.num_rows, pa.date32()))
+plain = WriterProperties(default_column_properties=ColumnProperties(dictionary_enabled=False))
+write_deltalake(dst, t, mode="append", partition_by=["trade_date"], writer_properties=plain)
+m = pq.ParquetFile(added(dst)).metadata.row_group(0)
+isin = [m.column(i) for i in range(m.num_columns) if m.column(i).path_in_schema == "isin"][0]
+print("dictionary" if isin.has_dictionary_page else "plain", flush=True)
+os._exit(0)
+"#;
+    let py = Command::new("python3")
+        .args(["-c", script])
+        .arg(dictionaries.path().join("market/trades"))
+        .arg(mixed.path().join("market/trades"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        "plain",
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let measures = |lake: &Path| {
+        let out = dqc(lake, "2026-11-20", &["--format", "json", "--rescan"]);
+        let mut r: Vec<(String, Value)> = results(&out)
+            .iter()
+            .map(|r| (r["name"].as_str().unwrap().to_string(), r["value"].clone()))
+            .collect();
+        r.sort_by(|a, b| a.0.cmp(&b.0));
+        r
+    };
+    let expected = measures(dictionaries.path());
+    assert!(
+        expected
+            .iter()
+            .any(|(name, v)| name == "isin-valid" && v.as_f64() > Some(0.0)),
+        "{expected:?}"
+    );
+    assert_eq!(measures(mixed.path()), expected);
+}
