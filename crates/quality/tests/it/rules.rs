@@ -393,3 +393,65 @@ os._exit(0)
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `finlake dq` binds the rules to a schema whose few-valued strings are dictionaries: every
+/// rule kind that reads a string compiles there and fails the same rows as on plain strings.
+#[test]
+fn rules_on_dictionary_encoded_strings_fail_the_rows_they_fail_on_plain_strings() {
+    use arrow::datatypes::DataType;
+    let text = with_rules(
+        "      - {name: present, type: not_null, column: isin, action: flag}\n      - {name: valid, type: isin, column: isin, action: flag}\n      - {name: iso, type: currency, column: currency, action: flag}\n      - {name: shape, type: regex, column: symbol, pattern: \"^[A-Z]{3,4}$\", action: flag}\n      - {name: sides, type: accepted_values, column: side, values: [B], action: flag}\n      - {name: cond, type: sql, condition: \"length(isin) = 12 AND upper(currency) <> 'CHF' AND exchange IN ('XNYS', 'XLON')\", action: flag}",
+        "    - {name: hours, condition: \"timestamp BETWEEN market_open AND market_close\", action: flag_after_hours}",
+    );
+    let spec = Arc::new(common::spec("dictionaries.yaml", &text).unwrap());
+    let day = common::day(
+        2000,
+        31,
+        Injected {
+            null_isin: 5,
+            bad_isin: 4,
+            after_hours: 6,
+            ..Injected::default()
+        },
+    );
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let encoded = ["isin", "currency", "symbol", "side", "exchange"];
+    let fields: Vec<Field> = day
+        .batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match encoded.contains(&f.name().as_str()) {
+            true => Field::new(f.name(), dictionary.clone(), f.is_nullable()),
+            false => f.as_ref().clone(),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let cols = schema
+        .fields()
+        .iter()
+        .zip(day.batch.columns())
+        .map(|(f, c)| arrow::compute::cast(c, f.data_type()).unwrap())
+        .collect();
+    let as_dictionaries = RecordBatch::try_new(schema, cols).unwrap();
+    let failed = |batch: &RecordBatch| {
+        let mut engine = RuleEngine::new(spec.clone(), batch.schema(), calendar())
+            .expect("the rules compile")
+            .counts_only();
+        let out = engine.process(batch).unwrap();
+        let mut by_rule: Vec<(String, u64, u64)> = out
+            .stats
+            .rules
+            .iter()
+            .map(|(name, s)| (name.clone(), s.failed, s.null_rows))
+            .collect();
+        by_rule.sort();
+        (by_rule, out.stats.flagged)
+    };
+    let plain = failed(&day.batch);
+    assert!(
+        plain.0.iter().filter(|(_, failed, _)| *failed > 0).count() >= 4,
+        "the day fails most rules somewhere: {plain:?}"
+    );
+    assert_eq!(failed(&as_dictionaries), plain);
+}
