@@ -8,6 +8,21 @@ use finlake_core::spec::{self, LoadedSpec};
 use finlake_quality::fixtures::{self, Injected};
 
 /// The repository root.
+/// Runs `script` under `python3 -c` with `args` (an independent reader: Python `deltalake`,
+/// `pyarrow`): its standard output, trimmed, and its standard error.
+pub fn python<A: AsRef<std::ffi::OsStr>>(script: &str, args: &[A]) -> (String, String) {
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    (
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

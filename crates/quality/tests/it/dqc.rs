@@ -150,35 +150,20 @@ fn a_day_with_injected_faults_reports_exactly_the_injected_counts_and_exits_65()
         ],
     );
     assert_eq!(again.status.code(), Some(65));
-    let py = Command::new("python3")
-        .arg("-c")
-        .arg("import os, sys; from deltalake import DeltaTable; t = DeltaTable(sys.argv[1]).to_pyarrow_table(); print(t.num_rows, flush=True); os._exit(0)")
-        .arg(&dl_table)
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&py.stdout).trim(),
-        lines.len().to_string(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
+    let (rows, err) = common::python(
+        "import os, sys; from deltalake import DeltaTable; t = DeltaTable(sys.argv[1]).to_pyarrow_table(); print(t.num_rows, flush=True); os._exit(0)",
+        &[&dl_table],
     );
+    assert_eq!(rows, lines.len().to_string(), "{err}");
 
     // the results table: one row per check, read back by an independent reader
     let qr = lake.path().join("market/quality_results");
-    let py = Command::new("python3")
-        .arg("-c")
-        .arg("import os, sys; from deltalake import DeltaTable; t = DeltaTable(sys.argv[1]).to_pyarrow_table(); print(t.num_rows, len(set(t.column('run_id').to_pylist())), t.column('spec_sha256')[0].as_py(), flush=True); os._exit(0)")
-        .arg(&qr)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&py.stdout);
-    let parts: Vec<&str> = text.split_whitespace().collect();
-    assert_eq!(
-        parts.len(),
-        3,
-        "python: {text} {}",
-        String::from_utf8_lossy(&py.stderr)
+    let (text, err) = common::python(
+        "import os, sys; from deltalake import DeltaTable; t = DeltaTable(sys.argv[1]).to_pyarrow_table(); print(t.num_rows, len(set(t.column('run_id').to_pylist())), t.column('spec_sha256')[0].as_py(), flush=True); os._exit(0)",
+        &[&qr],
     );
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(parts.len(), 3, "python: {text} {err}");
     // two runs (the JSON-lines one and the Delta one), one row per check each
     assert_eq!(parts[0].parse::<usize>().unwrap(), 2 * r.len());
     assert_eq!(parts[1], "2");
@@ -1040,18 +1025,14 @@ isin = [m.column(i) for i in range(m.num_columns) if m.column(i).path_in_schema 
 print("dictionary" if isin.has_dictionary_page else "plain", flush=True)
 os._exit(0)
 "#;
-    let py = Command::new("python3")
-        .args(["-c", script])
-        .arg(dictionaries.path().join("market/trades"))
-        .arg(mixed.path().join("market/trades"))
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&py.stdout).trim(),
-        "plain",
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
+    let (encoding, err) = common::python(
+        script,
+        &[
+            dictionaries.path().join("market/trades"),
+            mixed.path().join("market/trades"),
+        ],
     );
+    assert_eq!(encoding, "plain", "{err}");
     let measures = |lake: &Path| {
         let out = dqc(lake, "2026-11-20", &["--format", "json", "--rescan"]);
         let mut r: Vec<(String, Value)> = results(&out)

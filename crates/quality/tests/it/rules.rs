@@ -350,17 +350,10 @@ f = DeltaTable(sys.argv[2]).schema().to_arrow().field("_flags")
 print(f.type.value_field.nullable, flush=True)
 os._exit(0)
 "#;
-    let out = std::process::Command::new("python3")
-        .args(["-c", py])
-        .arg(&parquet_path)
-        .arg(&table)
-        .output()
-        .unwrap();
+    let (nullable, err) = common::python(py, &[&parquet_path, &table]);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "False",
-        "the other writer declared the elements non-null: {}",
-        String::from_utf8_lossy(&out.stderr)
+        nullable, "False",
+        "the other writer declared the elements non-null: {err}"
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
