@@ -343,7 +343,7 @@ fn least(partitions: &[((u32, i32), i64)]) -> Option<i64> {
 
 /// `name`'s index in `names`, added at the end when it is not there (the lists are short:
 /// a pipeline's topics).
-fn index_in(names: &mut Vec<String>, name: &str) -> u32 {
+pub(crate) fn index_in(names: &mut Vec<String>, name: &str) -> u32 {
     match names.iter().position(|t| t == name) {
         Some(i) => i as u32,
         None => {
@@ -728,7 +728,7 @@ impl Deduplicator {
     }
 
     /// Moves a source partition's newest event time forward to `t`, and the minimum over the
-    /// partitions with it (see `tree`).
+    /// partitions with it (exact, or marked `stale`).
     fn advance(&mut self, partition: (u32, i32), t: i64) {
         let at = match self.partitions.get(self.last_partition) {
             Some(p) if p.0 == partition => Some(self.last_partition),

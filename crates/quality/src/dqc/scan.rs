@@ -391,24 +391,25 @@ async fn with_dictionaries(
                     })
             })
     };
-    let fields: Vec<_> = projected
+    Ok(strings_as_dictionaries(projected, dictionary_encoded))
+}
+
+/// `schema` with its string columns that `wanted` names as `Dictionary(Int32, Utf8)`.
+fn strings_as_dictionaries(schema: &Schema, wanted: impl Fn(&str) -> bool) -> SchemaRef {
+    let fields: Vec<_> = schema
         .fields()
         .iter()
         .map(|f| match f.data_type() {
-            DataType::Utf8 if dictionary_encoded(f.name()) => {
-                Arc::new(f.as_ref().clone().with_data_type(dictionary_of_strings()))
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View if wanted(f.name()) => {
+                Arc::new(f.as_ref().clone().with_data_type(DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(DataType::Utf8),
+                )))
             }
             _ => f.clone(),
         })
         .collect();
-    Ok(Arc::new(Schema::new_with_metadata(
-        fields,
-        projected.metadata().clone(),
-    )))
-}
-
-fn dictionary_of_strings() -> DataType {
-    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// One data file: the projected columns, conformed, evaluated and measured batch by batch.
@@ -432,23 +433,7 @@ async fn read_file(
                 .is_ok_and(|f| matches!(f.data_type(), DataType::Dictionary(..)))
         };
         if meta.schema().fields().iter().any(|f| wanted(f.name())) {
-            let fields: Vec<_> = meta
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| match f.data_type() {
-                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-                        if wanted(f.name()) =>
-                    {
-                        Arc::new(f.as_ref().clone().with_data_type(dictionary_of_strings()))
-                    }
-                    _ => f.clone(),
-                })
-                .collect();
-            let schema = Arc::new(Schema::new_with_metadata(
-                fields,
-                meta.schema().metadata().clone(),
-            ));
+            let schema = strings_as_dictionaries(meta.schema(), wanted);
             meta = ArrowReaderMetadata::try_new(
                 meta.metadata().clone(),
                 ArrowReaderOptions::new().with_schema(schema),
@@ -730,13 +715,7 @@ impl SourceOrder {
         let topics: Vec<u32> = sources
             .topics()
             .iter()
-            .map(|t| match self.topics.iter().position(|x| x == t) {
-                Some(i) => i as u32,
-                None => {
-                    self.topics.push(t.clone());
-                    (self.topics.len() - 1) as u32
-                }
-            })
+            .map(|t| crate::dedup::index_in(&mut self.topics, t))
             .collect();
         let out_of_order = |topic: u32, partition: i32, row: usize, after: i64| {
             format!(
@@ -913,12 +892,9 @@ pub(super) fn query_err(uri: &str, e: impl std::error::Error + 'static) -> Quali
 fn each_value(a: &ArrayRef, mut f: impl FnMut(&str)) -> Result<()> {
     if let Some(d) = a.as_dictionary_opt::<arrow::datatypes::Int32Type>() {
         let mut used = vec![false; d.values().len()];
-        let keys = d.keys();
-        for (row, &k) in keys.values().iter().enumerate() {
-            if keys.is_valid(row) {
-                if let Some(u) = usize::try_from(k).ok().and_then(|k| used.get_mut(k)) {
-                    *u = true;
-                }
+        for k in d.keys().iter().flatten() {
+            if let Some(u) = usize::try_from(k).ok().and_then(|k| used.get_mut(k)) {
+                *u = true;
             }
         }
         let values = cast(d.values(), &DataType::Utf8)?;
