@@ -49,6 +49,14 @@ pub enum QualityError {
         /// The DataFusion message.
         message: String,
     },
+    /// The lake's files do not hold what its log says (a data file shorter than its size).
+    #[error("table {table} is damaged: {message}")]
+    Damaged {
+        /// The table.
+        table: String,
+        /// What is wrong, naming the file.
+        message: String,
+    },
     /// Arrow computation failed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -68,7 +76,7 @@ impl QualityError {
         match self {
             QualityError::Core(e) => e.class(),
             QualityError::Spec(_) | QualityError::Usage(_) => ErrorClass::Config,
-            QualityError::RuleFailed { .. } => ErrorClass::Data,
+            QualityError::RuleFailed { .. } | QualityError::Damaged { .. } => ErrorClass::Data,
             QualityError::Unreachable { .. } => ErrorClass::Transient,
             // A local file (spec, refdata, --output, --dead-letter): fix the path.
             QualityError::Io { .. } => ErrorClass::Config,

@@ -476,6 +476,10 @@ fn file_err(uri: &str, path: &str, e: parquet::errors::ParquetError) -> QualityE
             table,
             message: format!("data file {path}: {message}"),
         },
+        QualityError::Damaged { table, message } => QualityError::Damaged {
+            table,
+            message: format!("data file {path}: {message}"),
+        },
         other => other,
     }
 }
@@ -879,6 +883,10 @@ pub(super) fn query_err(uri: &str, e: impl std::error::Error + 'static) -> Quali
         Some(finlake_core::ErrorClass::Config) => {
             QualityError::Usage(format!("table {uri}: {message}"))
         }
+        Some(finlake_core::ErrorClass::Data) => QualityError::Damaged {
+            table: uri.into(),
+            message,
+        },
         _ => QualityError::Query {
             table: uri.into(),
             message,
