@@ -11,7 +11,8 @@
 //! The watermark the rows are judged by is the minimum over the partitions, minus the window:
 //! a partition that lags in event time is not late wholesale because another is ahead. A row
 //! older than it is `late` (it cannot be checked against state that is gone). State older than
-//! it is treated as gone at once and swept when the map has doubled, so the entries held are at
+//! it is treated as gone at once and dropped when the state has doubled (it rotates its two
+//! generations, see [`state`]), so the entries held are at
 //! most twice the keys of one window, and the verdicts do not depend on how the input is split
 //! into batches. A partition that stops sending holds the watermark where it is (the ingestor
 //! forgets a partition when it is revoked, [`Deduplicator::forget_partition`]).
@@ -28,7 +29,7 @@
 //! rate; the data is not adversarial. Payloads are compared by a third 64-bit hash, and only
 //! when a key repeats: a conflicting retry passes for an exact one with odds 2⁻⁶⁴ per repeated
 //! key (a day's 11,000 producer retries: once in 10¹⁵ days). An entry holds its first
-//! version's fingerprint, event time and lineage (48 bytes with its key) and nothing of the
+//! version's fingerprint, event time and lineage (64 bytes with its place in a table) and nothing of the
 //! batch it came in: the state's memory is its entries', however far apart in event time the
 //! source partitions are (a backlog read unevenly keeps the slowest partition's window, and
 //! with it every faster partition's rows since).
@@ -36,7 +37,8 @@
 // says why it cannot fail.
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+mod state;
+
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -100,28 +102,12 @@ impl DedupStats {
     }
 }
 
-/// A key's first version within the window: 32 bytes, 48 with its key.
-#[derive(Debug)]
-struct Entry {
-    event_time: i64,
-    /// Its payload's hash (see [`payload_hashes`]).
-    payload: u64,
-    /// Its `_offset` and `_partition` (when [`HAS_OFFSET`] and [`HAS_PARTITION`] say the
-    /// batch had them).
-    offset: i64,
-    partition: i32,
-    /// [`REPEATED`], [`HAS_OFFSET`], [`HAS_PARTITION`].
-    flags: u8,
-}
-
-const _: () = assert!(std::mem::size_of::<(Key, Entry)>() == 48);
-
 /// The key was seen again within the window.
 const REPEATED: u8 = 1;
 const HAS_OFFSET: u8 = 2;
 const HAS_PARTITION: u8 = 4;
 
-impl Entry {
+impl state::Entry {
     fn lineage(&self) -> (Option<i32>, Option<i64>) {
         (
             (self.flags & HAS_PARTITION != 0).then_some(self.partition),
@@ -131,16 +117,10 @@ impl Entry {
 }
 
 /// A key's 128-bit fingerprint as the state holds it: two 64-bit halves, so an entry is
-/// aligned to 8 bytes, not 16 as a `u128` would make it (a quarter of the memory a sweep and
-/// a probe go through). It hashes as its low half, already a hash.
+/// aligned to 8 bytes, not 16 as a `u128` would make it. The state's tables are probed by the
+/// low half, already a hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key(u64, u64);
-
-impl std::hash::Hash for Key {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.1);
-    }
-}
 
 /// The state's keys are already hashes: use their low bits as they are.
 #[derive(Default, Clone, Copy)]
@@ -185,8 +165,6 @@ impl std::hash::Hasher for Prehashed {
         self.0 = v as u64;
     }
 }
-
-type Map = HashMap<Key, Entry, std::hash::BuildHasherDefault<Prehashed>>;
 
 /// The 128-bit fingerprints of a batch's dedup keys (two 64-bit hash passes, row by row) and
 /// its payloads' hashes, made ahead of [`Deduplicator::process_rows_fingerprinted`], typically
@@ -379,7 +357,7 @@ fn constant(a: &arrow::array::StringArray) -> Option<&str> {
 /// check), the rest by a search; a partition number from the data cannot size an index past it.
 pub(crate) const INDEXED_PARTITIONS: usize = 1 << 20;
 
-/// The state is not swept below this many keys.
+/// The state is not rotated below this many keys.
 const SWEEP_AT_LEAST: usize = 4096;
 
 /// 128-bit fingerprints of `cols` for every row (two seeded 64-bit hash passes).
@@ -422,12 +400,10 @@ fn payload_hashes(batch: &RecordBatch, keys: &[String], out: &mut Vec<u64>) -> R
 #[derive(Debug)]
 pub struct Deduplicator {
     rule: DedupRule,
-    state: Map,
-    /// Keys left after the last sweep. Eviction is a sweep of the whole map (`retain`, in
-    /// memory order) once it holds twice that many: amortised O(1) a row, and no random
-    /// probe a row as removing each key in event-time order costs (a cache miss each once
-    /// the state outgrows L2; entries older than the watermark are never matched meanwhile).
-    swept: usize,
+    /// The keys' first versions, in two generations (see [`state`]): entries older than the
+    /// watermark are never matched, and leave when the generations rotate. Removing each key
+    /// in event-time order would be a random probe a row instead.
+    state: state::State,
     /// Newest event time per source partition (topic index, partition), and their minimum.
     partitions: Vec<((u32, i32), i64)>,
     last_partition: usize,
@@ -466,8 +442,7 @@ impl Deduplicator {
     pub fn new(rule: DedupRule) -> Self {
         Deduplicator {
             rule,
-            state: Map::default(),
-            swept: 0,
+            state: state::State::default(),
             partitions: Vec::new(),
             last_partition: 0,
             slots: Vec::new(),
@@ -650,28 +625,27 @@ impl Deduplicator {
                 let [k1, k2] = &self.scratch.keys;
                 let key = Key(k1[row], k2[row]);
                 let payload = self.scratch.payload[row];
-                // one lookup per row: the entry is either live (a repeat) or free to take
-                // (vacant, or a stale version older than the watermark or the window)
-                let slot = self.state.entry(key);
-                let live = match &slot {
-                    std::collections::hash_map::Entry::Occupied(e) => {
-                        let e = e.get();
-                        let watermark = match stale {
-                            // a repeat's first version is judged by the exact watermark
-                            true => least(&self.partitions).map(|m| m.saturating_sub(window)),
-                            false => watermark,
-                        };
-                        watermark.is_none_or(|w| e.event_time >= w)
-                            && (t - e.event_time).abs() <= window
-                    }
-                    std::collections::hash_map::Entry::Vacant(_) => false,
+                // the key's version is either live (a repeat) or free to take (absent, or a
+                // stale version older than the watermark or the window)
+                let found = self.state.find(key);
+                let first = found.and_then(|f| self.state.time(f));
+                let live = first.is_some_and(|first| {
+                    let watermark = match stale {
+                        // a repeat's first version is judged by the exact watermark
+                        true => least(&self.partitions).map(|m| m.saturating_sub(window)),
+                        false => watermark,
+                    };
+                    watermark.is_none_or(|w| first >= w) && (t - first).abs() <= window
+                });
+                let repeat = match (found, first) {
+                    (Some(f), Some(first)) if live => self.state.get_mut(f).map(|e| (first, e)),
+                    _ => None,
                 };
-                match slot {
-                    std::collections::hash_map::Entry::Occupied(mut o) if live => {
-                        let e = o.get_mut();
-                        let first = e.flags & REPEATED == 0;
+                match repeat {
+                    Some((first, e)) => {
+                        let once = e.flags & REPEATED == 0;
                         e.flags |= REPEATED;
-                        if first {
+                        if once {
                             stats.duplicate_keys += 1;
                         }
                         let (partition, offset) = e.lineage();
@@ -681,26 +655,19 @@ impl Deduplicator {
                             Verdict::Conflict {
                                 partition,
                                 offset,
-                                event_time: e.event_time,
+                                event_time: first,
                             }
                         }
                     }
-                    slot => {
-                        let entry = Entry {
-                            event_time: t,
+                    None => {
+                        let entry = state::Entry {
+                            key,
                             payload,
                             offset: offsets.map_or(0, |o| o.value(row)),
                             partition: partitions.map_or(0, |p| p.value(row)),
                             flags: lineage_flags,
                         };
-                        match slot {
-                            std::collections::hash_map::Entry::Occupied(mut stale) => {
-                                stale.insert(entry);
-                            }
-                            std::collections::hash_map::Entry::Vacant(v) => {
-                                v.insert(entry);
-                            }
-                        }
+                        self.state.put(found, t, entry);
                         Verdict::Unique
                     }
                 }
@@ -711,10 +678,10 @@ impl Deduplicator {
                 Verdict::Late { .. } => stats.late += 1,
                 Verdict::Unique => {}
             }
-            // sweep as the state grows, not once a batch: it stays near one window's keys
-            // instead of growing by a batch between sweeps
-            if self.state.len() >= (2 * self.swept).max(SWEEP_AT_LEAST) {
-                self.evict();
+            // rotate as the state grows, not once a batch: it stays near one window's keys
+            // instead of growing by a batch between rotations
+            if self.state.due() {
+                self.rotate();
             }
             if !seeding && verdict != Verdict::Unique {
                 out.push((row as u32, verdict));
@@ -829,12 +796,10 @@ impl Deduplicator {
         self.stale = false;
     }
 
-    /// Drops state older than the watermark (a sweep of the map, see `swept`).
-    fn evict(&mut self) {
+    /// Drops state older than the watermark (a rotation of the generations, see [`state`]).
+    fn rotate(&mut self) {
         self.refresh();
-        let Some(w) = self.watermark() else { return };
-        self.state.retain(|_, e| e.event_time >= w);
-        self.swept = self.state.len();
+        self.state.rotate(self.watermark());
     }
 }
 

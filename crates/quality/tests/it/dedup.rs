@@ -729,3 +729,156 @@ fn late_verdicts_match_the_watermark_computed_naively() {
     }
     assert_eq!(got, expected);
 }
+
+/// Repeats judged against a naive model that keeps every key's version forever: keys come back
+/// within the window and beyond it, exactly (a duplicate) or changed (a conflict), over
+/// enough keys that the state rotates its generations many times, so first versions are found
+/// in the young generation, in the old one, and after moving from one to the other.
+#[test]
+fn repeat_verdicts_match_a_naive_model_across_rotations() {
+    use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use finlake_quality::dedup::{Deduplicator, Verdict};
+    use finlake_quality::rules::{DedupRule, LateAction};
+    use std::collections::HashMap;
+    let window = 20_000i64;
+    let rule = DedupRule {
+        name: "dedup".into(),
+        keys: vec!["trade_id".into()],
+        window_micros: window,
+        on_late: LateAction::Flag,
+        max_skew_micros: i64::MAX / 4,
+        pos: Default::default(),
+    };
+    let (partitions, rows) = (40usize, 120_000usize);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut clock = vec![0i64; partitions];
+    let (mut ids, mut times, mut prices, mut parts): (Vec<String>, Vec<i64>, Vec<i64>, Vec<i32>) =
+        Default::default();
+    for i in 0..rows {
+        let p = i % partitions;
+        // a window is about 8,000 rows
+        clock[p] += 1 + (next() % 200) as i64;
+        // most rows new; some a repeat of a row up to 12,000 rows back (within the window
+        // or past it), the same or changed; now and then a row well behind its partition
+        let back = (next() % 12_000) as usize;
+        let (id, t, price) = match next() % 20 {
+            0 if i > back => (ids[i - back].clone(), times[i - back], prices[i - back]),
+            1 if i > back => (ids[i - back].clone(), clock[p], next() as i64 % 1000),
+            2 => (
+                format!("T{i}"),
+                clock[p] - (next() % (3 * window as u64)) as i64,
+                1,
+            ),
+            _ => (format!("T{i}"), clock[p], next() as i64 % 1000),
+        };
+        ids.push(id);
+        times.push(t);
+        prices.push(price);
+        parts.push(p as i32);
+    }
+    let batch = RecordBatch::try_from_iter([
+        (
+            "trade_id",
+            Arc::new(StringArray::from(ids.clone())) as ArrayRef,
+        ),
+        (
+            "timestamp",
+            Arc::new(TimestampMicrosecondArray::from(times.clone())) as ArrayRef,
+        ),
+        (
+            "price",
+            Arc::new(Int64Array::from(prices.clone())) as ArrayRef,
+        ),
+        (
+            "_topic",
+            Arc::new(StringArray::from(vec!["t"; rows])) as ArrayRef,
+        ),
+        (
+            "_partition",
+            Arc::new(Int32Array::from(parts.clone())) as ArrayRef,
+        ),
+        (
+            "_offset",
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    // the model: every key's version (event time, price, partition, offset, repeated) kept
+    let mut newest: Vec<Option<i64>> = vec![None; partitions];
+    let mut version: HashMap<&str, (i64, i64, i32, i64, bool)> = HashMap::new();
+    let (mut expected, mut duplicate_keys, mut far) = (Vec::new(), 0u64, 0usize);
+    for row in 0..rows {
+        let (p, t) = (parts[row] as usize, times[row]);
+        newest[p] = Some(newest[p].map_or(t, |n| n.max(t)));
+        let w = newest.iter().flatten().min().map(|m| m - window);
+        if let Some(w) = w.filter(|&w| t < w) {
+            expected.push((row as u32, Verdict::Late { watermark: w }));
+            continue;
+        }
+        let live = version
+            .get(ids[row].as_str())
+            .filter(|v| w.is_none_or(|w| v.0 >= w) && (t - v.0).abs() <= window)
+            .copied();
+        match live {
+            Some((first, price, partition, offset, repeated)) => {
+                if !repeated {
+                    duplicate_keys += 1;
+                }
+                if let Some(v) = version.get_mut(ids[row].as_str()) {
+                    v.4 = true;
+                }
+                far += usize::from(row as i64 - offset > 4096);
+                let (partition, offset) = (Some(partition), Some(offset));
+                expected.push((
+                    row as u32,
+                    match price == prices[row] && first == t {
+                        true => Verdict::Duplicate { partition, offset },
+                        false => Verdict::Conflict {
+                            partition,
+                            offset,
+                            event_time: first,
+                        },
+                    },
+                ));
+            }
+            None => {
+                version.insert(&ids[row], (t, prices[row], p as i32, row as i64, false));
+            }
+        }
+    }
+    let count = |f: fn(&Verdict) -> bool| expected.iter().filter(|(_, v)| f(v)).count();
+    let duplicates = count(|v| matches!(v, Verdict::Duplicate { .. }));
+    let conflicts = count(|v| matches!(v, Verdict::Conflict { .. }));
+    let late = count(|v| matches!(v, Verdict::Late { .. }));
+    assert!(
+        duplicates > 500 && conflicts > 500 && late > 500,
+        "the day exercises every verdict: {duplicates} duplicates, {conflicts} conflicts, \
+         {late} late"
+    );
+    // repeats whose first version came more keys earlier than the state holds before its
+    // first rotation (4,096)
+    assert!(far > 500, "repeats across rotations: {far}");
+    let mut dedup = Deduplicator::new(rule);
+    let (mut got, mut peak) = (Vec::new(), 0);
+    for start in (0..rows).step_by(997) {
+        let len = 997.min(rows - start);
+        let out = dedup.process(&batch.slice(start, len)).unwrap();
+        got.extend(out.into_iter().map(|(r, v)| (r + start as u32, v)));
+        peak = peak.max(dedup.state_entries());
+    }
+    assert_eq!(got.len(), expected.len());
+    for (g, e) in got.iter().zip(&expected) {
+        assert_eq!(g, e, "row {}", e.0);
+    }
+    assert_eq!(dedup.stats().duplicate_keys, duplicate_keys);
+    assert!(
+        peak < rows / 4,
+        "the state rotated: at most {peak} keys held"
+    );
+}
