@@ -293,25 +293,6 @@ impl Sources {
     pub fn topics(&self) -> &[String] {
         &self.topics
     }
-
-    /// The runs of consecutive rows from one source: (index into [`Sources::topics`],
-    /// partition, rows), in row order.
-    pub fn runs(&self) -> impl Iterator<Item = (u32, i32, std::ops::Range<usize>)> + '_ {
-        let mut start = 0;
-        std::iter::from_fn(move || {
-            if start >= self.rows {
-                return None;
-            }
-            let at = self.source(start);
-            let mut end = start + 1;
-            while end < self.rows && self.source(end) == at {
-                end += 1;
-            }
-            let rows = start..end;
-            start = end;
-            Some((at.0, at.1, rows))
-        })
-    }
 }
 
 /// The least newest event time of the source partitions.

@@ -716,6 +716,9 @@ impl SourceOrder {
             (Some(_), Some(o)) => o.values(),
             _ => return Err("lineage columns of unexpected types".into()),
         };
+        if sources.len() != offsets.len() {
+            return Err("the rows' sources do not match the batch".into());
+        }
         let topics: Vec<u32> = sources
             .topics()
             .iter()
@@ -727,14 +730,10 @@ impl SourceOrder {
                 self.topics[topic as usize], offsets[row]
             )
         };
-        // a run of one source partition's rows: the writer applies a partition's messages a
-        // micro-batch at a time
-        for (topic, partition, rows) in sources.runs() {
-            let topic = topics[topic as usize];
-            let run = &offsets[rows.clone()];
-            if let Some(i) = run.windows(2).position(|w| w[1] < w[0]) {
-                return Err(out_of_order(topic, partition, rows.start + i + 1, run[i]));
-            }
+        // row by row: on the live layout a hundred partitions' rows interleave one by one
+        for (row, &offset) in offsets.iter().enumerate() {
+            let (topic, partition) = sources.source(row);
+            let topic = topics.get(topic as usize).copied().unwrap_or_default();
             let Some(slot) = usize::try_from(partition)
                 .ok()
                 .filter(|&p| p < crate::dedup::INDEXED_PARTITIONS)
@@ -751,12 +750,11 @@ impl SourceOrder {
             if by_partition.len() <= slot {
                 by_partition.resize(slot + 1, None);
             }
-            let (first, last) = (run[0], run[run.len() - 1]);
             match by_partition[slot] {
-                Some(after) if first < after => {
-                    return Err(out_of_order(topic, partition, rows.start, after));
+                Some(after) if offset < after => {
+                    return Err(out_of_order(topic, partition, row, after));
                 }
-                _ => by_partition[slot] = Some(last),
+                _ => by_partition[slot] = Some(offset),
             }
         }
         Ok(())

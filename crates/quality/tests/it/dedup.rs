@@ -543,11 +543,10 @@ fn day_schema() -> arrow::datatypes::SchemaRef {
     clean_day().schema()
 }
 
-/// The runs dedup and dq's order check resolve sources by: every row in one, split where the
-/// topic or the partition changes; a topic that differs from the others in one byte, far
-/// into the batch, still splits.
+/// The sources dedup and dq's order check resolve rows by: the topic and partition of each row;
+/// a topic that differs from the others in one byte, far into the batch, is its own.
 #[test]
-fn source_runs_split_where_the_topic_or_the_partition_changes() {
+fn sources_tell_each_row_its_topic_and_partition() {
     use arrow::array::{ArrayRef, Int32Array, StringArray};
     use finlake_quality::dedup::Sources;
     let batch = |topics: Vec<Option<&str>>, partitions: Vec<i32>| {
@@ -560,43 +559,49 @@ fn source_runs_split_where_the_topic_or_the_partition_changes() {
         ])
         .unwrap()
     };
-    let runs = |b: &RecordBatch| {
+    // each row's (topic, partition), and how many topics the batch names
+    let sources = |b: &RecordBatch| {
         let s = Sources::of(b);
-        s.runs()
-            .map(|(t, p, rows)| (s.topics()[t as usize].clone(), p, rows))
-            .collect::<Vec<_>>()
+        assert_eq!(s.len(), b.num_rows());
+        let rows: Vec<(String, i32)> = (0..s.len())
+            .map(|row| {
+                let (t, p) = s.source(row);
+                (s.topics()[t as usize].clone(), p)
+            })
+            .collect();
+        (rows, s.topics().len())
     };
-    let run = |t: &str, p: i32, rows: std::ops::Range<usize>| (t.to_string(), p, rows);
+    let each = |rows: &[(&str, i32)]| -> Vec<(String, i32)> {
+        rows.iter().map(|&(t, p)| (t.to_string(), p)).collect()
+    };
     assert_eq!(
-        runs(&batch(vec![Some("t1"); 5], vec![1, 1, 2, 2, 1])),
-        [run("t1", 1, 0..2), run("t1", 2, 2..4), run("t1", 1, 4..5)]
+        sources(&batch(vec![Some("t1"); 5], vec![1, 1, 2, 2, 1])),
+        (
+            each(&[("t1", 1), ("t1", 1), ("t1", 2), ("t1", 2), ("t1", 1)]),
+            1
+        )
     );
     let mut topics = vec![Some("t1"); 100];
     topics[90] = Some("t2");
+    let mut expected = vec![("t1", 0); 100];
+    expected[90] = ("t2", 0);
+    assert_eq!(sources(&batch(topics, vec![0; 100])), (each(&expected), 2));
     assert_eq!(
-        runs(&batch(topics, vec![0; 100])),
-        [
-            run("t1", 0, 0..90),
-            run("t2", 0, 90..91),
-            run("t1", 0, 91..100)
-        ]
-    );
-    assert_eq!(
-        runs(&batch(
+        sources(&batch(
             vec![Some("a"), Some("bb"), Some("bb")],
             vec![3, 3, 3]
         )),
-        [run("a", 3, 0..1), run("bb", 3, 1..3)]
+        (each(&[("a", 3), ("bb", 3), ("bb", 3)]), 2)
     );
     // no usable lineage: one source
     assert_eq!(
-        runs(&batch(vec![Some("t1"), None], vec![4, 4])),
-        [run("", 4, 0..2)]
+        sources(&batch(vec![Some("t1"), None], vec![4, 4])),
+        (each(&[("", 4), ("", 4)]), 1)
     );
     let none =
         RecordBatch::try_from_iter([("price", Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef)])
             .unwrap();
-    assert_eq!(runs(&none), [run("", 0, 0..2)]);
+    assert_eq!(sources(&none), (each(&[("", 0), ("", 0)]), 1));
 }
 
 /// `finlake dq` reads a table's few-valued strings as dictionaries: the ISIN and currency
