@@ -648,6 +648,60 @@ fn dictionary_encoded_strings_get_the_verdicts_plain_strings_get() {
     assert_eq!(run(&as_dictionaries, &cuts), plain);
 }
 
+/// A dedup rule on `trade_id` alone, late rows flagged, no limit on clock skew.
+fn trade_id_rule(window: i64) -> finlake_quality::rules::DedupRule {
+    finlake_quality::rules::DedupRule {
+        name: "dedup".into(),
+        keys: vec!["trade_id".into()],
+        window_micros: window,
+        on_late: finlake_quality::rules::LateAction::Flag,
+        max_skew_micros: i64::MAX / 4,
+        pos: Default::default(),
+    }
+}
+
+/// A small deterministic generator (xorshift).
+fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
+/// Rows of one topic: `trade_id`, `timestamp`, the `payload` columns, then the lineage
+/// (`_partition` as given, `_offset` the row's index).
+fn topic_rows(
+    ids: Vec<String>,
+    times: &[i64],
+    payload: Vec<(&str, arrow::array::ArrayRef)>,
+    parts: &[i32],
+) -> RecordBatch {
+    use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    let rows = ids.len();
+    let mut columns: Vec<(&str, ArrayRef)> = vec![
+        ("trade_id", Arc::new(StringArray::from(ids))),
+        (
+            "timestamp",
+            Arc::new(TimestampMicrosecondArray::from(times.to_vec())),
+        ),
+    ];
+    columns.extend(payload);
+    columns.extend([
+        (
+            "_topic",
+            Arc::new(StringArray::from(vec!["t"; rows])) as ArrayRef,
+        ),
+        ("_partition", Arc::new(Int32Array::from(parts.to_vec()))),
+        (
+            "_offset",
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+        ),
+    ]);
+    RecordBatch::try_from_iter(columns).unwrap()
+}
+
 /// The watermark as the module docs define it, computed naively beside the deduplicator: the
 /// least of the source partitions' newest event times so far, minus the window; a row older
 /// than that is late. Forty partitions take turns one row at a time (each turn moves the
@@ -655,27 +709,11 @@ fn dictionary_encoded_strings_get_the_verdicts_plain_strings_get() {
 /// match row for row, across batches.
 #[test]
 fn late_verdicts_match_the_watermark_computed_naively() {
-    use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
     use finlake_quality::dedup::{Deduplicator, Verdict};
-    use finlake_quality::rules::{DedupRule, LateAction};
     let window = 1_000_000i64;
-    let rule = DedupRule {
-        name: "dedup".into(),
-        keys: vec!["trade_id".into()],
-        window_micros: window,
-        on_late: LateAction::Flag,
-        max_skew_micros: i64::MAX / 4,
-        pos: Default::default(),
-    };
+    let rule = trade_id_rule(window);
     let (partitions, rows) = (40usize, 40_000usize);
-    // a small deterministic generator (xorshift)
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     let mut clock = vec![0i64; partitions];
     let (mut ids, mut times, mut parts) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..rows {
@@ -690,26 +728,7 @@ fn late_verdicts_match_the_watermark_computed_naively() {
         times.push(t);
         parts.push(p as i32);
     }
-    let batch = RecordBatch::try_from_iter([
-        ("trade_id", Arc::new(StringArray::from(ids)) as ArrayRef),
-        (
-            "timestamp",
-            Arc::new(TimestampMicrosecondArray::from(times.clone())) as ArrayRef,
-        ),
-        (
-            "_topic",
-            Arc::new(StringArray::from(vec!["t"; rows])) as ArrayRef,
-        ),
-        (
-            "_partition",
-            Arc::new(Int32Array::from(parts.clone())) as ArrayRef,
-        ),
-        (
-            "_offset",
-            Arc::new(Int64Array::from_iter_values(0..rows as i64)) as ArrayRef,
-        ),
-    ])
-    .unwrap();
+    let batch = topic_rows(ids, &times, Vec::new(), &parts);
     let mut newest: Vec<Option<i64>> = vec![None; partitions];
     let mut expected = Vec::new();
     for row in 0..rows {
@@ -741,27 +760,13 @@ fn late_verdicts_match_the_watermark_computed_naively() {
 /// in the young generation, in the old one, and after moving from one to the other.
 #[test]
 fn repeat_verdicts_match_a_naive_model_across_rotations() {
-    use arrow::array::{ArrayRef, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::array::Int64Array;
     use finlake_quality::dedup::{Deduplicator, Verdict};
-    use finlake_quality::rules::{DedupRule, LateAction};
     use std::collections::HashMap;
     let window = 20_000i64;
-    let rule = DedupRule {
-        name: "dedup".into(),
-        keys: vec!["trade_id".into()],
-        window_micros: window,
-        on_late: LateAction::Flag,
-        max_skew_micros: i64::MAX / 4,
-        pos: Default::default(),
-    };
+    let rule = trade_id_rule(window);
     let (partitions, rows) = (40usize, 120_000usize);
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut next = xorshift(0x2545_f491_4f6c_dd1d);
     let mut clock = vec![0i64; partitions];
     let (mut ids, mut times, mut prices, mut parts): (Vec<String>, Vec<i64>, Vec<i64>, Vec<i32>) =
         Default::default();
@@ -787,33 +792,12 @@ fn repeat_verdicts_match_a_naive_model_across_rotations() {
         prices.push(price);
         parts.push(p as i32);
     }
-    let batch = RecordBatch::try_from_iter([
-        (
-            "trade_id",
-            Arc::new(StringArray::from(ids.clone())) as ArrayRef,
-        ),
-        (
-            "timestamp",
-            Arc::new(TimestampMicrosecondArray::from(times.clone())) as ArrayRef,
-        ),
-        (
-            "price",
-            Arc::new(Int64Array::from(prices.clone())) as ArrayRef,
-        ),
-        (
-            "_topic",
-            Arc::new(StringArray::from(vec!["t"; rows])) as ArrayRef,
-        ),
-        (
-            "_partition",
-            Arc::new(Int32Array::from(parts.clone())) as ArrayRef,
-        ),
-        (
-            "_offset",
-            Arc::new(Int64Array::from_iter_values(0..rows as i64)) as ArrayRef,
-        ),
-    ])
-    .unwrap();
+    let batch = topic_rows(
+        ids.clone(),
+        &times,
+        vec![("price", Arc::new(Int64Array::from(prices.clone())))],
+        &parts,
+    );
     // the model: every key's version (event time, price, partition, offset, repeated) kept
     let mut newest: Vec<Option<i64>> = vec![None; partitions];
     let mut version: HashMap<&str, (i64, i64, i32, i64, bool)> = HashMap::new();
