@@ -45,7 +45,9 @@ enum GenKind {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check DataPipeline specs; exit 0 when all are valid, 2 otherwise.
+    /// Check DataPipeline specs (their keys and values, then their rules, table checks and
+    /// patterns compiled against the pipeline's table schema, as the ingestor and
+    /// data-quality-check do at start-up); exit 0 when all are valid, 2 otherwise.
     Validate {
         /// Spec files.
         #[arg(required = true)]
@@ -610,10 +612,26 @@ fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> finlake_core
     move |e| finlake_core::Error::io(path, e)
 }
 
+/// A spec's rules, table checks, dedup and patterns compiled as the ingestor and
+/// `data-quality-check` compile them at start-up, against the pipeline's own table schema: a
+/// spec `validate` passes does not fail later on a rule.
+fn compile_rules(loaded: &spec::LoadedSpec) -> Result<(), spec::SpecError> {
+    let canonical = finlake_quality::dqc::canonical_schema(loaded);
+    finlake_quality::rules::RuleSet::compile(
+        loaded,
+        finlake_quality::enrich::enriched_schema(&canonical),
+    )?;
+    finlake_quality::patterns::PatternSet::compile(
+        loaded,
+        finlake_quality::engine::landed_schema(&canonical),
+    )?;
+    Ok(())
+}
+
 fn validate(files: &[PathBuf]) -> u8 {
     let mut ok = true;
     for file in files {
-        match spec::load(file) {
+        match spec::load(file).and_then(|loaded| compile_rules(&loaded).map(|()| loaded)) {
             Ok(loaded) => {
                 for w in &loaded.warnings {
                     eprintln!("{}", w.render(file));

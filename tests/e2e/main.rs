@@ -74,6 +74,54 @@ fn validate_exits_2_naming_the_unknown_key_file_and_line() {
     );
 }
 
+/// A spec whose YAML is well formed but whose rule names a column the table does not have,
+/// or whose pattern does not compile, is refused by `validate` as the ingestor and
+/// `data-quality-check` refuse it at start-up: at its line, with a hint.
+#[test]
+fn validate_compiles_the_rules_and_patterns() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = std::fs::read_to_string(root().join("samples/market-data-stream.yaml")).unwrap();
+    let cases = [
+        (
+            sample.replace(
+                "column: isin, action: dead_letter",
+                "column: isn, action: dead_letter",
+            ),
+            "column: isn",
+            "did you mean `isin`?",
+        ),
+        (
+            sample.replace(
+                "condition: \"timestamp BETWEEN market_open AND market_close\"",
+                "condition: \"timestamp BETWEEN market_open AND market_clos\"",
+            ),
+            "market_clos",
+            "market_clos",
+        ),
+        (
+            sample.replace(
+                "pattern: \"quantity > 10 * avg(quantity)\"",
+                "pattern: \"quantty > 10 * avg(quantity)\"",
+            ),
+            "quantty",
+            "quantty",
+        ),
+    ];
+    for (i, (text, at, says)) in cases.iter().enumerate() {
+        assert_ne!(text, &sample, "case {i} changes the sample");
+        let bad = dir.path().join(format!("bad{i}.yaml"));
+        std::fs::write(&bad, text).unwrap();
+        let line = text.lines().position(|l| l.contains(at)).unwrap() + 1;
+        let out = finlake(&["validate", bad.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "case {i}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{}:{line}:", bad.display())) && stderr.contains(says),
+            "case {i}: {stderr}"
+        );
+    }
+}
+
 const CRD_CHECK: &str = r#"
 import json, sys, yaml, jsonschema
 crd = yaml.safe_load(open(sys.argv[1]))
