@@ -221,15 +221,18 @@ async fn check_table(job: Job<'_>) -> Result<Report> {
     let (uri, storage, results_uri) = (&job.uri, &job.storage, &job.results_uri);
     let run_at = chrono::Utc::now().timestamp_micros();
     let now = opts.now.unwrap_or(run_at);
-    let table = reach(opts, uri, open_table(uri, storage)).await?;
+    let state_uri = sibling(results_uri, "quality_state");
+    // the tables are opened side by side: each is mostly waiting on its log
+    let (table, state_table) = tokio::try_join!(
+        reach(opts, uri, open_table(uri, storage)),
+        reach(opts, &state_uri, results::open_state(&state_uri, storage)),
+    )?;
     let version = table.version().unwrap_or_default();
     let table_schema = finlake_core::delta::arrow_schema(&table, uri)?;
     let pipeline = spec.pipeline.metadata.name.clone();
     let fingerprint = results::partition_fingerprint(&table, opts.date)
         .await
         .map_err(|e| query_err(uri, e))?;
-    let state_uri = sibling(results_uri, "quality_state");
-    let state_table = reach(opts, &state_uri, results::open_state(&state_uri, storage)).await?;
     let key = cache_key(&job.spec_sha256, opts);
     let cached = if opts.rescan || opts.dead_letter.is_some() {
         None
@@ -247,13 +250,21 @@ async fn check_table(job: Job<'_>) -> Result<Report> {
         .unwrap_or_default();
     let from_cache = cached.is_some();
     let mut dead: Vec<RecordBatch> = Vec::new();
-    let (m, stats) = match cached {
+    // the last 60 days of results, for the volume check's baseline
+    let from = opts.date - chrono::Days::new(60);
+    let past = async {
+        let table = reach(opts, results_uri, results::open(results_uri, storage)).await?;
+        let history =
+            results::history(&table, &spec.pipeline.metadata.name, uri, from, opts.date).await?;
+        Ok::<_, QualityError>((table, history))
+    };
+    let ((m, stats), (history_table, history)) = match cached {
         Some(c) => {
             tracing::info!(
                 version,
                 "metrics for the partition come from quality_state (unchanged since)"
             );
-            (c.measure, c.stats)
+            ((c.measure, c.stats), past.await?)
         }
         None => {
             let started = std::time::Instant::now();
@@ -273,33 +284,26 @@ async fn check_table(job: Job<'_>) -> Result<Report> {
             }
             let cached = Cached { measure: m, stats };
             let json = serde_json::to_string(&cached).expect("serialisable");
-            results::append_state(
-                state_table,
-                &pipeline,
-                uri,
-                opts.date,
-                &key,
-                &fingerprint,
-                version as i64,
-                &json,
-            )
-            .await?;
-            (cached.measure, cached.stats)
+            // the state written while the history is read: both mostly wait on their logs
+            let (_, past) = tokio::try_join!(
+                results::append_state(
+                    state_table,
+                    &pipeline,
+                    uri,
+                    opts.date,
+                    &key,
+                    &fingerprint,
+                    version as i64,
+                    &json,
+                ),
+                past,
+            )?;
+            ((cached.measure, cached.stats), past)
         }
     };
 
     // results: rules, dedup, table checks
     let mut out = verdict::rule_results(rules, &stats, spec);
-    let history_table = reach(opts, results_uri, results::open(results_uri, storage)).await?;
-    let from = opts.date - chrono::Days::new(60);
-    let history = results::history(
-        &history_table,
-        &spec.pipeline.metadata.name,
-        uri,
-        from,
-        opts.date,
-    )
-    .await?;
     let verdicts = verdict::Verdicts {
         canonical,
         table_schema: &table_schema,
