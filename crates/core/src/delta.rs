@@ -971,8 +971,9 @@ fn parquet_io(e: object_store::Error) -> parquet::errors::ParquetError {
 
 /// `ranges` of a local file, without a copy: each is mapped from the page cache (populated up
 /// front, so a cold file is read here, on the blocking pool, not by whichever task decodes
-/// it); a mapping lives as long as the last slice of it. `pread` copied every byte out of the page cache into fresh pages: the
-/// copy and the zeroing of those pages were 8 % of `finlake dq`'s CPU on a 10M-row day.
+/// it); a mapping lives as long as the last slice of it. `pread` copied every byte out of the
+/// page cache into fresh pages: the copy and the zeroing of those pages were 8 % of
+/// `finlake dq`'s CPU on a 10M-row day.
 fn read_local(
     path: std::path::PathBuf,
     ranges: Vec<std::ops::Range<u64>>,

@@ -12,9 +12,8 @@
 //! a partition that lags in event time is not late wholesale because another is ahead. A row
 //! older than it is `late` (it cannot be checked against state that is gone). State older than
 //! it is treated as gone at once and dropped when the state has doubled (it rotates its two
-//! generations, see [`state`]), so the entries held are at
-//! most twice the keys of one window, and the verdicts do not depend on how the input is split
-//! into batches. A partition that stops sending holds the watermark where it is (the ingestor
+//! generations, see [`state`]), so the entries held are at most twice the keys of one window,
+//! and the verdicts do not depend on how the input is split into batches. A partition that stops sending holds the watermark where it is (the ingestor
 //! forgets a partition when it is revoked, [`Deduplicator::forget_partition`]).
 //!
 //! Verdicts: `Unique` lands; `Duplicate` (same key and same payload) is counted and dropped;
@@ -29,8 +28,8 @@
 //! rate; the data is not adversarial. Payloads are compared by a third 64-bit hash, and only
 //! when a key repeats: a conflicting retry passes for an exact one with odds 2⁻⁶⁴ per repeated
 //! key (a day's 11,000 producer retries: once in 10¹⁵ days). An entry holds its first
-//! version's fingerprint, event time and lineage (64 bytes with its place in a table) and nothing of the
-//! batch it came in: the state's memory is its entries', however far apart in event time the
+//! version's fingerprint, event time and lineage (64 bytes with its place in a table) and
+//! nothing of the batch it came in: the state's memory is its entries', however far apart in event time the
 //! source partitions are (a backlog read unevenly keeps the slowest partition's window, and
 //! with it every faster partition's rows since).
 // Data path: no unwrap/expect on anything derived from message bytes; each remaining one
@@ -122,7 +121,7 @@ impl state::Entry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key(u64, u64);
 
-/// The state's keys are already hashes: use their low bits as they are.
+/// Fingerprints are already hashes: a set of them uses their low bits as they are.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct Prehashed(u64);
 
@@ -337,9 +336,6 @@ fn constant(a: &arrow::array::StringArray) -> Option<&str> {
 /// Source partitions numbered below this are found by index (dedup's watermark, dq's order
 /// check), the rest by a search; a partition number from the data cannot size an index past it.
 pub(crate) const INDEXED_PARTITIONS: usize = 1 << 20;
-
-/// The state is not rotated below this many keys.
-const SWEEP_AT_LEAST: usize = 4096;
 
 /// 128-bit fingerprints of `cols` for every row (two seeded 64-bit hash passes).
 fn fingerprints(cols: &[ArrayRef], n: usize, a: &mut Vec<u64>, b: &mut Vec<u64>) -> Result<()> {
@@ -598,7 +594,6 @@ impl Deduplicator {
             if self.stale && !not_late {
                 self.refresh();
             }
-            let stale = self.stale;
             let watermark = self.min_newest.map(|m| m.saturating_sub(window));
             let verdict = if let Some(watermark) = watermark.filter(|&w| t < w) {
                 Verdict::Late { watermark }
@@ -610,13 +605,9 @@ impl Deduplicator {
                 // stale version older than the watermark or the window)
                 let found = self.state.find(key);
                 let first = found.and_then(|f| self.state.time(f));
+                // a repeat's first version is judged by the exact watermark
                 let live = first.is_some_and(|first| {
-                    let watermark = match stale {
-                        // a repeat's first version is judged by the exact watermark
-                        true => least(&self.partitions).map(|m| m.saturating_sub(window)),
-                        false => watermark,
-                    };
-                    watermark.is_none_or(|w| first >= w) && (t - first).abs() <= window
+                    self.watermark().is_none_or(|w| first >= w) && (t - first).abs() <= window
                 });
                 let repeat = match (found, first) {
                     (Some(f), Some(first)) if live => self.state.get_mut(f).map(|e| (first, e)),

@@ -14,7 +14,10 @@
 //! touches is a third the size and stays nearer the core. Entries and event times are appended
 //! in order; a probe reads an entry only when the low half matches (a repeat).
 
-use super::{Key, SWEEP_AT_LEAST};
+use super::Key;
+
+/// The state is not rotated below this many keys.
+const ROTATE_AT_LEAST: usize = 4096;
 
 /// A key's first version but for its event time, which is kept apart (a rotation reads only
 /// the times): 40 bytes.
@@ -92,7 +95,7 @@ pub(super) struct State {
     young: Generation,
     old: Generation,
     /// Keys live after the last rotation: the next comes when the state holds twice as many
-    /// (and at least [`SWEEP_AT_LEAST`]), so it holds at most twice one window's keys.
+    /// (and at least [`ROTATE_AT_LEAST`]), so it holds at most twice one window's keys.
     live: usize,
 }
 
@@ -143,7 +146,7 @@ impl State {
 
     /// Whether the state has doubled since the last rotation.
     pub fn due(&self) -> bool {
-        self.len() >= (2 * self.live).max(SWEEP_AT_LEAST)
+        self.len() >= (2 * self.live).max(ROTATE_AT_LEAST)
     }
 
     /// Rotates the generations, keeping the old one's versions at or after `watermark` (all

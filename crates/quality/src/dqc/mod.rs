@@ -254,8 +254,7 @@ async fn check_table(job: Job<'_>) -> Result<Report> {
     let from = opts.date - chrono::Days::new(60);
     let past = async {
         let table = reach(opts, results_uri, results::open(results_uri, storage)).await?;
-        let history =
-            results::history(&table, &spec.pipeline.metadata.name, uri, from, opts.date).await?;
+        let history = results::history(&table, &pipeline, uri, from, opts.date).await?;
         Ok::<_, QualityError>((table, history))
     };
     let ((m, stats), (history_table, history)) = match cached {
